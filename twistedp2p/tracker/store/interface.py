@@ -88,3 +88,22 @@ class IIndexStore(Interface):
         @return: Deferred firing a list of every live L{Session}, oldest
             first.
         """
+
+    def renew():
+        """
+        Called by the tracker on every heartbeat round.  A store shared by
+        several trackers renews this tracker's lease and forgets sessions of
+        trackers whose lease expired; an embedded store does nothing.
+
+        @return: Deferred firing True when the store lost (or may have lost)
+            this tracker's records, e.g. after a database outage or a lapsed
+            lease, so the tracker must call C{resync}; False otherwise.
+        """
+
+    def resync(snapshot):
+        """
+        Make the store hold exactly this tracker's live state: C{snapshot}
+        is a list of C{(Session, [Publication, ...])} for every live
+        session this tracker owns.  Records of this tracker not in the
+        snapshot are removed.  @return: Deferred firing None.
+        """
