@@ -1,0 +1,168 @@
+"""
+Drive real ``twistd`` processes through their shells over pipes.
+
+A L{ShellProcess} starts one process with stdin and stdout as pipes, reads
+its stdout on a thread into a queue, and lets a test send command lines and
+wait for the line it expects (waiting on the queue, bounded in time: no
+sleeps).  Every process is killed by PID when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def twistd() -> str:
+    """
+    The twistd of the interpreter running the tests.
+    """
+    candidate = Path(sys.executable).with_name("twistd")
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("twistd")
+    assert found, "twistd not found next to the test interpreter"
+    return found
+
+
+def free_port() -> int:
+    """
+    A TCP port on 127.0.0.1 that was free a moment ago.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ShellProcess:
+    """
+    One running twistd process whose shell we talk to.
+    """
+
+    def __init__(self, name: str, args: list[str], cwd: Path, logfile: Path) -> None:
+        self.name = name
+        self.logfile = logfile
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop("PYTHONPATH", None)
+        self.argv = [twistd(), "-n", "--pidfile=", f"--logfile={logfile}", *args]
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            bufsize=0,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        buffered = b""
+        while True:
+            chunk = self.proc.stdout.read1(65536) if hasattr(self.proc.stdout, "read1") else os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buffered += chunk
+            # progress bars use \r; treat it like a line end
+            parts = re.split(rb"\r\n|\n|\r", buffered)
+            buffered = parts.pop()
+            for part in parts:
+                self.lines.put(part.decode("utf-8", "replace"))
+        if buffered:
+            self.lines.put(buffered.decode("utf-8", "replace"))
+        self.lines.put(None)
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode("utf-8") + b"\n")
+        self.proc.stdin.flush()
+
+    def close_stdin(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+
+    def expect(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        """
+        Wait for an output line matching C{pattern} (a regex searched in each
+        line); lines before it are kept in C{seen}.
+        """
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"{self.name}: no line matching {pattern!r} within {timeout}s; "
+                    f"output so far:\n" + "\n".join(self.seen[-40:]) + self._log_tail()
+                )
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.lines.put(None)
+                raise AssertionError(
+                    f"{self.name} ended (status {self.proc.poll()}) before a line "
+                    f"matching {pattern!r}; output:\n" + "\n".join(self.seen[-40:])
+                    + self._log_tail()
+                )
+            self.seen.append(line)
+            match = regex.search(line)
+            if match:
+                return match
+
+    def command(self, line: str, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        self.send(line)
+        return self.expect(pattern, timeout)
+
+    def _log_tail(self) -> str:
+        try:
+            text = self.logfile.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n--- log tail ---\n" + "\n".join(text.splitlines()[-30:])
+
+    def wait(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout)
+
+    def signal(self, signum: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signum)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.proc.kill()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass
