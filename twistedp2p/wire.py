@@ -81,7 +81,7 @@ def decode(frame: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise WireError("bad_utf8", "frame is not valid UTF-8")
     try:
-        message = json.loads(text, parse_constant=_reject_constant)
+        message = _decoder.decode(text)
     except (ValueError, RecursionError):
         raise WireError("bad_json", "frame is not valid JSON")
     if not isinstance(message, dict):
@@ -91,6 +91,11 @@ def decode(frame: bytes) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every frame: json.loads(..., parse_constant=...) would
+# build a new one per call, on the tracker's hot path.
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 # -- responses ---------------------------------------------------------------
@@ -118,6 +123,9 @@ def error(code: str, message: str, request_id: Any = None) -> dict[str, Any]:
 
 
 def _has_control(text: str) -> bool:
+    if text.isprintable():
+        # printable text has no Cc or Cs characters: skip the slow scan
+        return False
     return any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
 
 

@@ -1,0 +1,526 @@
+"""
+L{TrackerProtocol} over L{StringTransport}: framing, errors, seed and native
+answers, ordering, heartbeats.
+"""
+
+import struct
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistedp2p import wire
+from twistedp2p.tracker.protocol import SourceWireCache, TrackerFactory, TrackerProtocol
+from twistedp2p.tracker.registry import Registry
+
+from tests.tracker.helpers import SHA_A, SHA_B, ControlledStore, frame, frames
+
+
+class Peer:
+    """
+    One connection: the protocol, its transport, and helpers.
+    """
+
+    def __init__(self, factory, ip="10.0.0.1", port=50000):
+        self.proto = factory.buildProtocol(None)
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", ip, port))
+        self.proto.makeConnection(self.transport)
+
+    def send(self, *messages):
+        self.proto.dataReceived(b"".join(frame(m) for m in messages))
+
+    def received(self):
+        out = frames(self.transport.value())
+        self.transport.clear()
+        return out
+
+    def ask(self, message):
+        self.send(message)
+        [answer] = self.received()
+        return answer
+
+    def lose(self):
+        self.proto.connectionLost(None)
+
+
+class ProtocolTestBase(SynchronousTestCase):
+    #: Whether the store offers a synchronous read view (fetch fast path).
+    view = False
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(100)
+        self.store = ControlledStore(view=self.view)
+        self.registry = Registry(self.store, self.clock, "trk", heartbeat=30.0, misses=2, ping_timeout=5.0)
+        self.events = []
+        self.registry.subscribe(lambda kind, fields: self.events.append((kind, fields)))
+        self.factory = TrackerFactory(self.registry, self.clock)
+
+    def peer(self, **kw):
+        return Peer(self.factory, **kw)
+
+    def native(self, hostname="n", port=4000, **kw):
+        p = self.peer(**kw)
+        answer = p.ask({"action": "hello", "hostname": hostname, "p2p_port": port, "version": 1, "id": 1})
+        self.assertEqual(answer["status"], "success", answer)
+        return p
+
+    def seed(self, hostname="s", port=5000, **kw):
+        p = self.peer(**kw)
+        answer = p.ask({"action": "hello", "hostname": hostname, "p2p_port": port})
+        self.assertEqual(answer["status"], "success", answer)
+        return p
+
+    def rejected_codes(self):
+        return [f["code"] for k, f in self.events if k == "rejected"]
+
+
+class HelloTests(ProtocolTestBase):
+    def test_seed_hello_exact_answer(self):
+        p = self.peer()
+        answer = p.ask({"action": "hello", "hostname": "peer1", "p2p_port": 5000})
+        self.assertEqual(answer, {"status": "success", "message": "welcome peer1"})
+        self.assertEqual(p.proto.session.version, None)
+        self.assertEqual(p.proto.session.ip, "10.0.0.1")
+
+    def test_native_hello_answer(self):
+        p = self.peer(ip="192.168.1.27")
+        answer = p.ask({"action": "hello", "hostname": "lab", "p2p_port": 40123, "version": 1, "id": 7})
+        self.assertEqual(
+            answer,
+            {
+                "status": "success",
+                "id": 7,
+                "message": "welcome lab",
+                "version": 1,
+                "session": "trk:1",
+                "address": "192.168.1.27",
+                "heartbeat": 30.0,
+            },
+        )
+
+    def test_already_registered(self):
+        p = self.native()
+        answer = p.ask({"action": "hello", "hostname": "x", "p2p_port": 1, "version": 1, "id": 2})
+        self.assertEqual((answer["code"], answer["id"]), ("already_registered", 2))
+        self.assertEqual(len(self.registry), 1)
+
+    def test_requests_before_hello(self):
+        p = self.peer()
+        for action in ["publish", "unpublish", "fetch", "list_shared_files", "search", "discover"]:
+            message = {"action": action, "fname": "a", "hostname": "h", "id": 3}
+            answer = p.ask(message)
+            self.assertEqual((answer["status"], answer["code"], answer["id"]), ("error", "not_registered", 3))
+        self.assertEqual(p.ask({"action": "ping"}), {"status": "success", "message": "pong"})
+        self.assertEqual(p.ask({"action": "ping", "id": 4}), {"status": "success", "id": 4, "message": "pong"})
+
+    def test_duplicate_session(self):
+        holder = self.native("h", 4000)
+        newcomer = self.peer(ip="10.0.0.2")
+        newcomer.send({"action": "hello", "hostname": "h", "p2p_port": 4000, "version": 1, "id": 1})
+        self.assertEqual(newcomer.received(), [])
+        [ping] = holder.received()
+        self.assertEqual(ping["action"], "ping")
+        holder.send({"status": "success", "message": "pong", "id": ping["id"]})
+        [answer] = newcomer.received()
+        self.assertEqual((answer["code"], answer["id"]), ("duplicate_session", 1))
+        self.assertIsNone(newcomer.proto.session)
+        # The refused connection may try again later (not already_registered).
+        newcomer.send({"action": "hello", "hostname": "h", "p2p_port": 4001, "version": 1, "id": 2})
+        self.assertEqual(newcomer.received()[0]["status"], "success")
+
+    def test_silent_holder_replaced(self):
+        holder = self.native("h", 4000)
+        newcomer = self.peer(ip="10.0.0.2")
+        newcomer.send({"action": "hello", "hostname": "h", "p2p_port": 4000, "version": 1, "id": 1})
+        self.clock.advance(5)
+        self.assertEqual(newcomer.received()[0]["status"], "success")
+        self.assertTrue(holder.transport.disconnecting)
+
+    def test_seed_holder_replaced(self):
+        holder = self.seed("h", 4000)
+        newcomer = self.seed("h", 4000)
+        self.assertTrue(holder.transport.disconnecting)
+        self.assertEqual(holder.received(), [])
+        holder.lose()
+        self.assertEqual(len(self.registry), 1)
+        self.assertEqual(newcomer.proto.session.session_id, self.registry.peers()[0].session.session_id)
+
+    def test_hello_timeout(self):
+        p = self.peer()
+        self.clock.advance(TrackerProtocol.HELLO_TIMEOUT - 1)
+        self.assertFalse(p.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(p.transport.disconnecting)
+
+    def test_no_timeout_after_hello(self):
+        p = self.seed()
+        self.clock.advance(TrackerProtocol.HELLO_TIMEOUT * 10)
+        self.assertFalse(p.transport.disconnecting)
+
+    def test_connection_lost_during_hello(self):
+        self.store.hold = True
+        p = self.peer()
+        p.send({"action": "hello", "hostname": "h", "p2p_port": 1})
+        p.lose()
+        self.store.release()
+        self.store.release()
+        self.assertEqual(len(self.registry), 0)
+        self.assertEqual(self.successResultOf(self.store.sessions()), [])
+
+    def test_connection_lost_removes_session(self):
+        p = self.native()
+        p.ask({"action": "publish", "fname": "a", "sha256": SHA_A, "file_size": 1, "id": 2})
+        p.lose()
+        self.assertEqual(len(self.registry), 0)
+        self.assertEqual(self.successResultOf(self.store.sources("a", 10)), [])
+
+
+class RequestTests(ProtocolTestBase):
+    def test_seed_session_answers(self):
+        src = self.seed("src", 5000, ip="10.0.0.5")
+        answer = src.ask(
+            {
+                "action": "publish",
+                "fname": "sample.txt",
+                "lname": "/tmp/sample.txt",
+                "file_size": 10,
+                "last_modified": "2024-11-04T09:00:00Z",
+                "allow_overwrite": False,
+            }
+        )
+        self.assertEqual(answer["status"], "created")
+        self.assertNotIn("id", answer)
+        dst = self.seed("dst", 5001)
+        answer = dst.ask({"action": "fetch", "fname": "sample.txt"})
+        self.assertEqual(
+            answer,
+            {
+                "status": "success",
+                "peer_list": [
+                    {
+                        "hostname": "src",
+                        "ip": "10.0.0.5",
+                        "port": 5000,
+                        "lname": "/tmp/sample.txt",
+                        "fname": "sample.txt",
+                        "file_size": 10,
+                        "last_modified": "2024-11-04T09:00:00Z",
+                        "sha256": None,
+                        "version": None,
+                    }
+                ],
+            },
+        )
+        answer = dst.ask({"action": "list_shared_files"})
+        self.assertEqual(
+            answer,
+            {
+                "status": "success",
+                "files": [{"fname": "sample.txt", "file_size": 10, "sha256": None, "sources": 1, "hostnames": ["src"]}],
+            },
+        )
+        self.assertEqual(dst.ask({"action": "ping"}), {"status": "success", "message": "pong"})
+        self.assertEqual(src.ask({"action": "publish", "fname": "sample.txt", "lname": "/other"})["status"], "conflict")
+
+    def test_native_publish_statuses_and_ids(self):
+        p = self.native()
+        pub = {"action": "publish", "fname": "a.pdf", "lname": "a.pdf", "file_size": 3, "last_modified": 1.5, "sha256": SHA_A}
+        self.assertEqual(p.ask(dict(pub, id=10))["status"], "created")
+        self.assertEqual(p.ask(dict(pub, id=11)), {"status": "unchanged", "id": 11, "fname": "a.pdf", "message": "'a.pdf' unchanged"})
+        answer = p.ask(dict(pub, sha256=SHA_B, id=12))
+        self.assertEqual((answer["status"], answer["id"]), ("conflict", 12))
+        self.assertIn("allow_overwrite", answer["message"])
+        self.assertEqual(p.ask(dict(pub, sha256=SHA_B, allow_overwrite=True, id=13))["status"], "updated")
+
+    def test_native_fetch_and_search_and_discover(self):
+        src = self.native("src", 4000, ip="10.0.0.3")
+        src.ask({"action": "publish", "fname": "a.pdf", "file_size": 3, "last_modified": 1.5, "sha256": SHA_A, "id": 1})
+        me = self.native("me", 4001)
+        answer = me.ask({"action": "fetch", "fname": "a.pdf", "id": 5})
+        self.assertEqual(answer["id"], 5)
+        self.assertEqual(answer["fname"], "a.pdf")
+        self.assertEqual(
+            answer["peer_list"],
+            [
+                {
+                    "hostname": "src",
+                    "ip": "10.0.0.3",
+                    "port": 4000,
+                    "lname": "a.pdf",
+                    "fname": "a.pdf",
+                    "file_size": 3,
+                    "last_modified": 1.5,
+                    "sha256": SHA_A,
+                    "version": 1,
+                }
+            ],
+        )
+        # The requester never sees itself; twice to exercise the cache.
+        self.assertEqual(src.ask({"action": "fetch", "fname": "a.pdf", "id": 6})["peer_list"], [])
+        self.assertEqual(me.ask({"action": "fetch", "fname": "a.pdf", "id": 7})["peer_list"], answer["peer_list"])
+        self.assertEqual(me.ask({"action": "fetch", "fname": "nothing", "id": 8}), {"status": "success", "id": 8, "fname": "nothing", "peer_list": []})
+        answer = me.ask({"action": "search", "pattern": "*.PDF", "id": 9})
+        self.assertEqual(answer["files"], [{"fname": "a.pdf", "file_size": 3, "sha256": SHA_A, "sources": 1, "hostnames": ["src"]}])
+        self.assertEqual(me.ask({"action": "search", "pattern": "zzz", "id": 10})["files"], [])
+        answer = me.ask({"action": "discover", "hostname": "src", "id": 11})
+        self.assertEqual((answer["hostname"], len(answer["files"]), answer["files"][0]["sha256"]), ("src", 1, SHA_A))
+
+    def test_fetch_limit(self):
+        for i in range(5):
+            self.native(f"h{i}", 4000 + i).ask({"action": "publish", "fname": "x", "sha256": SHA_A, "id": 1})
+        me = self.native("me", 1)
+        answer = me.ask({"action": "fetch", "fname": "x", "limit": 2, "id": 2})
+        self.assertEqual([p["hostname"] for p in answer["peer_list"]], ["h0", "h1"])
+
+    def test_unpublish(self):
+        p = self.native()
+        p.ask({"action": "publish", "fname": "a", "sha256": SHA_A, "id": 1})
+        self.assertEqual(p.ask({"action": "unpublish", "fname": "a", "id": 2}), {"status": "success", "id": 2, "fname": "a"})
+        answer = p.ask({"action": "unpublish", "fname": "a", "id": 3})
+        self.assertEqual((answer["code"], answer["id"]), ("not_published", 3))
+
+
+class RequestWithReadViewTests(RequestTests):
+    """
+    The same answers when fetch takes the synchronous path.
+    """
+
+    view = True
+
+
+class BadInputTests(ProtocolTestBase):
+    """
+    Every bad frame gets one error answer, is logged, and changes nothing.
+    """
+
+    def assertOnlyError(self, p, raw, code, request_id=None):
+        sessions = self.successResultOf(self.store.sessions())
+        writes = list(self.store.writes)
+        p.proto.dataReceived(frame(raw))
+        answers = p.received()
+        self.assertEqual(len(answers), 1, answers)
+        self.assertEqual(answers[0]["status"], "error")
+        self.assertEqual(answers[0]["code"], code)
+        self.assertIsInstance(answers[0]["message"], str)
+        if request_id is None:
+            self.assertNotIn("id", answers[0])
+        else:
+            self.assertEqual(answers[0]["id"], request_id)
+        self.assertFalse(p.transport.disconnecting)
+        self.assertEqual(self.successResultOf(self.store.sessions()), sessions)
+        self.assertEqual(self.store.writes, writes)
+        self.assertEqual(self.rejected_codes()[-1], code)
+
+    def test_garbage(self):
+        for p in (self.peer(), self.native(), self.seed()):
+            self.assertOnlyError(p, b"\xff\xfe", "bad_utf8")
+            self.assertOnlyError(p, b"{", "bad_json")
+            self.assertOnlyError(p, b"", "bad_json")
+            self.assertOnlyError(p, b'{"action": "ping", "x": NaN}', "bad_json")
+            self.assertOnlyError(p, b"[1, 2]", "not_object")
+            self.assertOnlyError(p, b'"hello"', "not_object")
+            self.assertOnlyError(p, {"action": "ping", "id": -1}, "bad_id")
+            self.assertOnlyError(p, {"action": "ping", "id": "7"}, "bad_id")
+            self.assertOnlyError(p, {"id": 4}, "no_action", 4)
+            self.assertOnlyError(p, {"action": 3, "id": 4}, "no_action", 4)
+            self.assertOnlyError(p, {"action": "get_file", "lname": "x", "id": 5}, "unknown_action", 5)
+            self.assertOnlyError(p, {"action": "hello", "hostname": "", "p2p_port": 1, "id": 6}, "bad_field", 6)
+            self.assertOnlyError(p, {"action": "hello", "hostname": "h", "p2p_port": 0, "id": 6}, "bad_field", 6)
+            self.assertOnlyError(p, {"action": "hello", "hostname": "h", "p2p_port": "1", "id": 6}, "bad_field", 6)
+            self.assertOnlyError(p, {"action": "publish", "fname": "../etc/passwd", "id": 7}, "bad_field", 7)
+            self.assertOnlyError(p, {"action": "publish", "fname": "a", "sha256": "XYZ", "id": 7}, "bad_field", 7)
+            self.assertOnlyError(p, {"action": "fetch", "id": 8}, "bad_field", 8)
+            self.assertOnlyError(p, {"action": "fetch", "fname": "a", "limit": 0, "id": 8}, "bad_field", 8)
+            # And the connection still answers.
+            self.assertEqual(p.ask({"action": "ping"})["message"], "pong")
+
+    def test_deeply_nested_json(self):
+        p = self.native()
+        self.assertOnlyError(p, b"[" * 60000, "bad_json")
+
+    def test_oversized_frame_closes(self):
+        p = self.native()
+        p.proto.dataReceived(struct.pack("!I", wire.MAX_REQUEST_FRAME + 1) + b"x" * 100)
+        self.assertTrue(p.transport.disconnecting)
+        self.assertEqual(p.received(), [])
+        self.assertIn("frame_too_long", self.rejected_codes())
+
+    def test_largest_frame_accepted(self):
+        p = self.native()
+        payload = wire.encode({"action": "ping", "id": 1, "pad": ""})
+        padding = wire.MAX_REQUEST_FRAME - len(payload)
+        big = wire.encode({"action": "ping", "id": 1, "pad": "x" * padding})
+        self.assertEqual(len(big), wire.MAX_REQUEST_FRAME)
+        p.proto.dataReceived(frame(big))
+        self.assertEqual(p.received(), [{"status": "success", "id": 1, "message": "pong"}])
+
+    def test_internal_error(self):
+        p = self.native()
+
+        def broken(*args):
+            raise RuntimeError("bug")
+
+        self.registry.fetch = broken
+        answer = p.ask({"action": "fetch", "fname": "a", "id": 3})
+        self.assertEqual((answer["code"], answer["id"]), ("internal", 3))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(p.ask({"action": "ping", "id": 4})["message"], "pong")
+
+    def test_internal_error_async(self):
+        p = self.native()
+        d = Deferred()
+        self.registry.unpublish = lambda *a: d
+        p.send({"action": "unpublish", "fname": "a", "id": 3}, {"action": "ping", "id": 4})
+        self.assertEqual(p.received(), [])
+        d.errback(RuntimeError("bug"))
+        answers = p.received()
+        self.assertEqual([(a["status"], a["id"]) for a in answers], [("error", 3), ("success", 4)])
+        self.assertEqual(answers[0]["code"], "internal")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_index_unavailable(self):
+        p = self.native()
+        self.store.failing = True
+        answer = p.ask({"action": "publish", "fname": "a", "sha256": SHA_A, "id": 3})
+        self.assertEqual((answer["code"], answer["id"]), ("index_unavailable", 3))
+        answer = p.ask({"action": "fetch", "fname": "a", "id": 4})
+        self.assertEqual((answer["code"], answer["id"]), ("index_unavailable", 4))
+        hello = self.peer().ask({"action": "hello", "hostname": "x", "p2p_port": 1})
+        self.assertEqual(hello["code"], "index_unavailable")
+        self.store.failing = False
+        self.assertEqual(p.ask({"action": "publish", "fname": "a", "sha256": SHA_A, "id": 5})["status"], "created")
+
+    def test_unknown_extra_fields_ignored(self):
+        p = self.peer()
+        answer = p.ask({"action": "hello", "hostname": "h", "p2p_port": 1, "colour": "blue"})
+        self.assertEqual(answer["status"], "success")
+
+
+class OrderingTests(ProtocolTestBase):
+    def test_answers_in_request_order(self):
+        p = self.seed()
+        self.store.hold = True
+        p.send(
+            {"action": "publish", "fname": "a", "lname": "a"},
+            {"action": "ping"},
+            {"action": "fetch", "fname": "a"},
+            {"action": "publish", "fname": "b", "lname": "b"},
+            b"garbage",
+            {"action": "list_shared_files"},
+        )
+        self.assertEqual(p.received(), [])
+        self.store.release()
+        answers = p.received()
+        self.assertEqual([a["status"] for a in answers], ["created", "success", "success"])
+        self.assertEqual(answers[1]["message"], "pong")
+        self.store.release()
+        answers = p.received()
+        self.assertEqual([a["status"] for a in answers], ["created", "error", "success"])
+        self.assertEqual(answers[1]["code"], "bad_json")
+        self.assertEqual([f["fname"] for f in answers[2]["files"]], ["a", "b"])
+
+    def test_pong_while_request_pending(self):
+        """
+        A pong is matched at once, even while a request waits for the store.
+        """
+        p = self.native()
+        self.registry.heartbeat()
+        [ping] = p.received()
+        self.assertEqual(set(ping), {"action", "id"})
+        self.store.hold = True
+        p.send({"action": "publish", "fname": "a", "sha256": SHA_A, "id": 2})
+        p.send({"status": "success", "message": "pong", "id": ping["id"]})
+        self.assertEqual(self.registry.peers()[0].rtt, 0.0)
+        self.store.release()
+        self.assertEqual(p.received()[0]["status"], "created")
+
+    def test_ping_ids_unique_across_connections(self):
+        a, b = self.native("a"), self.native("b")
+        self.registry.heartbeat()
+        self.registry.heartbeat()
+        ids = [m["id"] for m in a.received() + b.received()]
+        self.assertEqual(len(ids), 4)
+        self.assertEqual(len(set(ids)), 4)
+
+    def test_heartbeat_eviction_over_protocol(self):
+        p = self.native()
+        for _ in range(3):
+            self.registry.heartbeat()
+        self.assertTrue(p.transport.disconnecting)
+        p.lose()
+        self.assertEqual(len(self.registry), 0)
+        self.assertIn("evicted", [k for k, _ in self.events])
+
+    def test_unknown_pong_ignored(self):
+        p = self.native()
+        p.send({"status": "success", "message": "pong", "id": 999})
+        p.send({"status": "success", "message": "pong"})
+        self.assertEqual(p.received(), [])
+        self.assertFalse(p.transport.disconnecting)
+
+    def test_seed_never_gets_tracker_messages(self):
+        p = self.seed()
+        for _ in range(5):
+            self.registry.heartbeat()
+        self.assertEqual(p.received(), [])
+        self.assertFalse(p.transport.disconnecting)
+
+    def test_status_frame_from_seed_is_an_error(self):
+        p = self.seed()
+        answer = p.ask({"status": "success"})
+        self.assertEqual(answer["code"], "no_action")
+
+    def test_lost_connection_fails_pending_pings(self):
+        p = self.native()
+        d = p.proto.ping()
+        p.lose()
+        self.failureResultOf(d)
+        self.failureResultOf(p.proto.ping())
+
+    def test_queue_cap_pauses_and_resumes(self):
+        p = self.native()
+        self.store.hold = True
+        p.send({"action": "publish", "fname": "a", "sha256": SHA_A, "id": 0})
+        n = TrackerProtocol.MAX_QUEUED
+        p.send(*[{"action": "ping", "id": i} for i in range(1, n + 1)])
+        self.assertEqual(p.transport.producerState, "paused")
+        self.assertEqual(p.received(), [])
+        self.store.release()
+        answers = p.received()
+        self.assertEqual([a["id"] for a in answers], list(range(n + 1)))
+        self.assertEqual(p.transport.producerState, "paused")
+        self.clock.advance(0)
+        self.assertEqual(p.transport.producerState, "producing")
+        self.assertEqual(p.ask({"action": "ping", "id": 5})["id"], 5)
+
+    def test_frames_after_pause_are_kept(self):
+        """
+        Frames already received when reading pauses are answered after it
+        resumes.
+        """
+        p = self.native()
+        self.store.hold = True
+        n = TrackerProtocol.MAX_QUEUED
+        p.send(
+            {"action": "publish", "fname": "a", "sha256": SHA_A, "id": 0},
+            *[{"action": "ping", "id": i} for i in range(1, n + 11)],
+        )
+        self.store.release()
+        self.clock.advance(0)
+        answers = p.received()
+        self.assertEqual([a["id"] for a in answers], list(range(n + 11)))
+
+
+class WireCacheTests(SynchronousTestCase):
+    def test_cache_bounded(self):
+        from twistedp2p.tracker.model import Publication, Session, Source
+
+        cache = SourceWireCache(size=2)
+        session = Session("s", "h", "1.2.3.4", 1, 1, 0.0, "t")
+        sources = [Source(session, Publication(f"f{i}", f"f{i}"), i) for i in range(5)]
+        for s in sources:
+            self.assertEqual(wire.decode(cache.encode(s)), s.to_wire())
+        self.assertLessEqual(len(cache), 2)

@@ -1,0 +1,466 @@
+"""
+The tracker's side of a tracker connection: frames in, registry calls,
+frames out.  No business logic here (see L{twistedp2p.tracker.registry}).
+
+Requests of one connection are answered in the order they arrived: while an
+answer is pending (a store write, a contested hello) later requests wait in
+a bounded queue, and past C{MAX_QUEUED} the connection stops being read.
+Answers (frames with C{"status"}) from native peers are matched to the
+tracker's heartbeat pings at once, queue or not.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistedp2p import wire
+from twistedp2p.errors import IndexUnavailable
+from twistedp2p.tracker.registry import ILink, Registry
+
+_SUCCESS = wire.SUCCESS
+_encode = wire.encode
+
+
+@implementer(ILink)
+class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
+    """
+    One peer's connection to the tracker.
+
+    @ivar session: the L{Session} after a successful hello, else None.
+    """
+
+    MAX_LENGTH = wire.MAX_REQUEST_FRAME
+    #: Requests waiting behind a pending answer before reading pauses.
+    MAX_QUEUED = 128
+    #: Seconds a new connection has to say hello.
+    HELLO_TIMEOUT = 30.0
+
+    log = Logger()
+
+    session = None
+    _session_id: str | None = None
+    _native = False
+    _lost = False
+    _pending = False
+    _in_step = False
+    _resume_call = None
+
+    def __init__(
+        self,
+        registry: Registry,
+        clock: Any,
+        ping_ids: Callable[[], int] | None = None,
+        wire_cache: "SourceWireCache | None" = None,
+    ) -> None:
+        self.registry = registry
+        self.clock = clock
+        self._wire_cache = wire_cache if wire_cache is not None else SourceWireCache()
+        self.callLater = clock.callLater  # for TimeoutMixin
+        self._ping_ids = ping_ids or itertools.count(1).__next__
+        self._queue: deque[tuple[dict | None, wire.WireError | None]] = deque()
+        self._pings: dict[int, Deferred] = {}
+        self._peer = "?"
+        self._ip = "0.0.0.0"
+        self._handlers = {
+            "hello": self._hello,
+            "ping": self._client_ping,
+            "publish": self._publish,
+            "unpublish": self._unpublish,
+            "fetch": self._fetch,
+            "list_shared_files": self._list_shared_files,
+            "search": self._search,
+            "discover": self._discover,
+        }
+
+    # -- connection life -----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self._ip = getattr(peer, "host", "0.0.0.0")
+        self._peer = f"{self._ip}:{getattr(peer, 'port', '?')}"
+        self.log.info("connection from {peer}", peer=self._peer)
+        self.setTimeout(self.HELLO_TIMEOUT)
+
+    def timeoutConnection(self) -> None:
+        self.log.info("closing {peer}: no hello within {timeout:g} s", peer=self._peer, timeout=self.HELLO_TIMEOUT)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:
+        self._lost = True
+        self.setTimeout(None)
+        self._queue.clear()
+        if self._resume_call is not None and self._resume_call.active():
+            self._resume_call.cancel()
+        pings, self._pings = self._pings, {}
+        for d in pings.values():
+            d.errback(ConnectionLost(f"connection to {self._peer} lost"))
+        if self._session_id is not None:
+            self.registry.disconnected(self._session_id)
+        self.log.info("connection from {peer} closed", peer=self._peer)
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.log.warn(
+            "closing {peer}: frame of {length} bytes exceeds {limit}",
+            peer=self._peer,
+            length=length,
+            limit=self.MAX_LENGTH,
+        )
+        self.registry.rejected("frame_too_long", f"frame of {length} bytes", self._session_id, self._peer)
+        self.transport.loseConnection()
+
+    # -- ILink ---------------------------------------------------------------
+
+    def ping(self) -> Deferred:
+        """
+        Send a heartbeat ping; fire on its pong.
+        """
+        if self._lost or not self._native:
+            return fail(ConnectionLost("no native session on this connection"))
+        ping_id = self._ping_ids()
+        d: Deferred = Deferred(lambda _: self._pings.pop(ping_id, None))
+        self._pings[ping_id] = d
+        self.sendString(_encode({"action": "ping", "id": ping_id}))
+        return d
+
+    def close(self) -> None:
+        self.transport.loseConnection()
+
+    # -- frames in -----------------------------------------------------------
+
+    def stringReceived(self, frame: bytes) -> None:
+        try:
+            message = wire.decode(frame)
+        except wire.WireError as e:
+            self._enqueue(None, e)
+            return
+        if "action" not in message and "status" in message and self._native:
+            self._answer(message)
+            return
+        self._enqueue(message, None)
+
+    def _answer(self, message: dict) -> None:
+        """
+        A native peer answered one of our pings.
+        """
+        d = self._pings.pop(message.get("id"), None) if isinstance(message.get("id"), int) else None
+        if d is None:
+            self.log.debug("{peer} answered an unknown request {id!r}", peer=self._peer, id=message.get("id"))
+            return
+        d.callback(message)
+
+    def _enqueue(self, message: dict | None, error: wire.WireError | None) -> None:
+        if self._pending:
+            self._queue.append((message, error))
+            if len(self._queue) >= self.MAX_QUEUED and not self.paused:
+                self.log.warn("{peer} has {n} requests queued: pausing reads", peer=self._peer, n=len(self._queue))
+                self.pauseProducing()
+            return
+        self._step(message, error)
+        if self._queue and not self._pending:
+            self._drain()
+
+    def _step(self, message: dict | None, error: wire.WireError | None) -> None:
+        """
+        Handle one request; its answer is sent now or when it is ready.
+        """
+        if error is not None:
+            self._send_error(error.code, error.message, None)
+            return
+        try:
+            result = self._dispatch(message)
+        except wire.WireError as e:
+            self._send_error(e.code, e.message, wire.safe_id(message))
+            return
+        except Exception:
+            self.log.failure("handling {action!r} from {peer}", action=message.get("action"), peer=self._peer)
+            self._send_error("internal", "internal error", wire.safe_id(message))
+            return
+        kind = type(result)
+        if kind is bytes:
+            self.sendString(result)
+            return
+        if kind is dict:
+            self.sendString(_encode(result))
+            return
+        self._pending = True
+        self._in_step = True
+        if kind is tuple:
+            # (Deferred, build, args): one callback builds and sends, the
+            # cheapest way through an already-fired Deferred.
+            d, build, args = result
+            d.addCallbacks(self._build, self._failed, (build, args, message), None, (message,))
+        else:
+            result.addCallbacks(self._reply, self._failed, errbackArgs=(message,))
+        self._in_step = False
+
+    def _build(self, value: Any, build: Callable[..., Any], args: tuple, message: dict) -> None:
+        try:
+            reply = build(value, *args)
+        except Exception:
+            self._failed(Failure(), message)
+            return
+        self._reply(reply)
+
+    def _reply(self, reply: dict | bytes | None) -> None:
+        """
+        Send the answer to the pending request (a message or its encoded
+        bytes; None sends nothing), then answer what queued behind it.
+        """
+        self._pending = False
+        if reply is not None and not self._lost:
+            self.sendString(reply if type(reply) is bytes else _encode(reply))
+        if not self._in_step and self._queue:
+            self._drain()
+
+    def _failed(self, failure: Failure, message: dict) -> None:
+        request_id = wire.safe_id(message)
+        if failure.check(wire.WireError):
+            e = failure.value
+            reply = self._error(e.code, e.message, request_id)
+        elif failure.check(IndexUnavailable):
+            self.log.warn("index unavailable answering {peer}: {error}", peer=self._peer, error=failure.getErrorMessage())
+            reply = self._error("index_unavailable", str(failure.value), request_id)
+        else:
+            self.log.failure("handling {action!r} from {peer}", failure, action=message.get("action"), peer=self._peer)
+            reply = self._error("internal", "internal error", request_id)
+        self._reply(reply)
+
+    def _drain(self) -> None:
+        """
+        Answer queued requests until one has to wait.
+        """
+        queue = self._queue
+        while queue and not self._pending and not self._lost:
+            message, error = queue.popleft()
+            self._step(message, error)
+        if self.paused and len(queue) < self.MAX_QUEUED // 2 and not self._lost:
+            # Resume from the reactor, never from inside our own dataReceived.
+            if self._resume_call is None or not self._resume_call.active():
+                self._resume_call = self.clock.callLater(0, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        self._resume_call = None
+        if self.paused and not self._lost:
+            self.resumeProducing()
+
+    def _error(self, code: str, message: str, request_id: Any) -> dict:
+        self.log.warn("rejected request from {peer}: {code}: {message}", peer=self._peer, code=code, message=message)
+        self.registry.rejected(code, message, self._session_id, self._peer)
+        return wire.error(code, message, request_id)
+
+    def _send_error(self, code: str, message: str, request_id: Any) -> None:
+        self.sendString(_encode(self._error(code, message, request_id)))
+
+    def _dispatch(self, message: dict) -> dict | Deferred:
+        request = wire.parse_request(message, wire.TRACKER_REQUESTS)
+        action = request.action
+        if self._session_id is None and action != "hello" and action != "ping":
+            raise wire.WireError("not_registered", f"{action} needs a hello first")
+        return self._handlers[action](request)
+
+    # -- handlers ------------------------------------------------------------
+    # Each returns the answer (a dict, or its encoded bytes), a Deferred
+    # firing one, or (Deferred, build, args): build(result, *args) makes it.
+
+    def _hello(self, request: wire.Request) -> Deferred:
+        # Requests are handled one at a time, so no other hello is pending.
+        if self.session is not None:
+            raise wire.WireError("already_registered", "this connection already said hello")
+        f = request.fields
+        # Native from now on: a contested hello may ping this connection
+        # while its own registration is being written.
+        self._native = f["version"] is not None
+        d = self.registry.hello(self, f["hostname"], self._ip, f["p2p_port"], f["version"])
+        d.addCallbacks(self._welcome, self._not_welcome, (request,))
+        return d
+
+    def _not_welcome(self, failure: Failure) -> Failure:
+        self._native = False
+        return failure
+
+    def _welcome(self, session: Any, request: wire.Request) -> dict:
+        if self._lost:
+            # The peer left while we were registering it.
+            self.registry.disconnected(session.session_id)
+            return None
+        self.session = session
+        self._session_id = session.session_id
+        self._native = session.version is not None
+        self.setTimeout(None)
+        message = f"welcome {session.hostname}"
+        if not self._native:
+            return {"status": _SUCCESS, "message": message}
+        return wire.reply(
+            _SUCCESS,
+            request.id,
+            message=message,
+            version=wire.PROTOCOL_VERSION,
+            session=session.session_id,
+            address=session.ip,
+            heartbeat=self.registry.heartbeat_interval,
+        )
+
+    def _client_ping(self, request: wire.Request) -> dict:
+        return wire.reply(_SUCCESS, request.id, message="pong")
+
+    def _publish(self, request: wire.Request) -> Deferred:
+        f = request.fields
+        d = self.registry.publish(
+            self._session_id,
+            f["fname"],
+            f["lname"],
+            f["file_size"],
+            f["last_modified"],
+            f["sha256"],
+            f["allow_overwrite"],
+        )
+        d.addCallback(self._published, request)
+        return d
+
+    def _published(self, status: str, request: wire.Request) -> dict:
+        fname = request.fields["fname"]
+        if status == wire.CONFLICT:
+            message = f"{fname!r} is already published for a different file; set allow_overwrite to replace it"
+        else:
+            message = f"{fname!r} {status}"
+        return wire.reply(status, request.id if self._native else None, fname=fname, message=message)
+
+    def _unpublish(self, request: wire.Request) -> Deferred:
+        d = self.registry.unpublish(self._session_id, request.fields["fname"])
+        d.addCallback(self._unpublished, request)
+        return d
+
+    def _unpublished(self, _: Any, request: wire.Request) -> dict:
+        return wire.reply(_SUCCESS, request.id if self._native else None, fname=request.fields["fname"])
+
+    def _fetch(self, request: wire.Request) -> bytes | tuple:
+        fname = request.fields["fname"]
+        sources = self.registry.fetch_now(self._session_id, fname, request.fields["limit"])
+        if sources is not None:
+            return self._peer_list(sources, fname, request.id)
+        d = self.registry.fetch(self._session_id, fname, request.fields["limit"])
+        return d, self._peer_list, (fname, request.id)
+
+    def _peer_list(self, sources: list, fname: str, request_id: int | None) -> bytes:
+        """
+        The fetch answer, encoded from each source's cached JSON.
+        """
+        peers = b",".join(self._wire_cache.encode(s) for s in sources)
+        if not self._native:
+            return b'{"status":"success","peer_list":[' + peers + b"]}"
+        head = b'{"status":"success",'
+        if request_id is not None:
+            head += b'"id":%d,' % request_id
+        return head + b'"fname":' + _encode(fname) + b',"peer_list":[' + peers + b"]}"
+
+    def _list_shared_files(self, request: wire.Request) -> Deferred:
+        d = self.registry.catalogue("", request.fields["limit"])
+        d.addCallback(self._files, request)
+        return d
+
+    def _search(self, request: wire.Request) -> Deferred:
+        d = self.registry.catalogue(request.fields["pattern"], request.fields["limit"])
+        d.addCallback(self._files, request)
+        return d
+
+    def _files(self, entries: list, request: wire.Request) -> dict:
+        files = [e.to_wire() for e in entries]
+        if not self._native:
+            return {"status": _SUCCESS, "files": files}
+        return wire.reply(_SUCCESS, request.id, files=files)
+
+    def _discover(self, request: wire.Request) -> Deferred:
+        hostname = request.fields["hostname"]
+        d = self.registry.discover(hostname)
+        d.addCallback(self._discovered, hostname, request)
+        return d
+
+    def _discovered(self, sources: list, hostname: str, request: wire.Request) -> dict:
+        return wire.reply(
+            _SUCCESS,
+            request.id if self._native else None,
+            hostname=hostname,
+            files=[s.to_wire() for s in sources],
+        )
+
+
+class SourceWireCache:
+    """
+    The JSON encoding of each L{Source}'s C{peer_list} entry, computed once.
+
+    The store's view hands out the same L{Source} objects until they change,
+    so they are keyed by identity (the object is kept alive with its bytes,
+    so an id is never reused while cached).  Cleared when it grows past
+    C{size}.
+    """
+
+    def __init__(self, size: int = 50000) -> None:
+        self.size = size
+        self._entries: dict[int, tuple[Any, bytes]] = {}
+
+    def encode(self, source: Any) -> bytes:
+        entry = self._entries.get(id(source))
+        if entry is not None and entry[0] is source:
+            return entry[1]
+        data = _encode(source.to_wire())
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[id(source)] = (source, data)
+        return data
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class TrackerFactory(Factory):
+    """
+    Builds a L{TrackerProtocol} per connection and remembers them, so the
+    service can close them all when it stops.
+    """
+
+    log = Logger()
+    noisy = False
+
+    def __init__(self, registry: Registry, clock: Any) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.connections: set[TrackerProtocol] = set()
+        self._ping_ids = itertools.count(1).__next__
+        self._wire_cache = SourceWireCache()
+
+    def buildProtocol(self, addr: Any) -> TrackerProtocol:
+        p = _TrackedProtocol(self.registry, self.clock, self._ping_ids, self._wire_cache)
+        p.factory = self
+        return p
+
+    def disconnect_all(self) -> None:
+        """
+        Close every connection (the tracker stops).
+        """
+        for p in list(self.connections):
+            p.transport.loseConnection()
+
+
+class _TrackedProtocol(TrackerProtocol):
+    """
+    A L{TrackerProtocol} that keeps its factory's set of connections.
+    """
+
+    def connectionMade(self) -> None:
+        self.factory.connections.add(self)
+        TrackerProtocol.connectionMade(self)
+
+    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:
+        self.factory.connections.discard(self)
+        TrackerProtocol.connectionLost(self, reason)

@@ -1,0 +1,621 @@
+"""
+The tracker's business logic: who is online on this tracker, what each
+session published, heartbeats and evictions.
+
+A plain object: no protocol code and no global reactor.  Time comes from an
+injected C{IReactorTime}; each connection is reached through a small
+L{ILink}; the index lives in an L{IIndexStore}.  Protocols call these
+methods and turn the results (or L{WireError}s) into frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    TimeoutError,
+    fail,
+    inlineCallbacks,
+    succeed,
+)
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface
+
+from twistedp2p import wire
+from twistedp2p.errors import IndexUnavailable
+from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, Source
+
+Observer = Callable[[str, dict], Any]
+Probe = Callable[[str, int], Deferred]
+
+
+class ILink(Interface):
+    """
+    What the registry needs from one peer's connection.
+    """
+
+    def ping():
+        """
+        Send a heartbeat ping (native sessions only).
+
+        @return: Deferred firing when the pong arrives, failing when the
+            connection is lost first.  Cancelling it forgets the ping.
+        """
+
+    def close():
+        """
+        Close the connection.  The registry has already forgotten the
+        session when it calls this.
+        """
+
+
+def not_registered() -> wire.WireError:
+    return wire.WireError("not_registered", "say hello first")
+
+
+@dataclass(eq=False)
+class LiveSession:
+    """
+    The registry's record of one live session of this tracker.
+    """
+
+    session: Session
+    link: Any
+    #: fname -> what this session published under it.
+    publications: dict[str, Publication] = field(default_factory=dict)
+    last_seen: float = 0.0
+    #: Consecutive heartbeats left unanswered.
+    missed: int = 0
+    #: True while the latest heartbeat ping has no answer.
+    awaiting: bool = False
+    #: Round trip of the latest answered ping, in seconds.
+    rtt: float | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.session.hostname, self.session.p2p_port)
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    """
+    One row of L{Registry.peers}.
+    """
+
+    session: Session
+    last_seen: float
+    files: int
+    missed: int
+    rtt: float | None
+
+
+@dataclass(frozen=True)
+class PingResult:
+    """
+    One live session's answer to L{Registry.ping_host}.
+
+    C{rtt} is the wire ping's round trip in seconds, or None when it was not
+    answered in time or the session is a seed client (C{seed} is True: it
+    gets no tracker-initiated messages).  C{port_open} says whether the P2P
+    port accepted a TCP connection (None: no probe configured).
+    """
+
+    session: Session
+    rtt: float | None
+    port_open: bool | None
+
+    @property
+    def seed(self) -> bool:
+        return self.session.is_seed
+
+
+_LINK_GONE = (ConnectionDone, ConnectionLost, CancelledError)
+
+
+class Registry:
+    """
+    Live sessions of one tracker, and the rules that change them.
+
+    @param store: the L{IIndexStore} that holds the index.
+    @param clock: C{IReactorTime}.
+    @param tracker_id: prefix of the session ids this tracker hands out.
+    @param heartbeat: seconds between heartbeat rounds (the service runs
+        L{heartbeat}; the value is announced to native peers in hello).
+    @param misses: consecutive unanswered pings that evict a session.
+    @param ping_timeout: seconds a holder of a contested hostname and port
+        has to answer a ping, and an admin ping to answer.
+    @param probe: C{probe(ip, port) -> Deferred[bool]}, whether a P2P port
+        accepts TCP connections (L{ping_host}); None to skip that check.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: Any,
+        clock: Any,
+        tracker_id: str,
+        heartbeat: float = 30.0,
+        misses: int = 3,
+        ping_timeout: float = 5.0,
+        probe: Probe | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.tracker_id = tracker_id
+        self.heartbeat_interval = heartbeat
+        self.misses = misses
+        self.ping_timeout = ping_timeout
+        self.probe = probe
+        self._live: dict[str, LiveSession] = {}
+        self._by_key: dict[tuple[str, int], LiveSession] = {}
+        self._counter = 0
+        self._observers: list[Observer] = []
+        self._renewing = False
+        #: The store's synchronous read view, if it has one (the hot path).
+        self._view = getattr(store, "read_view", None)
+
+    # -- observers -----------------------------------------------------------
+
+    def subscribe(self, observer: Observer) -> None:
+        """
+        Call C{observer(kind, fields)} for every event: C{session_up},
+        C{session_down} (C{reason}), C{publish} (C{status}), C{unpublish},
+        C{evicted} (C{reason}; followed by its C{session_down}), C{rejected}
+        (C{code}, C{message}) and C{fetch} (C{sources}).  An observer that
+        raises is logged and otherwise ignored.
+        """
+        self._observers.append(observer)
+
+    def unsubscribe(self, observer: Observer) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(kind, fields)
+            except Exception:
+                self.log.failure("observer {observer!r} failed on {kind}", observer=observer, kind=kind)
+
+    def rejected(self, code: str, message: str, session_id: str | None = None, address: str | None = None) -> None:
+        """
+        Tell observers a request was refused (the protocol calls this for
+        every error answer it sends).
+        """
+        if self._observers:
+            self._emit("rejected", code=code, message=message, session_id=session_id, address=address)
+
+    # -- sessions ------------------------------------------------------------
+
+    def session(self, session_id: str) -> Session | None:
+        live = self._live.get(session_id)
+        return live.session if live is not None else None
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    @inlineCallbacks
+    def hello(self, link: Any, hostname: str, ip: str, p2p_port: int, version: int | None):
+        """
+        Register a new session for C{link}.
+
+        A live session holding the same hostname and P2P port is replaced at
+        once when it is a seed session.  A native holder is pinged: if it
+        answers within C{ping_timeout} this hello fails with
+        C{duplicate_session}, otherwise the holder is evicted.
+
+        @return: Deferred firing the new L{Session}; failing with a
+            L{wire.WireError} or L{IndexUnavailable}.
+        """
+        key = (hostname, p2p_port)
+        while True:
+            holder = self._by_key.get(key)
+            if holder is None:
+                break
+            sid = holder.session.session_id
+            if holder.session.is_seed:
+                yield self.evict(sid, "replaced by a new session from the same host and port")
+                continue
+            answered = yield self._ping(holder, self.ping_timeout)
+            if self._live.get(sid) is not holder:
+                # It left (or was evicted by someone else) meanwhile.
+                continue
+            if answered is not None:
+                raise wire.WireError(
+                    "duplicate_session",
+                    f"{hostname} port {p2p_port} is already registered by a live session",
+                )
+            yield self.evict(sid, f"did not answer a ping within {self.ping_timeout:g} s "
+                                  f"while a new session claimed its hostname and port")
+        now = self.clock.seconds()
+        self._counter += 1
+        session = Session(
+            session_id=f"{self.tracker_id}:{self._counter}",
+            hostname=hostname,
+            ip=ip,
+            p2p_port=p2p_port,
+            version=version,
+            connected_at=now,
+            tracker_id=self.tracker_id,
+        )
+        live = LiveSession(session, link, last_seen=now)
+        # Reserve the hostname and port before the write, so that a hello
+        # arriving meanwhile sees this session as the holder.
+        self._live[session.session_id] = live
+        self._by_key[key] = live
+        try:
+            yield self.store.add_session(session)
+        except BaseException:
+            self._forget(live)
+            raise
+        if self._live.get(session.session_id) is not live:
+            # Evicted or disconnected while the store was writing.
+            raise wire.WireError("not_registered", "the session ended during hello")
+        self.log.info(
+            "session {session_id} up: {hostname} {ip}:{port} ({kind})",
+            session_id=session.session_id,
+            hostname=hostname,
+            ip=ip,
+            port=p2p_port,
+            kind="seed client" if version is None else f"version {version}",
+        )
+        self._emit("session_up", session=session)
+        return session
+
+    def _forget(self, live: LiveSession) -> bool:
+        """
+        Drop C{live} from the registry's maps (not from the store).
+        """
+        sid = live.session.session_id
+        if self._live.get(sid) is not live:
+            return False
+        del self._live[sid]
+        if self._by_key.get(live.key) is live:
+            del self._by_key[live.key]
+        return True
+
+    def _end(self, session_id: str) -> tuple[LiveSession | None, Deferred]:
+        live = self._live.get(session_id)
+        if live is None or not self._forget(live):
+            return None, succeed(None)
+        d = self.store.remove_session(session_id)
+        d.addErrback(self._log_store_failure, "removing session {session_id}", session_id)
+        return live, d
+
+    def disconnected(self, session_id: str, reason: str = "connection closed") -> Deferred:
+        """
+        The connection of C{session_id} closed: forget it and its records.
+        Unknown (already evicted) sessions are ignored.
+        """
+        live, d = self._end(session_id)
+        if live is not None:
+            self.log.info("session {session_id} down: {reason}", session_id=session_id, reason=reason)
+            self._emit("session_down", session=live.session, reason=reason)
+        return d
+
+    def evict(self, session_id: str, reason: str) -> Deferred:
+        """
+        Close a session's connection and drop its records.
+
+        @return: Deferred firing once the store forgot it (never failing: a
+            store failure is logged and the next resync repairs it).
+        """
+        live, d = self._end(session_id)
+        if live is None:
+            return d
+        self.log.warn(
+            "evicted session {session_id} ({hostname} {ip}:{port}): {reason}",
+            session_id=session_id,
+            hostname=live.session.hostname,
+            ip=live.session.ip,
+            port=live.session.p2p_port,
+            reason=reason,
+        )
+        try:
+            live.link.close()
+        except Exception:
+            self.log.failure("closing the connection of {session_id}", session_id=session_id)
+        self._emit("evicted", session=live.session, reason=reason)
+        self._emit("session_down", session=live.session, reason=reason)
+        return d
+
+    def _log_store_failure(self, failure: Failure, what: str, session_id: str) -> None:
+        self.log.failure("store failed " + what, failure, session_id=session_id)
+
+    def shutdown(self, reason: str = "tracker shutting down") -> Deferred:
+        """
+        Close every session (the tracker stops).  @return: Deferred firing
+        once the store forgot them all.
+        """
+        ds = [self.evict(sid, reason) for sid in list(self._live)]
+        return DeferredList(ds, consumeErrors=True).addCallback(lambda _: None)
+
+    # -- publications --------------------------------------------------------
+
+    def _require(self, session_id: str) -> LiveSession:
+        live = self._live.get(session_id)
+        if live is None:
+            raise not_registered()
+        return live
+
+    def publish(
+        self,
+        session_id: str,
+        fname: str,
+        lname: str | None = None,
+        file_size: int | None = None,
+        last_modified: float | str | None = None,
+        sha256: str | None = None,
+        allow_overwrite: bool = False,
+    ) -> Deferred[str]:
+        """
+        Publish a file for a session.
+
+        @return: Deferred firing C{"created"}, C{"updated"}, C{"unchanged"}
+            or C{"conflict"} (see the protocol); the store is written only
+            for the first two.
+        """
+        live = self._live.get(session_id)
+        if live is None:
+            return fail(not_registered())
+        live.last_seen = self.clock.seconds()
+        if live.session.version is not None or not lname:
+            # Native peers never send local paths: the shared name is what
+            # a downloader asks for.
+            lname = fname
+        new = Publication(fname, lname, file_size, last_modified, sha256)
+        old = live.publications.get(fname)
+        if old is None:
+            status = wire.CREATED
+        elif old == new:
+            return succeed(self._published(live, new, wire.UNCHANGED))
+        elif allow_overwrite:
+            status = wire.UPDATED
+        else:
+            return succeed(self._published(live, new, wire.CONFLICT))
+        d = self.store.put(session_id, new)
+        d.addCallback(self._stored, live, new, status)
+        return d
+
+    def _stored(self, _: None, live: LiveSession, new: Publication, status: str) -> str:
+        if self._live.get(live.session.session_id) is live:
+            live.publications[new.fname] = new
+        return self._published(live, new, status)
+
+    def _published(self, live: LiveSession, publication: Publication, status: str) -> str:
+        if status in (wire.CREATED, wire.UPDATED):
+            self.log.info(
+                "{session_id} {status} {fname!r}",
+                session_id=live.session.session_id,
+                status=status,
+                fname=publication.fname,
+            )
+        if self._observers:
+            self._emit("publish", session=live.session, publication=publication, status=status)
+        return status
+
+    def unpublish(self, session_id: str, fname: str) -> Deferred[None]:
+        """
+        Withdraw one of the session's publications.  Fails with
+        C{not_published} when it has none under that name.
+        """
+        live = self._live.get(session_id)
+        if live is None:
+            return fail(not_registered())
+        live.last_seen = self.clock.seconds()
+        if fname not in live.publications:
+            return fail(wire.WireError("not_published", f"{fname!r} is not published by this session"))
+        d = self.store.delete(session_id, fname)
+        d.addCallback(self._unpublished, live, fname)
+        return d
+
+    def _unpublished(self, _: bool, live: LiveSession, fname: str) -> None:
+        live.publications.pop(fname, None)
+        self.log.info("{session_id} unpublished {fname!r}", session_id=live.session.session_id, fname=fname)
+        self._emit("unpublish", session=live.session, fname=fname)
+
+    def publications_of(self, session_id: str) -> list[Publication]:
+        live = self._live.get(session_id)
+        return list(live.publications.values()) if live is not None else []
+
+    # -- reads ---------------------------------------------------------------
+
+    def fetch(self, session_id: str, fname: str, limit: int = wire.DEFAULT_LIMIT) -> Deferred[list[Source]]:
+        """
+        The live sources of C{fname}, oldest first, never the requester.
+
+        The hot path: when the requester has not published C{fname} itself
+        the store's list is returned as is.
+        """
+        live = self._live.get(session_id)
+        if live is None:
+            return fail(not_registered())
+        if fname in live.publications:
+            d = self.store.sources(fname, limit + 1)
+            d.addCallback(_without, session_id, limit)
+        else:
+            d = self.store.sources(fname, limit)
+        if self._observers:
+            d.addCallback(self._fetched, live, fname)
+        return d
+
+    def fetch_now(self, session_id: str, fname: str, limit: int = wire.DEFAULT_LIMIT) -> list[Source] | None:
+        """
+        L{fetch} without Deferreds, for stores that keep a synchronous read
+        view (an attribute C{read_view} with C{sources(fname, limit)}, such
+        as L{MemoryIndex}).
+
+        @return: the sources, or None when the store has no read view (call
+            L{fetch} then).
+        @raise wire.WireError: C{not_registered}.
+        """
+        view = self._view
+        if view is None:
+            return None
+        live = self._live.get(session_id)
+        if live is None:
+            raise not_registered()
+        if fname in live.publications:
+            sources = _without(view.sources(fname, limit + 1), session_id, limit)
+        else:
+            sources = view.sources(fname, limit)
+        if self._observers:
+            self._fetched(sources, live, fname)
+        return sources
+
+    def _fetched(self, sources: list[Source], live: LiveSession, fname: str) -> list[Source]:
+        self._emit("fetch", session=live.session, fname=fname, sources=len(sources))
+        return sources
+
+    def catalogue(self, pattern: str | None = "", limit: int = wire.DEFAULT_LIMIT) -> Deferred[list[CatalogueEntry]]:
+        return self.store.catalogue(pattern, limit)
+
+    def discover(self, hostname: str) -> Deferred[list[Source]]:
+        """
+        Every publication of every live session with that hostname.
+        """
+        return self.store.host_files(hostname)
+
+    def peers(self) -> list[PeerStatus]:
+        """
+        This tracker's live sessions, oldest first.
+        """
+        return [
+            PeerStatus(live.session, live.last_seen, len(live.publications), live.missed, live.rtt)
+            for live in sorted(self._live.values(), key=lambda l: l.session.connected_at)
+        ]
+
+    def snapshot(self) -> list[tuple[Session, list[Publication]]]:
+        """
+        This tracker's live state, as L{IIndexStore.resync} wants it.
+        """
+        return [(live.session, list(live.publications.values())) for live in self._live.values()]
+
+    # -- heartbeats ----------------------------------------------------------
+
+    def heartbeat(self) -> Deferred[None]:
+        """
+        One heartbeat round: count a miss for every native session whose
+        previous ping is unanswered, evict those at C{misses}, ping the
+        rest; then renew the store and resync it when it asks.
+
+        @return: Deferred firing when the store is renewed (never failing;
+            errors are logged).  Pings are not waited for.
+        """
+        for live in list(self._live.values()):
+            if live.session.is_seed:
+                continue
+            if live.awaiting:
+                live.missed += 1
+                if live.missed >= self.misses:
+                    self.evict(
+                        live.session.session_id,
+                        f"missed {live.missed} heartbeat pings",
+                    )
+                    continue
+            live.awaiting = True
+            self._ping(live, None).addCallback(self._heartbeat_answer, live)
+        if self._renewing:
+            return succeed(None)
+        self._renewing = True
+        d = self.store.renew()
+        d.addCallback(self._renewed)
+        d.addErrback(self._renew_failed)
+        d.addBoth(self._renew_done)
+        return d
+
+    def _heartbeat_answer(self, rtt: float | None, live: LiveSession) -> None:
+        if rtt is not None:
+            live.awaiting = False
+            live.missed = 0
+
+    def _renewed(self, lost: bool) -> Deferred | None:
+        if not lost:
+            return None
+        snapshot = self.snapshot()
+        self.log.warn("the index lost this tracker's records: resyncing {n} sessions", n=len(snapshot))
+        return self.store.resync(snapshot)
+
+    def _renew_failed(self, failure: Failure) -> None:
+        if failure.check(IndexUnavailable):
+            self.log.warn("index unavailable during heartbeat: {error}", error=failure.getErrorMessage())
+        else:
+            self.log.failure("renewing the index failed", failure)
+
+    def _renew_done(self, _: Any) -> None:
+        self._renewing = False
+
+    def _ping(self, live: LiveSession, timeout: float | None) -> Deferred[float | None]:
+        """
+        Ping a native session.
+
+        @return: Deferred firing the round trip in seconds, or None when the
+            connection went away or C{timeout} passed first.  Never fails.
+        """
+        sent = self.clock.seconds()
+        try:
+            d = live.link.ping()
+        except Exception:
+            self.log.failure("pinging {session_id}", session_id=live.session.session_id)
+            return succeed(None)
+        if timeout is not None:
+            d.addTimeout(timeout, self.clock)
+        d.addCallbacks(self._pinged, self._ping_failed, callbackArgs=(live, sent))
+        return d
+
+    def _pinged(self, _: Any, live: LiveSession, sent: float) -> float:
+        now = self.clock.seconds()
+        live.last_seen = now
+        live.rtt = now - sent
+        return live.rtt
+
+    def _ping_failed(self, failure: Failure) -> None:
+        if not failure.check(TimeoutError, *_LINK_GONE):
+            self.log.failure("ping failed", failure)
+        return None
+
+    def ping_host(self, hostname: str) -> Deferred[list[PingResult]]:
+        """
+        For the admin shell: ping every live session with that hostname on
+        the wire (native ones) and probe its P2P port.
+
+        @return: Deferred firing a list of L{PingResult}, empty when no live
+            session has that hostname.
+        """
+        lives = sorted(
+            (l for l in self._live.values() if l.session.hostname == hostname),
+            key=lambda l: l.session.connected_at,
+        )
+        return DeferredList([self._check(live) for live in lives], consumeErrors=True).addCallback(
+            lambda results: [r for ok, r in results if ok]
+        )
+
+    @inlineCallbacks
+    def _check(self, live: LiveSession):
+        session = live.session
+        probed = self._probe(session.ip, session.p2p_port)
+        rtt = None
+        if not session.is_seed:
+            rtt = yield self._ping(live, self.ping_timeout)
+        port_open = yield probed
+        return PingResult(session, rtt, port_open)
+
+    def _probe(self, ip: str, port: int) -> Deferred[bool | None]:
+        if self.probe is None:
+            return succeed(None)
+        d = self.probe(ip, port)
+        d.addErrback(lambda f: self.log.failure("probing {ip}:{port}", f, ip=ip, port=port) or False)
+        return d
+
+
+def _without(sources: list[Source], session_id: str, limit: int) -> list[Source]:
+    kept = [s for s in sources if s.session.session_id != session_id]
+    del kept[limit:]
+    return kept

@@ -1,0 +1,354 @@
+"""
+``twistd p2ptracker``: options and the service tree of a tracker.
+
+Start order: the store, then (once it started) the listener, the heartbeat
+and the admin shell.  Stop order: the listener, the sessions, the store.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import secrets
+import sys
+from typing import Any, Callable
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, serverFromString
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger, LogLevel
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from twistedp2p.tracker.protocol import TrackerFactory
+from twistedp2p.tracker.registry import Registry
+from twistedp2p.tracker.store.factory import DEFAULT_SQLITE_FILE, parse_db_url, store_from_url
+from twistedp2p.tracker.store.schema import SchemaTooNew
+
+DEFAULT_LISTEN = "tcp:9999"
+DEFAULT_BACKLOG = 1024
+_TRACKER_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def _seconds(option: str) -> Callable[[str], float]:
+    """
+    A coerce function for C{--option SECONDS}: a finite number above 0.
+    """
+
+    def coerce(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number <= 0:
+            raise ValueError(f"--{option} must be a number of seconds greater than 0, not {value!r}")
+        return number
+
+    coerce.coerceDoc = "Seconds, greater than 0."  # type: ignore[attr-defined]
+    return coerce
+
+
+def _at_least_one(option: str) -> Callable[[str], int]:
+    """
+    A coerce function for C{--option N}: an integer of at least 1.
+    """
+
+    def coerce(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            raise ValueError(f"--{option} must be an integer of at least 1, not {value!r}")
+        return number
+
+    coerce.coerceDoc = "An integer, at least 1."  # type: ignore[attr-defined]
+    return coerce
+
+
+def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
+    """
+    Add C{backlog=} to a TCP or UNIX server endpoint string that has none,
+    so bursts of connecting peers are not refused.
+    """
+    kind = description.split(":", 1)[0].lower()
+    if kind not in ("tcp", "tcp6", "unix"):
+        return description
+    if re.search(r"(^|:)backlog=", description):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+class Options(usage.Options):
+    """
+    Command line of ``twistd p2ptracker``.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "The twistedp2p tracker: indexes live peers and what they publish; "
+        "file bytes move directly between peers."
+    )
+    optParameters = [
+        ["listen", None, DEFAULT_LISTEN, "Server endpoint for peers (e.g. tcp:9999:interface=0.0.0.0)."],
+        [
+            "db",
+            None,
+            None,
+            f"Index database: a SQLite file path (default ./{DEFAULT_SQLITE_FILE}), "
+            "sqlite:PATH, memory, or postgresql://USER@HOST/DBNAME.",
+        ],
+        ["heartbeat", None, 30.0, "Seconds between heartbeat pings to native peers.", _seconds("heartbeat")],
+        ["heartbeat-misses", None, 3, "Unanswered pings in a row that evict a peer.", _at_least_one("heartbeat-misses")],
+        ["ping-timeout", None, 5.0, "Seconds a ping may take (contested hello, admin ping).", _seconds("ping-timeout")],
+        ["tracker-id", None, None, "This tracker's id (default: 8 random hex digits)."],
+    ]
+    optFlags = [["no-shell", None, "Do not read admin commands from stdin."]]
+
+    def postOptions(self) -> None:
+        try:
+            serverFromString(None, self["listen"])
+        except Exception as e:
+            raise usage.UsageError(f"bad --listen endpoint {self['listen']!r}: {e}")
+        self["listen"] = with_backlog(self["listen"])
+        try:
+            parse_db_url(self["db"])
+        except ValueError as e:
+            raise usage.UsageError(f"bad --db: {e}")
+        if self["tracker-id"] is None:
+            self["tracker-id"] = secrets.token_hex(4)
+        elif not _TRACKER_ID.match(self["tracker-id"]):
+            raise usage.UsageError(
+                "--tracker-id must be 1 to 64 letters, digits, '.', '_' or '-'"
+            )
+
+
+def tcp_probe(reactor: Any, timeout: float) -> Callable[[str, int], Deferred]:
+    """
+    A C{probe(ip, port)} for L{Registry}: does that port accept a TCP
+    connection within C{timeout}?  Connects, then closes at once.
+    """
+
+    def probe(ip: str, port: int) -> Deferred:
+        endpoint = HostnameEndpoint(reactor, ip, port, timeout=timeout)
+        d = connectProtocol(endpoint, Protocol())
+
+        def connected(protocol: Protocol) -> bool:
+            protocol.transport.loseConnection()
+            return True
+
+        d.addCallbacks(connected, lambda _: False)
+        return d
+
+    return probe
+
+
+class TrackerService(MultiService):
+    """
+    A tracker: store, listener, heartbeat and (optionally) admin shell.
+
+    @ivar registry: the L{Registry}, for tests, tools and the dashboard.
+    @ivar store: the L{IIndexStore}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        store: Any,
+        listen: str,
+        tracker_id: str,
+        heartbeat: float = 30.0,
+        misses: int = 3,
+        ping_timeout: float = 5.0,
+        shell: bool = False,
+        on_fatal: Callable[[str], Any] | None = None,
+    ) -> None:
+        MultiService.__init__(self)
+        self.reactor = reactor
+        self.store = store
+        self.listen = listen
+        self.tracker_id = tracker_id
+        self.heartbeat = heartbeat
+        self.shell = shell
+        self.registry = Registry(
+            store,
+            reactor,
+            tracker_id,
+            heartbeat=heartbeat,
+            misses=misses,
+            ping_timeout=ping_timeout,
+            probe=tcp_probe(reactor, ping_timeout),
+        )
+        self.factory = TrackerFactory(self.registry, reactor)
+        self._on_fatal = on_fatal or self._exit_nonzero
+        self._port: Any = None
+        self._waiters: list[Deferred] = []
+        self._listen_failure: Failure | None = None
+        self._loop: LoopingCall | None = None
+        self._starting: Deferred | None = None
+        self._stdio: Any = None
+
+    # -- start ---------------------------------------------------------------
+
+    def startService(self) -> None:
+        """
+        Start the store; listen once it is up.  twistd wants no Deferred
+        here, so a failure is logged and stops the process.
+        """
+        Service.startService(self)
+        d = self._starting = maybeDeferred(self.store.start)
+        d.addCallback(lambda _: serverFromString(self.reactor, self.listen).listen(self.factory))
+        d.addCallback(self._listening)
+        d.addErrback(self._start_failed)
+
+    def _listening(self, port: Any) -> Any:
+        self._starting = None
+        if not self.running:
+            # Stopped while starting.
+            return port.stopListening()
+        self._port = port
+        address = port.getHost()
+        self.log.info(
+            "tracker {tracker_id} listening on {address} (index: {store})",
+            tracker_id=self.tracker_id,
+            address=address,
+            store=type(self.store).__name__,
+        )
+        self._loop = LoopingCall(self._beat)
+        self._loop.clock = self.reactor
+        self._loop.start(self.heartbeat, now=False).addErrback(
+            lambda f: self.log.failure("the heartbeat loop stopped", f)
+        )
+        if self.shell:
+            self._start_shell()
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(port)
+
+    def _start_shell(self) -> None:
+        from twisted.internet import stdio
+
+        from twistedp2p.tracker.shell import TrackerShell
+
+        shell = TrackerShell(self.registry, quit=self._quit, interactive=sys.stdin.isatty())
+        self._stdio = stdio.StandardIO(shell, reactor=self.reactor)
+
+    def _quit(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def _beat(self) -> None:
+        # Never raise: a LoopingCall stops at the first exception.
+        try:
+            self.registry.heartbeat()
+        except Exception:
+            self.log.failure("heartbeat round failed")
+
+    def _start_failed(self, failure: Failure) -> None:
+        self._starting = None
+        self._listen_failure = failure
+        if failure.check(SchemaTooNew):
+            message = str(failure.value)
+        else:
+            message = f"{failure.getErrorMessage()}"
+        self.log.failure("the tracker cannot start: {message}", failure, LogLevel.critical, message=message)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(failure)
+        self._on_fatal(message)
+
+    def _exit_nonzero(self, message: str) -> None:
+        """
+        Stop the reactor and leave the process with status 1.
+        """
+        sys.stderr.write(f"p2ptracker: cannot start: {message}\n")
+        if self.reactor.running:
+            self.reactor.addSystemEventTrigger("after", "shutdown", _hard_exit, 1)
+            self.reactor.stop()
+
+    def whenListening(self) -> Deferred:
+        """
+        @return: Deferred firing the C{IListeningPort} once the tracker
+            listens (failing if it cannot start).
+        """
+        if self._port is not None:
+            return succeed(self._port)
+        if self._listen_failure is not None:
+            return fail(self._listen_failure)
+        d: Deferred = Deferred()
+        self._waiters.append(d)
+        return d
+
+    # -- stop ----------------------------------------------------------------
+
+    def stopService(self) -> Deferred:
+        """
+        Close the listener, then every session, then the store.
+        """
+        Service.stopService(self)
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return self._stop_chain()
+
+    def _stop_chain(self) -> Deferred:
+        d: Deferred = succeed(None)
+        if self._starting is not None:
+            # Let the start finish (or fail) first: _listening sees that the
+            # service is no longer running and closes the port itself.
+            d = Deferred()
+            self._starting.addBoth(_fire_and_pass, d)
+        d.addCallback(lambda _: self._stop_listening())
+        d.addCallback(lambda _: self.registry.shutdown())
+        d.addCallback(lambda _: self.factory.disconnect_all())
+        d.addBoth(self._log_stop_error, "closing sessions")
+        d.addCallback(lambda _: self.store.stop())
+        d.addBoth(self._log_stop_error, "stopping the store")
+        return d
+
+    def _stop_listening(self) -> Any:
+        port, self._port = self._port, None
+        if port is None:
+            return None
+        return port.stopListening()
+
+    def _log_stop_error(self, result: Any, what: str) -> None:
+        if isinstance(result, Failure):
+            self.log.failure("while stopping the tracker: " + what, result)
+        return None
+
+
+def _fire_and_pass(result: Any, d: Deferred) -> Any:
+    d.callback(None)
+    return result
+
+
+def _hard_exit(status: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def makeService(config: Options, reactor: Any = None) -> TrackerService:
+    """
+    Build the tracker from parsed L{Options}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    store = store_from_url(config["db"], clock=reactor, tracker_id=config["tracker-id"])
+    return TrackerService(
+        reactor,
+        store,
+        listen=config["listen"],
+        tracker_id=config["tracker-id"],
+        heartbeat=config["heartbeat"],
+        misses=config["heartbeat-misses"],
+        ping_timeout=config["ping-timeout"],
+        shell=not config["no-shell"],
+    )

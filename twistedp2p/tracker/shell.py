@@ -1,0 +1,252 @@
+"""
+The tracker's admin shell on stdin/stdout: one command per line, answers
+printed when ready.  It owns no logic: every command asks the registry.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistedp2p.errors import P2PError
+from twistedp2p.tracker.registry import PingResult, Registry
+
+_HELP = [
+    ("peers", "live sessions: hostname, address, version, since, last seen, files"),
+    ("files [PATTERN]", "the catalogue (glob like *.pdf, or a substring)"),
+    ("discover HOSTNAME", "files a host published, with size and sha256"),
+    ("ping HOSTNAME", "is that host online, and does its P2P port accept connections"),
+    ("help", "this list"),
+    ("quit", "stop the tracker"),
+]
+
+
+def _clock_time(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _size(n: int | None) -> str:
+    return "?" if n is None else str(n)
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """
+    Left-aligned columns, two spaces apart.
+    """
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    return [
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip()
+        for row in [header] + rows
+    ]
+
+
+@implementer(IHalfCloseableProtocol)
+class TrackerShell(LineReceiver):
+    """
+    C{do_*} commands over the registry (after Twisted's stdiodemo).
+
+    @param registry: the tracker's L{Registry}.
+    @param quit: called by C{quit} to stop the tracker.
+    @param interactive: print a prompt (stdin is a terminal).
+    """
+
+    delimiter = b"\n"
+    prompt = b"tracker> "
+    log = Logger()
+
+    def __init__(self, registry: Registry, quit: Callable[[], Any], interactive: bool = False) -> None:
+        self.registry = registry
+        self._quit = quit
+        self.interactive = interactive
+        self._closed = False
+
+    def connectionMade(self) -> None:
+        if self.interactive:
+            self.sendLine(b"twistedp2p tracker: type 'help' for commands")
+            self._prompt()
+
+    def _prompt(self) -> None:
+        if self.interactive and not self._closed:
+            self.transport.write(self.prompt)
+
+    def say(self, text: str) -> None:
+        if not self._closed:
+            self.sendLine(text.encode("utf-8", "replace"))
+
+    # -- input ---------------------------------------------------------------
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            text = line.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            self.say("error: that line is not valid UTF-8")
+            self._prompt()
+            return
+        if not text:
+            self._prompt()
+            return
+        command, _, rest = text.partition(" ")
+        method = getattr(self, "do_" + command.lower(), None)
+        if method is None:
+            self.say(f"error: unknown command {command!r}; try 'help'")
+            self._prompt()
+            return
+        d = maybeDeferred(method, rest.strip())
+        d.addErrback(self._failed, command)
+        d.addBoth(lambda _: self._prompt())
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.say(f"error: line longer than {self.MAX_LENGTH} bytes")
+
+    def _failed(self, failure: Failure, command: str) -> None:
+        if failure.check(UsageError, P2PError):
+            self.say(f"error: {failure.value}")
+        else:
+            self.log.failure("shell command {command!r} failed", failure, command=command)
+            self.say(f"error: {command} failed: {failure.getErrorMessage()}")
+
+    def readConnectionLost(self) -> None:
+        """
+        End of input: the shell takes no more commands (answers still on
+        their way are printed); the tracker keeps running.
+        """
+        self.log.info("stdin closed: the admin shell is off, the tracker keeps running")
+        self.interactive = False
+
+    def writeConnectionLost(self) -> None:
+        self._closed = True
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._closed = True
+
+    # -- commands ------------------------------------------------------------
+
+    def do_help(self, rest: str) -> None:
+        """help: list commands"""
+        for line in table(["command", "what it does"], [[c, w] for c, w in _HELP]):
+            self.say(line)
+
+    def do_quit(self, rest: str) -> None:
+        """quit: stop the tracker"""
+        self.say("stopping the tracker")
+        self._quit()
+
+    def do_peers(self, rest: str) -> None:
+        """peers: the live sessions"""
+        _no_args("peers", rest)
+        now = self.registry.clock.seconds()
+        rows = []
+        for peer in self.registry.peers():
+            s = peer.session
+            rows.append(
+                [
+                    s.hostname,
+                    f"{s.ip}:{s.p2p_port}",
+                    "seed" if s.version is None else str(s.version),
+                    _clock_time(s.connected_at),
+                    _ago(now - peer.last_seen),
+                    str(peer.files),
+                ]
+            )
+        if not rows:
+            self.say("no live sessions")
+            return
+        for line in table(["hostname", "address", "version", "connected since", "last seen", "files"], rows):
+            self.say(line)
+
+    def do_files(self, rest: str):
+        """files [PATTERN]: the catalogue"""
+        d = self.registry.catalogue(rest, 1000)
+        d.addCallback(self._show_files, rest)
+        return d
+
+    def _show_files(self, entries: list, pattern: str) -> None:
+        if not entries:
+            self.say("no files" + (f" match {pattern!r}" if pattern else ""))
+            return
+        rows = [
+            [e.fname, _size(e.file_size), e.sha256 or "-", str(e.sources), ",".join(e.hostnames)]
+            for e in entries
+        ]
+        for line in table(["name", "size", "sha256", "sources", "hosts"], rows):
+            self.say(line)
+
+    def do_discover(self, rest: str):
+        """discover HOSTNAME: what that host published"""
+        hostname = _one_arg("discover", "HOSTNAME", rest)
+        d = self.registry.discover(hostname)
+        d.addCallback(self._show_discovered, hostname)
+        return d
+
+    def _show_discovered(self, sources: list, hostname: str) -> None:
+        if not sources:
+            self.say(f"{hostname}: no published files (or not online)")
+            return
+        rows = [
+            [
+                s.publication.fname,
+                _size(s.publication.file_size),
+                s.publication.sha256 or "-",
+                f"{s.session.ip}:{s.session.p2p_port}",
+            ]
+            for s in sources
+        ]
+        for line in table(["name", "size", "sha256", "source"], rows):
+            self.say(line)
+
+    def do_ping(self, rest: str):
+        """ping HOSTNAME: online check"""
+        hostname = _one_arg("ping", "HOSTNAME", rest)
+        d = self.registry.ping_host(hostname)
+        d.addCallback(self._show_ping, hostname)
+        return d
+
+    def _show_ping(self, results: list[PingResult], hostname: str) -> None:
+        if not results:
+            self.say(f"{hostname}: offline")
+            return
+        for r in results:
+            s = r.session
+            parts = []
+            if r.seed:
+                parts.append("online (seed client, no wire ping)")
+            elif r.rtt is None:
+                parts.append(f"no answer to ping within {self.registry.ping_timeout:g} s")
+            else:
+                parts.append(f"online, rtt {r.rtt * 1000:.2f} ms")
+            if r.port_open is not None:
+                parts.append("p2p port open" if r.port_open else "p2p port closed")
+            self.say(f"{s.hostname} ({s.ip}:{s.p2p_port}): " + ", ".join(parts))
+
+
+class UsageError(Exception):
+    """
+    Wrong arguments to a shell command.
+    """
+
+
+def _no_args(command: str, rest: str) -> None:
+    if rest:
+        raise UsageError(f"{command} takes no arguments")
+
+
+def _one_arg(command: str, name: str, rest: str) -> str:
+    if not rest:
+        raise UsageError(f"usage: {command} {name}")
+    return rest
