@@ -1,0 +1,659 @@
+"""
+Tests for L{twistedp2p.peer.download}: source choice, the downloader
+protocols, the part writer, and whole downloads over iosim on a Clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistedp2p import errors
+from twistedp2p.peer.download import (
+    Download,
+    DownloadSettings,
+    GetProtocol,
+    LocalWriteError,
+    PartWriter,
+    SeedGetProtocol,
+    SourceInfo,
+    choose_sources,
+    part_name,
+)
+from twistedp2p.peer.slots import Slots
+from twistedp2p.peer.transfers import Transfers
+from twistedp2p.peer.upload import UploadFactory
+
+from .helpers import FakeNetwork, PeerParts, frame, split_frame, sync_run, temp_dir
+
+DATA = os.urandom(300_000)
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+def entry(host: str, port: int = 1000, sha: str | None = SHA, size: int | None = len(DATA), **kw):
+    e = {
+        "hostname": host,
+        "ip": "127.0.0.1",
+        "port": port,
+        "lname": kw.pop("lname", "f"),
+        "fname": "f",
+        "file_size": size,
+        "last_modified": 1.0,
+        "sha256": sha,
+        "version": None if sha is None else 1,
+    }
+    e.update(kw)
+    return e
+
+
+class ChooseSourcesTests(SynchronousTestCase):
+    def test_tracker_order_verified_first(self) -> None:
+        peers = [entry("s1", sha=None), entry("v1"), entry("s2", sha=None, size=None), entry("v2")]
+        self.assertEqual(
+            [s.hostname for s in choose_sources("f", peers)], ["v1", "v2", "s1", "s2"]
+        )
+
+    def test_from(self) -> None:
+        peers = [entry("a"), entry("b")]
+        self.assertEqual([s.hostname for s in choose_sources("f", peers, "b")], ["b"])
+        e = self.assertRaises(errors.NoSources, choose_sources, "f", peers, "c")
+        self.assertIn("c does not share f", str(e))
+
+    def test_from_by_address(self) -> None:
+        peers = [entry("a", ip="10.0.0.1"), entry("b", ip="10.0.0.2")]
+        self.assertEqual([s.hostname for s in choose_sources("f", peers, "10.0.0.2")], ["b"])
+
+    def test_none(self) -> None:
+        self.assertRaises(errors.NoSources, choose_sources, "f", [])
+
+    def test_ambiguous(self) -> None:
+        peers = [entry("a"), entry("b", sha="b" * 64, size=7), entry("c")]
+        e = self.assertRaises(errors.AmbiguousContent, choose_sources, "f", peers)
+        text = str(e)
+        self.assertIn(f"sha256 {SHA[:12]} ({len(DATA)} bytes) on a, c", text)
+        self.assertIn("sha256 bbbbbbbbbbbb (7 bytes) on b", text)
+        self.assertIn("--from", text)
+
+    def test_from_resolves_ambiguity(self) -> None:
+        peers = [entry("a"), entry("b", sha="b" * 64, size=7)]
+        [s] = choose_sources("f", peers, "b")
+        self.assertEqual(s.sha256, "b" * 64)
+
+    def test_seeds_of_other_sizes_dropped(self) -> None:
+        peers = [entry("v"), entry("s1", sha=None, size=5), entry("s2", sha=None, size=len(DATA))]
+        self.assertEqual([s.hostname for s in choose_sources("f", peers)], ["v", "s2"])
+
+    def test_seeds_of_several_sizes_ambiguous(self) -> None:
+        peers = [entry("s1", sha=None, size=5), entry("s2", sha=None, size=6)]
+        self.assertRaises(errors.AmbiguousContent, choose_sources, "f", peers)
+
+    def test_bad_entries_skipped(self) -> None:
+        peers = [{"hostname": "x"}, "nope", entry("ok"), entry("badport", port=0)]
+        self.assertEqual([s.hostname for s in choose_sources("f", peers)], ["ok"])
+
+    def test_part_name(self) -> None:
+        self.assertEqual(part_name("a.txt"), ".a.txt.part")
+        long = "x" * 255
+        self.assertLessEqual(len(part_name(long)), 255)
+        self.assertTrue(part_name(long).startswith("."))
+
+
+def source(port: int = 1000, seed: bool = False, host: str = "src", **kw) -> SourceInfo:
+    return SourceInfo.from_wire(entry(host, port, sha=None if seed else SHA, **kw))
+
+
+class ProtocolTestsMixin:
+    def make(self, cls, src: SourceInfo):
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+        self.received: list[bytes] = []
+        self.progress: list[tuple[int, Any]] = []
+        proto = cls(src, self.received.append, lambda d, t: self.progress.append((d, t)), self.clock, 30.0)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        return proto, transport
+
+
+class GetProtocolTests(ProtocolTestsMixin, SynchronousTestCase):
+    def header(self, **kw) -> bytes:
+        h = {"status": "success", "fname": "f", "offset": 0, "length": len(DATA),
+             "file_size": len(DATA), "sha256": SHA}
+        h.update(kw)
+        return frame(h)
+
+    def test_request(self) -> None:
+        proto, t = self.make(GetProtocol, source())
+        message, rest = split_frame(t.value())
+        self.assertEqual(message, {"action": "get", "fname": "f", "offset": 0, "length": None})
+
+    def test_raw_mode_same_packet(self) -> None:
+        """
+        Bytes after the header in the same packet are raw data, even when
+        they look like a frame.
+        """
+        proto, t = self.make(GetProtocol, source())
+        proto.dataReceived(self.header() + DATA[:1000])
+        self.assertEqual(b"".join(self.received), DATA[:1000])
+        self.assertTrue(proto.started.called)
+        self.assertFalse(proto.done.called)
+        proto.dataReceived(DATA[1000:])
+        self.assertEqual(b"".join(self.received), DATA)
+        self.assertEqual(self.successResultOf(proto.done), len(DATA))
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(self.progress[-1], (len(DATA), len(DATA)))
+
+    def test_byte_by_byte_header(self) -> None:
+        proto, t = self.make(GetProtocol, source())
+        for b in self.header():
+            proto.dataReceived(bytes([b]))
+        self.assertFalse(proto.started.called)
+        proto.dataReceived(DATA)
+        self.successResultOf(proto.done)
+
+    def test_exact_length(self) -> None:
+        proto, t = self.make(GetProtocol, source())
+        proto.dataReceived(self.header() + DATA + b"extra")
+        f = self.failureResultOf(proto.done, errors.TransferFailed)
+        self.assertIn("more bytes than announced", str(f.value))
+
+    def test_busy(self) -> None:
+        proto, t = self.make(GetProtocol, source())
+        proto.dataReceived(frame({"status": "busy", "message": "full"}))
+        self.failureResultOf(proto.done, errors.Busy)
+        self.assertTrue(proto.started.called)
+
+    def test_error(self) -> None:
+        proto, t = self.make(GetProtocol, source())
+        proto.dataReceived(frame({"status": "error", "code": "not_found", "message": "f is not published here"}))
+        f = self.failureResultOf(proto.done, errors.TransferFailed)
+        self.assertEqual(str(f.value), "refused: f is not published here")
+
+    def test_other_content(self) -> None:
+        proto, t = self.make(GetProtocol, source())
+        proto.dataReceived(self.header(sha256="c" * 64))
+        f = self.failureResultOf(proto.done, errors.TransferFailed)
+        self.assertIn("different content", str(f.value))
+
+    def test_bad_header(self) -> None:
+        proto, t = self.make(GetProtocol, source())
+        proto.dataReceived(self.header(length="many"))
+        self.failureResultOf(proto.done, errors.TransferFailed)
+
+    def test_lost_mid_transfer(self) -> None:
+        proto, t = self.make(GetProtocol, source())
+        proto.dataReceived(self.header() + DATA[:10])
+        proto.connectionLost(Failure(ConnectionLost()))
+        f = self.failureResultOf(proto.done, errors.TransferFailed)
+        self.assertIn(f"after 10 of {len(DATA)} bytes", str(f.value))
+
+    def test_lost_before_header(self) -> None:
+        proto, t = self.make(GetProtocol, source())
+        proto.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(proto.done, errors.TransferFailed)
+
+    def test_stall(self) -> None:
+        proto, t = self.make(GetProtocol, source())
+        proto.dataReceived(self.header() + DATA[:10])
+        self.clock.advance(29)
+        self.assertFalse(proto.done.called)
+        self.clock.advance(2)
+        f = self.failureResultOf(proto.done, errors.TransferFailed)
+        self.assertIn("stalled", str(f.value))
+
+    def test_paused_does_not_stall(self) -> None:
+        proto, t = self.make(GetProtocol, source())
+        proto.dataReceived(self.header() + DATA[:10])
+        proto.pauseProducing()
+        self.assertEqual(t.producerState, "paused")
+        self.clock.advance(100)
+        self.assertFalse(proto.done.called)
+        proto.resumeProducing()
+        self.assertEqual(t.producerState, "producing")
+
+    def test_empty_file(self) -> None:
+        src = SourceInfo.from_wire(entry("s", sha=hashlib.sha256(b"").hexdigest(), size=0))
+        proto, t = self.make(GetProtocol, src)
+        proto.dataReceived(self.header(length=0, file_size=0, sha256=src.sha256))
+        self.assertEqual(self.successResultOf(proto.done), 0)
+
+
+class SeedGetProtocolTests(ProtocolTestsMixin, SynchronousTestCase):
+    def test_request_and_bytes_until_close(self) -> None:
+        proto, t = self.make(SeedGetProtocol, source(seed=True, lname="/home/x/f.bin"))
+        message, _ = split_frame(t.value())
+        self.assertEqual(message, {"action": "get_file", "lname": "/home/x/f.bin"})
+        proto.dataReceived(DATA[:5])
+        proto.dataReceived(DATA[5:])
+        self.assertFalse(proto.done.called)
+        proto.connectionLost(None)
+        self.assertEqual(self.successResultOf(proto.done), len(DATA))
+
+    def test_close_without_bytes(self) -> None:
+        proto, t = self.make(SeedGetProtocol, source(seed=True))
+        proto.connectionLost(None)
+        f = self.failureResultOf(proto.done, errors.TransferFailed)
+        self.assertIn("without sending anything", str(f.value))
+
+    def test_short(self) -> None:
+        proto, t = self.make(SeedGetProtocol, source(seed=True))
+        proto.dataReceived(DATA[:5])
+        proto.connectionLost(None)
+        self.failureResultOf(proto.done, errors.TransferFailed)
+
+    def test_unknown_size_dirty_close(self) -> None:
+        proto, t = self.make(SeedGetProtocol, source(seed=True, size=None))
+        proto.dataReceived(DATA[:5])
+        proto.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(proto.done, errors.TransferFailed)
+
+    def test_unknown_size_clean_close(self) -> None:
+        proto, t = self.make(SeedGetProtocol, source(seed=True, size=None))
+        proto.dataReceived(DATA[:5])
+        proto.connectionLost(None)
+        self.assertEqual(self.successResultOf(proto.done), 5)
+
+
+class ManualThreads:
+    """
+    A run_in_thread whose jobs run only when the test says so.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Deferred, Callable, tuple]] = []
+
+    def __call__(self, f, *args, **kwargs):
+        d: Deferred = Deferred()
+        self.jobs.append((d, f, args))
+        return d
+
+    def run_one(self) -> None:
+        d, f, args = self.jobs.pop(0)
+        try:
+            result = f(*args)
+        except BaseException:
+            d.errback()
+        else:
+            d.callback(result)
+
+    def run_all(self) -> None:
+        while self.jobs:
+            self.run_one()
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.state = "producing"
+
+    def pauseProducing(self) -> None:
+        self.state = "paused"
+
+    def resumeProducing(self) -> None:
+        self.state = "producing"
+
+
+class PartWriterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.dir = temp_dir(self)
+        self.path = self.dir / ".f.part"
+
+    def test_writes_and_hashes(self) -> None:
+        w = PartWriter(self.path, sync_run, chunk_size=1000, max_pending=4000)
+        self.successResultOf(w.open())
+        for i in range(0, len(DATA), 777):
+            w.write(DATA[i : i + 777])
+        self.assertEqual(self.successResultOf(w.finish()), (len(DATA), SHA))
+        self.assertEqual(self.path.read_bytes(), DATA)
+
+    def test_backpressure(self) -> None:
+        """
+        While too much waits for the writer thread, the producer is paused;
+        it resumes once the backlog is written; memory stays bounded.
+        """
+        threads = ManualThreads()
+        producer = FakeProducer()
+        w = PartWriter(self.path, threads, chunk_size=1000, max_pending=4000)
+        w.producer = producer
+        d = w.open()
+        threads.run_all()
+        self.successResultOf(d)
+        for i in range(5):
+            w.write(b"x" * 1000)
+        self.assertEqual(producer.state, "paused")
+        self.assertEqual(w.waiting, 5000)
+        threads.run_one()
+        self.assertEqual(producer.state, "paused")
+        threads.run_one()
+        threads.run_one()
+        self.assertEqual(producer.state, "producing")
+        d = w.finish()
+        threads.run_all()
+        self.assertEqual(self.successResultOf(d), (5000, hashlib.sha256(b"x" * 5000).hexdigest()))
+
+    def test_writes_in_order(self) -> None:
+        threads = ManualThreads()
+        w = PartWriter(self.path, threads, chunk_size=10, max_pending=10**6)
+        w.open()
+        for i in range(20):
+            w.write(bytes([65 + i]) * 10)
+        d = w.finish()
+        threads.run_all()
+        self.successResultOf(d)
+        self.assertEqual(self.path.read_bytes(), b"".join(bytes([65 + i]) * 10 for i in range(20)))
+
+    def test_write_error(self) -> None:
+        errors_seen = []
+        w = PartWriter(self.path, sync_run, chunk_size=10)
+        w.on_error = errors_seen.append
+        self.successResultOf(w.open())
+
+        def full(chunk):
+            raise OSError(28, "No space left on device")
+
+        w._write_chunk = full
+        w.write(b"x" * 20)
+        self.assertEqual(len(errors_seen), 1)
+        f = self.failureResultOf(w.finish(), LocalWriteError)
+        self.assertIn("No space left", str(f.value))
+        self.flushLoggedErrors(OSError)
+
+    def test_open_error(self) -> None:
+        w = PartWriter(self.dir / "missing" / ".f.part", sync_run)
+        self.failureResultOf(w.open(), LocalWriteError)
+
+    def test_discard(self) -> None:
+        w = PartWriter(self.path, sync_run, chunk_size=10)
+        self.successResultOf(w.open())
+        w.write(b"x" * 25)
+        self.successResultOf(w.discard())
+        self.assertFalse(self.path.exists())
+
+
+# -- whole downloads over iosim ----------------------------------------------------------
+
+
+class Silent(Protocol):
+    """Accepts and never answers."""
+
+
+class Busy(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(frame({"status": "busy", "message": "full"}))
+        self.transport.loseConnection()
+
+
+class HalfThenClose(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(
+            frame({"status": "success", "fname": "f", "offset": 0, "length": len(DATA),
+                   "file_size": len(DATA), "sha256": SHA})
+            + DATA[: len(DATA) // 2]
+        )
+        self.transport.loseConnection()
+
+
+class WrongBytes(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(
+            frame({"status": "success", "fname": "f", "offset": 0, "length": len(DATA),
+                   "file_size": len(DATA), "sha256": SHA})
+            + b"\0" * len(DATA)
+        )
+
+
+class SeedServer(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        message, _ = split_frame(data)
+        assert message == {"action": "get_file", "lname": "/seed/f"}, message
+        self.transport.write(DATA)
+        self.transport.loseConnection()
+
+
+class DownloadTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        base = temp_dir(self)
+        self.source_parts = PeerParts(base / "source")
+        self.source_parts.publish("f", DATA)
+        self.parts = PeerParts(base / "me")
+        self.clock = self.parts.clock
+        self.net = FakeNetwork(self.clock)
+        self.good = UploadFactory(
+            self.source_parts.library, self.source_parts.slots, self.source_parts.transfers,
+            self.source_parts.clock,
+        )
+        self.progress: list[tuple[int, Any]] = []
+
+    def download(self, sources, force=False, **settings) -> Deferred:
+        settings.setdefault("jitter", lambda: 0.5)
+        d = Download(
+            "f",
+            sources,
+            self.parts.repo,
+            connect=self.net.connect,
+            clock=self.clock,
+            run_in_thread=sync_run,
+            slots=self.parts.slots,
+            transfers=self.parts.transfers,
+            settings=DownloadSettings(**settings),
+            force=force,
+            progress=lambda done, total: self.progress.append((done, total)),
+        )
+        return d.run()
+
+    def assertNoPart(self) -> None:
+        self.assertEqual([n for n in os.listdir(self.parts.repo) if n.endswith(".part")], [])
+
+    def test_one_good_source(self) -> None:
+        self.net.servers[1] = self.good
+        d = self.download([source(1)])
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertEqual((result.size, result.sha256, result.verified), (len(DATA), SHA, True))
+        self.assertEqual(result.path, str(self.parts.repo / "f"))
+        self.assertEqual((self.parts.repo / "f").read_bytes(), DATA)
+        self.assertEqual(self.progress[-1], (len(DATA), len(DATA)))
+        self.assertNoPart()
+        self.assertEqual(self.parts.slots.in_use, 0)
+        self.assertEqual(self.parts.transfers.completed["down"], 1)
+
+    def test_ttfb_timeout_switches_source(self) -> None:
+        self.net.servers[1] = lambda: Factory.forProtocol(Silent)
+        self.net.servers[2] = self.good
+        d = self.download([source(1, host="slow"), source(2)], ttfb_timeout=2.0)
+        self.net.flush()
+        self.assertNoResult(d)
+        self.clock.advance(1.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.2)
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertEqual(result.source.port, 2)
+        self.assertEqual(result.failures, (("slow (127.0.0.1:1)", "no data within 2 s"),))
+        # The silent source's connection was dropped.
+        self.assertTrue(self.net.pumps[0].clientIO.disconnecting)
+
+    def test_ttfb_covers_connect(self) -> None:
+        self.net.servers[1] = "hang"
+        self.net.servers[2] = self.good
+        d = self.download([source(1), source(2)], ttfb_timeout=2.0)
+        self.clock.advance(2.5)
+        self.net.flush()
+        self.assertEqual(self.successResultOf(d).source.port, 2)
+
+    def test_refused_switches_source(self) -> None:
+        self.net.servers[2] = self.good
+        d = self.download([source(1), source(2)])
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertEqual(result.source.port, 2)
+        self.assertIn("cannot connect", result.failures[0][1])
+
+    def test_drop_mid_transfer(self) -> None:
+        self.net.servers[1] = lambda: Factory.forProtocol(HalfThenClose)
+        self.net.servers[2] = self.good
+        d = self.download([source(1), source(2)])
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertEqual((result.source.port, result.verified), (2, True))
+        self.assertIn("lost after", result.failures[0][1])
+        self.assertEqual((self.parts.repo / "f").read_bytes(), DATA)
+        # Progress restarted from zero with the second source.
+        self.assertIn((len(DATA) // 2, len(DATA)), self.progress)
+
+    def test_bad_bytes_switch_source(self) -> None:
+        self.net.servers[1] = lambda: Factory.forProtocol(WrongBytes)
+        self.net.servers[2] = self.good
+        d = self.download([source(1), source(2)])
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertEqual(result.source.port, 2)
+        self.assertIn("do not match the published SHA-256", result.failures[0][1])
+
+    def test_busy_retried_with_backoff(self) -> None:
+        answers = ["busy", "busy"]
+
+        def flaky():
+            if answers:
+                answers.pop()
+                return Factory.forProtocol(Busy)
+            return self.good
+
+        self.net.servers[1] = flaky
+        d = self.download([source(1)], busy_delays=(1.0, 2.0, 4.0))
+        self.net.flush()
+        self.assertNoResult(d)
+        self.assertEqual(len(self.net.connects), 1)
+        self.clock.advance(1.0)
+        self.net.flush()
+        self.assertEqual(len(self.net.connects), 2)
+        self.assertNoResult(d)
+        self.clock.advance(2.0)
+        self.net.flush()
+        self.assertEqual(len(self.net.connects), 3)
+        self.assertEqual(self.successResultOf(d).failures[0][1], "busy (full)")
+
+    def test_busy_retries_bounded(self) -> None:
+        self.net.servers[1] = lambda: Factory.forProtocol(Busy)
+        d = self.download([source(1)], busy_delays=(1.0, 1.0))
+        for _ in range(5):
+            self.net.flush()
+            self.clock.advance(1.0)
+        f = self.failureResultOf(d, errors.TransferFailed)
+        self.assertEqual(len(self.net.connects), 3)
+        self.assertIn("busy", str(f.value))
+
+    def test_busy_not_retried_before_other_sources(self) -> None:
+        self.net.servers[1] = lambda: Factory.forProtocol(Busy)
+        self.net.servers[2] = self.good
+        d = self.download([source(1), source(2)])
+        self.net.flush()
+        self.assertEqual(self.successResultOf(d).source.port, 2)
+        self.assertEqual(self.net.connects, [1, 2])
+
+    def test_all_fail(self) -> None:
+        self.net.servers[2] = lambda: Factory.forProtocol(HalfThenClose)
+        d = self.download([source(1, host="a"), source(2, host="b")])
+        self.net.flush()
+        f = self.failureResultOf(d, errors.TransferFailed)
+        self.assertIn("could not fetch f from any source", str(f.value))
+        self.assertIn("a (127.0.0.1:1): cannot connect", str(f.value))
+        self.assertIn("b (127.0.0.1:2): the connection was lost", str(f.value))
+        self.assertFalse((self.parts.repo / "f").exists())
+        self.assertNoPart()
+
+    def test_exists_refused_before_download(self) -> None:
+        (self.parts.repo / "f").write_bytes(b"mine")
+        self.net.servers[1] = self.good
+        d = self.download([source(1)])
+        self.failureResultOf(d, errors.AlreadyExists)
+        self.assertEqual(self.net.connects, [])
+        self.assertEqual((self.parts.repo / "f").read_bytes(), b"mine")
+
+    def test_appears_during_download(self) -> None:
+        self.net.servers[1] = self.good
+        d = self.download([source(1)])
+        (self.parts.repo / "f").write_bytes(b"mine")
+        self.net.flush()
+        self.failureResultOf(d, errors.AlreadyExists)
+        self.assertEqual((self.parts.repo / "f").read_bytes(), b"mine")
+        self.assertNoPart()
+
+    def test_force_replaces(self) -> None:
+        (self.parts.repo / "f").write_bytes(b"mine")
+        self.net.servers[1] = self.good
+        d = self.download([source(1)], force=True)
+        self.net.flush()
+        self.assertTrue(self.successResultOf(d).replaced)
+        self.assertEqual((self.parts.repo / "f").read_bytes(), DATA)
+
+    def test_seed_source(self) -> None:
+        self.net.servers[1] = lambda: Factory.forProtocol(SeedServer)
+        d = self.download([source(1, seed=True, lname="/seed/f")])
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertEqual((result.verified, result.sha256, result.size), (False, SHA, len(DATA)))
+        self.assertEqual((self.parts.repo / "f").read_bytes(), DATA)
+
+    def test_verified_before_seed(self) -> None:
+        self.net.servers[1] = lambda: Factory.forProtocol(SeedServer)
+        self.net.servers[2] = self.good
+        srcs = choose_sources("f", [entry("seed", 1, sha=None, lname="/seed/f"), entry("native", 2)])
+        d = self.download(srcs)
+        self.net.flush()
+        self.assertEqual(self.successResultOf(d).source.hostname, "native")
+
+    def test_waits_for_slot(self) -> None:
+        self.parts.slots = Slots(1)
+        held = self.parts.slots.try_acquire("up")
+        self.net.servers[1] = self.good
+        d = self.download([source(1)])
+        self.net.flush()
+        self.assertEqual(self.net.connects, [])
+        held.release()
+        self.net.flush()
+        self.successResultOf(d)
+
+    def test_cancel_removes_part(self) -> None:
+        self.net.servers[1] = lambda: Factory.forProtocol(Silent)
+        d = self.download([source(1)])
+        self.net.flush()
+        d.cancel()
+        self.failureResultOf(d)
+        self.net.flush()
+        self.assertNoPart()
+        self.assertEqual(self.parts.slots.in_use, 0)
+
+    def test_local_write_error_is_fatal(self) -> None:
+        self.net.servers[1] = self.good
+        self.net.servers[2] = self.good
+        # A directory where the part file goes: opening it fails, even as root.
+        (self.parts.repo / ".f.part").mkdir()
+        d = self.download([source(1), source(2)])
+        self.net.flush()
+        self.failureResultOf(d, LocalWriteError)
+        self.assertEqual(self.net.connects, [])
+
+
+class TransferTableTests(SynchronousTestCase):
+    def test_rate_and_percent(self) -> None:
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        table = Transfers(clock)
+        t = table.start("down", "f", "peer", 1000)
+        clock.advance(2)
+        t.add(500)
+        [snap] = table.snapshot()
+        self.assertEqual((snap["percent"], snap["rate"]), (50.0, 250.0))
+        t.finish()
+        t.finish()
+        self.assertEqual(table.snapshot(), [])
+        self.assertEqual(table.completed["down"], 1)

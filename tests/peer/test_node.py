@@ -1,0 +1,285 @@
+"""
+Tests for L{twistedp2p.peer.node.PeerNode} against a fake tracker link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistedp2p import errors
+from twistedp2p.peer.download import DownloadSettings
+from twistedp2p.peer.node import PeerNode
+from twistedp2p.peer.upload import UploadFactory
+
+from .helpers import FakeNetwork, PeerParts, sync_run, temp_dir
+
+DATA = os.urandom(100_000)
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+class FakeLink:
+    """
+    Answers requests with C{handlers[action](fields)} (a reply dict, or an
+    exception to fail with); records every request.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.protocol: Any = object()
+        self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "publish": lambda f: {"status": "created"},
+            "unpublish": lambda f: {"status": "success"},
+            "search": lambda f: {"status": "success", "files": []},
+            "fetch": lambda f: {"status": "success", "peer_list": []},
+        }
+
+    def request(self, action: str, **fields: Any) -> Deferred:
+        self.requests.append((action, fields))
+        answer = self.handlers[action](fields)
+        if isinstance(answer, Exception):
+            return fail(answer)
+        return succeed(answer)
+
+    def actions(self) -> list[str]:
+        return [a for a, _ in self.requests]
+
+    def status(self) -> dict[str, Any]:
+        return {"state": "connected", "tracker": "A"}
+
+
+class NodeTestsMixin:
+    def setUp(self) -> None:
+        base = temp_dir(self)
+        self.parts = PeerParts(base / "me")
+        self.repo = self.parts.repo
+        self.link = FakeLink()
+        self.net = FakeNetwork(self.parts.clock)
+        self.node = PeerNode(
+            hostname="me",
+            library=self.parts.library,
+            slots=self.parts.slots,
+            transfers=self.parts.transfers,
+            events=self.parts.events,
+            clock=self.parts.clock,
+            run_in_thread=sync_run,
+            connect=self.net.connect,
+            settings=DownloadSettings(jitter=lambda: 0.5),
+            link=self.link,
+        )
+        self.source = PeerParts(base / "source")
+        self.source.publish("f", DATA)
+        self.net.servers[7000] = UploadFactory(
+            self.source.library, self.source.slots, self.source.transfers, self.source.clock
+        )
+
+    def write(self, name: str, data: bytes = b"content") -> Path:
+        path = self.repo / name
+        path.write_bytes(data)
+        return path
+
+
+class PublishTests(NodeTestsMixin, SynchronousTestCase):
+    def test_created(self) -> None:
+        self.write("a.txt")
+        result = self.successResultOf(self.node.publish("a.txt", "A"))
+        self.assertEqual((result.fname, result.status, result.size), ("A", "created", 7))
+        self.assertEqual(result.sha256, hashlib.sha256(b"content").hexdigest())
+        [(action, fields)] = self.link.requests
+        self.assertEqual(action, "publish")
+        self.assertEqual(fields["lname"], "A", "local paths never leave the peer")
+        self.assertEqual(fields["allow_overwrite"], False)
+        self.assertEqual(fields["sha256"], result.sha256)
+        self.assertIn("A", self.parts.library)
+        self.assertEqual([e.kind for e in self.parts.seen], ["published"])
+
+    def test_same_file_again(self) -> None:
+        self.write("a.txt")
+        self.successResultOf(self.node.publish("a.txt", "A"))
+        first = self.parts.library.get("A")
+        self.parts.clock.advance(10)
+        self.link.handlers["publish"] = lambda f: {"status": "unchanged"}
+        result = self.successResultOf(self.node.publish("a.txt", "A"))
+        self.assertEqual(result.status, "unchanged")
+        self.assertEqual(self.parts.library.get("A").published_at, first.published_at)
+
+    def test_same_content_other_path(self) -> None:
+        self.write("a.txt")
+        self.write("b.txt")
+        self.successResultOf(self.node.publish("a.txt", "A"))
+        self.link.handlers["publish"] = lambda f: {"status": "updated"}
+        result = self.successResultOf(self.node.publish("b.txt", "A"))
+        self.assertEqual(result.status, "updated")
+        self.assertTrue(self.link.requests[-1][1]["allow_overwrite"])
+
+    def test_conflict_needs_force(self) -> None:
+        self.write("a.txt")
+        self.write("b.txt", b"other")
+        self.successResultOf(self.node.publish("a.txt", "A"))
+        f = self.failureResultOf(self.node.publish("b.txt", "A"), errors.Conflict)
+        self.assertIn("use --force", str(f.value))
+        self.assertEqual(len(self.link.requests), 1)
+        self.assertTrue(self.parts.library.get("A").path.endswith("a.txt"))
+        self.link.handlers["publish"] = lambda f: {"status": "updated"}
+        result = self.successResultOf(self.node.publish("b.txt", "A", force=True))
+        self.assertEqual(result.status, "updated")
+        self.assertTrue(self.link.requests[-1][1]["allow_overwrite"])
+        self.assertTrue(self.parts.library.get("A").path.endswith("b.txt"))
+
+    def test_tracker_conflict(self) -> None:
+        self.write("a.txt")
+        self.link.handlers["publish"] = lambda f: {"status": "conflict"}
+        self.failureResultOf(self.node.publish("a.txt", "A"), errors.Conflict)
+        self.assertNotIn("A", self.parts.library)
+
+    def test_tracker_down(self) -> None:
+        self.write("a.txt")
+        self.link.handlers["publish"] = lambda f: errors.TrackerUnavailable()
+        self.failureResultOf(self.node.publish("a.txt", "A"), errors.TrackerUnavailable)
+        self.assertNotIn("A", self.parts.library)
+
+    def test_index_unavailable(self) -> None:
+        self.write("a.txt")
+        self.link.handlers["publish"] = lambda f: errors.RequestFailed("db down", "index_unavailable")
+        self.failureResultOf(self.node.publish("a.txt", "A"), errors.IndexUnavailable)
+
+    def test_unsafe_and_bad_name(self) -> None:
+        self.write("a.txt")
+        self.failureResultOf(self.node.publish("/etc/passwd", "p"), errors.UnsafePath)
+        self.failureResultOf(self.node.publish("a.txt", "../x"), errors.BadName)
+        self.assertEqual(self.link.requests, [])
+
+
+class UnpublishTests(NodeTestsMixin, SynchronousTestCase):
+    def test_unpublish(self) -> None:
+        self.write("a.txt")
+        self.successResultOf(self.node.publish("a.txt", "A"))
+        result = self.successResultOf(self.node.unpublish("A"))
+        self.assertTrue(result.tracker_told)
+        self.assertEqual(self.link.requests[-1], ("unpublish", {"fname": "A"}))
+        self.assertNotIn("A", self.parts.library)
+
+    def test_not_published(self) -> None:
+        self.failureResultOf(self.node.unpublish("A"), errors.NotPublished)
+        self.failureResultOf(self.node.unpublish("a/b"), errors.BadName)
+
+    def test_tracker_down_still_unpublishes_locally(self) -> None:
+        self.write("a.txt")
+        self.successResultOf(self.node.publish("a.txt", "A"))
+        self.link.handlers["unpublish"] = lambda f: errors.TrackerUnavailable()
+        result = self.successResultOf(self.node.unpublish("A"))
+        self.assertFalse(result.tracker_told)
+        self.assertNotIn("A", self.parts.library)
+
+    def test_stale_file_unpublished(self) -> None:
+        path = self.write("a.txt")
+        self.successResultOf(self.node.publish("a.txt", "A"))
+        path.write_bytes(b"changed!")
+        self.assertIsNone(self.successResultOf(self.parts.library.check_serving("A")))
+        self.assertEqual(self.link.requests[-1], ("unpublish", {"fname": "A"}))
+        self.assertEqual(self.parts.seen[-1].kind, "unpublished")
+        self.assertIn("changed", self.parts.seen[-1].message)
+
+
+class FetchTests(NodeTestsMixin, SynchronousTestCase):
+    def peer_list(self, *ports: int) -> None:
+        self.link.handlers["fetch"] = lambda f: {
+            "status": "success",
+            "peer_list": [
+                {"hostname": f"h{p}", "ip": "127.0.0.1", "port": p, "lname": "f", "fname": "f",
+                 "file_size": len(DATA), "last_modified": 1.0, "sha256": SHA, "version": 1}
+                for p in ports
+            ],
+        }
+
+    def test_fetch_verifies_and_shares(self) -> None:
+        self.peer_list(7000)
+        d = self.node.fetch("f")
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertEqual((result.verified, result.published, result.source.hostname), (True, True, "h7000"))
+        self.assertEqual((self.repo / "f").read_bytes(), DATA)
+        entry = self.parts.library.get("f")
+        self.assertEqual((entry.sha256, entry.path), (SHA, str(self.repo / "f")))
+        self.assertEqual(self.link.actions(), ["fetch", "publish"])
+        self.assertTrue(self.link.requests[-1][1]["allow_overwrite"])
+        self.assertIn("fetched", [e.kind for e in self.parts.seen])
+
+    def test_exists_checked_first(self) -> None:
+        self.write("f", b"mine")
+        self.failureResultOf(self.node.fetch("f"), errors.AlreadyExists)
+        self.assertEqual(self.link.requests, [])
+
+    def test_no_sources(self) -> None:
+        self.failureResultOf(self.node.fetch("f"), errors.NoSources)
+
+    def test_bad_name(self) -> None:
+        self.failureResultOf(self.node.fetch(".hidden"), errors.BadName)
+
+    def test_one_fetch_per_name(self) -> None:
+        self.peer_list(7000)
+        first = self.node.fetch("f")
+        self.failureResultOf(self.node.fetch("f"), errors.TransferFailed)
+        self.net.flush()
+        self.successResultOf(first)
+
+    def test_published_later_when_tracker_down(self) -> None:
+        self.peer_list(7000)
+        self.link.handlers["publish"] = lambda f: errors.TrackerUnavailable()
+        d = self.node.fetch("f")
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertFalse(result.published)
+        self.assertIn("f", self.parts.library)
+
+    def test_stop_cancels(self) -> None:
+        self.peer_list(7001)
+        self.net.servers[7001] = "hang"
+        d = self.node.fetch("f")
+        self.node.stop()
+        self.failureResultOf(d)
+        self.assertEqual(self.parts.slots.in_use, 0)
+
+
+class AnnounceAndStatusTests(NodeTestsMixin, SynchronousTestCase):
+    def test_announce_all(self) -> None:
+        for name in ("a", "b", "c"):
+            self.write(name)
+            self.successResultOf(self.node.publish(name, name.upper()))
+        (self.repo / "b").unlink()
+        self.link.requests.clear()
+        self.successResultOf(self.node.announce_all(self.link))
+        published = [f["fname"] for a, f in self.link.requests if a == "publish"]
+        self.assertEqual(published, ["A", "C"])
+        self.assertTrue(all(f["allow_overwrite"] for a, f in self.link.requests if a == "publish"))
+        self.assertNotIn("B", self.parts.library)
+
+    def test_announce_tolerates_failures(self) -> None:
+        self.write("a")
+        self.successResultOf(self.node.publish("a", "A"))
+        self.link.handlers["publish"] = lambda f: errors.RequestFailed("no", "bad_field")
+        self.successResultOf(self.node.announce_all(self.link))
+
+    def test_search(self) -> None:
+        self.link.handlers["search"] = lambda f: {
+            "status": "success", "files": [{"fname": "x", "sources": 1}, "junk"]
+        }
+        self.assertEqual(self.successResultOf(self.node.search("x*")), [{"fname": "x", "sources": 1}])
+        self.assertEqual(self.link.requests[-1], ("search", {"pattern": "x*"}))
+
+    def test_status(self) -> None:
+        self.write("a")
+        self.successResultOf(self.node.publish("a", "A"))
+        self.node.p2p_port = 4242
+        status = self.node.status()
+        self.assertEqual(status["hostname"], "me")
+        self.assertEqual(status["p2p_port"], 4242)
+        self.assertEqual(status["tracker"]["state"], "connected")
+        self.assertEqual([p["fname"] for p in status["published"]], ["A"])
+        self.assertEqual(status["sessions"]["limit"], 4)
+        self.assertEqual(status["transfers"], [])

@@ -1,0 +1,290 @@
+"""
+Tests for L{twistedp2p.peer.upload}: the peer port, on a StringTransport.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistedp2p import wire
+from twistedp2p.peer.upload import RangeReader, UploadFactory
+
+from .helpers import PeerParts, all_frames, frame, split_frame, temp_dir
+
+DATA = os.urandom(200_000)
+
+
+class UploadTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.parts = PeerParts(temp_dir(self), max_sessions=2)
+        self.entry = self.parts.publish("a.bin", DATA)
+        self.factory = UploadFactory(
+            self.parts.library, self.parts.slots, self.parts.transfers, self.parts.clock, 60.0
+        )
+
+    def connect(self):
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def pump(self, transport: StringTransport, limit: int = 1000) -> None:
+        """
+        Pull the registered producer until it unregisters.
+        """
+        for _ in range(limit):
+            if transport.producer is None:
+                return
+            transport.producer.resumeProducing()
+        self.fail("the producer never finished")
+
+    def get(self, proto, **fields) -> None:
+        message = {"action": "get", "fname": "a.bin"}
+        message.update(fields)
+        proto.dataReceived(frame(message))
+
+    def test_header_then_bytes(self) -> None:
+        proto, t = self.connect()
+        self.get(proto, id=3)
+        self.assertFalse(t.streaming)
+        self.pump(t)
+        header, rest = split_frame(t.value())
+        self.assertEqual(
+            header,
+            {
+                "status": "success",
+                "id": 3,
+                "fname": "a.bin",
+                "offset": 0,
+                "length": len(DATA),
+                "file_size": len(DATA),
+                "sha256": hashlib.sha256(DATA).hexdigest(),
+            },
+        )
+        self.assertEqual(rest, DATA)
+        self.assertFalse(t.disconnecting)
+        self.assertEqual(self.parts.slots.in_use, 0)
+        self.assertEqual(self.parts.transfers.completed["up"], 1)
+
+    def test_range(self) -> None:
+        proto, t = self.connect()
+        self.get(proto, offset=1000, length=5000)
+        self.pump(t)
+        header, rest = split_frame(t.value())
+        self.assertEqual((header["offset"], header["length"]), (1000, 5000))
+        self.assertEqual(rest, DATA[1000:6000])
+
+    def test_range_to_end(self) -> None:
+        proto, t = self.connect()
+        self.get(proto, offset=len(DATA) - 10)
+        self.pump(t)
+        header, rest = split_frame(t.value())
+        self.assertEqual(rest, DATA[-10:])
+
+    def test_range_beyond_end(self) -> None:
+        proto, t = self.connect()
+        self.get(proto, offset=10, length=len(DATA))
+        [reply] = all_frames(t.value())
+        self.assertEqual((reply["status"], reply["code"]), ("error", "bad_field"))
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(self.parts.slots.in_use, 0)
+
+    def test_second_get_on_same_connection(self) -> None:
+        proto, t = self.connect()
+        self.get(proto, length=10)
+        self.pump(t)
+        first = t.value()
+        t.clear()
+        self.get(proto, offset=10, length=10)
+        self.pump(t)
+        self.assertEqual(split_frame(first)[1] + split_frame(t.value())[1], DATA[:20])
+
+    def test_empty_file(self) -> None:
+        self.parts.publish("empty", b"")
+        proto, t = self.connect()
+        proto.dataReceived(frame({"action": "get", "fname": "empty"}))
+        self.pump(t)
+        header, rest = split_frame(t.value())
+        self.assertEqual((header["length"], rest), (0, b""))
+
+    def test_unknown_name(self) -> None:
+        proto, t = self.connect()
+        proto.dataReceived(frame({"action": "get", "fname": "nope", "id": 1}))
+        [reply] = all_frames(t.value())
+        self.assertEqual((reply["status"], reply["code"], reply["id"]), ("error", "not_found", 1))
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(self.parts.slots.in_use, 0)
+
+    def test_changed_file_not_served(self) -> None:
+        (self.parts.repo / "a.bin").write_bytes(b"changed")
+        proto, t = self.connect()
+        self.get(proto)
+        [reply] = all_frames(t.value())
+        self.assertEqual(reply["code"], "not_found")
+        self.assertNotIn("a.bin", self.parts.library)
+
+    def test_never_a_path(self) -> None:
+        """
+        A request naming a path, even one inside the repository, is not
+        served: only shared names are.
+        """
+        (self.parts.repo / "plain.txt").write_bytes(b"x")
+        for name in ("plain.txt", str(self.parts.repo / "a.bin"), "../a.bin"):
+            proto, t = self.connect()
+            proto.dataReceived(frame({"action": "get", "fname": name}))
+            [reply] = all_frames(t.value())
+            self.assertEqual(reply["status"], "error", name)
+
+    def test_busy(self) -> None:
+        holders = []
+        for _ in range(2):
+            proto, t = self.connect()
+            self.get(proto)
+            holders.append(t)
+        proto, t = self.connect()
+        self.get(proto, id=9)
+        [reply] = all_frames(t.value())
+        self.assertEqual((reply["status"], reply["id"]), ("busy", 9))
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(self.parts.slots.refused, 1)
+        self.assertEqual(self.parts.slots.peak["up"], 2)
+        # A finished transfer frees its slot.
+        self.pump(holders[0])
+        proto, t = self.connect()
+        self.get(proto)
+        self.assertEqual(split_frame(t.value())[0]["status"], "success")
+
+    def test_lost_connection_frees_slot(self) -> None:
+        proto, t = self.connect()
+        self.get(proto)
+        self.assertEqual(self.parts.slots.in_use, 1)
+        proto.connectionLost(None)
+        self.assertEqual(self.parts.slots.in_use, 0)
+        self.assertEqual(self.parts.transfers.active(), [])
+        self.assertEqual(self.parts.transfers.completed["up"], 0)
+
+    def test_seed_get_file(self) -> None:
+        proto, t = self.connect()
+        proto.dataReceived(frame({"action": "get_file", "lname": "a.bin"}))
+        self.pump(t)
+        self.assertEqual(t.value(), DATA)
+        self.assertTrue(t.disconnecting)
+
+    def test_seed_download(self) -> None:
+        proto, t = self.connect()
+        proto.dataReceived(frame({"action": "download", "fname": "a.bin"}))
+        self.pump(t)
+        self.assertEqual(t.value(), DATA)
+        self.assertTrue(t.disconnecting)
+
+    def test_seed_unknown_closes_silently(self) -> None:
+        for name in ("nope", "../etc/passwd", str(self.parts.repo / "a.bin")):
+            proto, t = self.connect()
+            proto.dataReceived(frame({"action": "get_file", "lname": name}))
+            self.assertEqual(t.value(), b"")
+            self.assertTrue(t.disconnecting)
+
+    def test_seed_busy_closes_silently(self) -> None:
+        for _ in range(2):
+            proto, t = self.connect()
+            self.get(proto)
+        proto, t = self.connect()
+        proto.dataReceived(frame({"action": "get_file", "lname": "a.bin"}))
+        self.assertEqual(t.value(), b"")
+        self.assertTrue(t.disconnecting)
+
+    def assertErrorFrame(self, data: bytes, code: str) -> None:
+        proto, t = self.connect()
+        proto.dataReceived(data)
+        [reply] = all_frames(t.value())
+        self.assertEqual((reply["status"], reply["code"]), ("error", code))
+        self.assertTrue(t.disconnecting)
+
+    def test_garbage(self) -> None:
+        self.assertErrorFrame(frame(b"\xff\xfe"), "bad_utf8")
+        self.assertErrorFrame(frame(b"{nope"), "bad_json")
+        self.assertErrorFrame(frame([1, 2]), "not_object")
+        self.assertErrorFrame(frame({"x": 1}), "no_action")
+        self.assertErrorFrame(frame({"action": "rm -rf"}), "unknown_action")
+        self.assertErrorFrame(frame({"action": "get"}), "bad_field")
+        self.assertErrorFrame(frame({"action": "get", "fname": "a.bin", "offset": -1}), "bad_field")
+
+    def test_one_error_frame_only(self) -> None:
+        proto, t = self.connect()
+        proto.dataReceived(frame(b"junk") + frame({"action": "get", "fname": "a.bin"}) + frame(b"more"))
+        self.assertEqual([m["code"] for m in all_frames(t.value())], ["bad_json"])
+        self.assertEqual(self.parts.slots.in_use, 0)
+
+    def test_oversized_frame_closes(self) -> None:
+        proto, t = self.connect()
+        proto.dataReceived(struct.pack("!I", wire.MAX_REQUEST_FRAME + 1) + b"x" * 100)
+        self.assertEqual(t.value(), b"")
+        self.assertTrue(t.disconnecting)
+
+    def test_ping(self) -> None:
+        proto, t = self.connect()
+        proto.dataReceived(frame({"action": "ping", "id": 4}))
+        self.assertEqual(all_frames(t.value()), [{"status": "success", "id": 4, "message": "pong"}])
+        self.assertFalse(t.disconnecting)
+
+    def test_idle_timeout(self) -> None:
+        proto, t = self.connect()
+        self.parts.clock.advance(59)
+        self.assertFalse(t.disconnecting)
+        self.parts.clock.advance(2)
+        self.assertTrue(t.disconnecting)
+
+    def test_partial_frame_does_not_reset_timeout(self) -> None:
+        """
+        A client that sends part of a frame and stalls is still closed.
+        """
+        proto, t = self.connect()
+        for _ in range(7):
+            self.parts.clock.advance(10)
+            proto.dataReceived(b"\x00")
+        self.assertTrue(t.disconnecting)
+
+    def test_stalled_reader_times_out_and_frees_slot(self) -> None:
+        proto, t = self.connect()
+        self.get(proto)
+        t.producer.resumeProducing()
+        self.parts.clock.advance(61)
+        self.assertTrue(t.disconnecting)
+        proto.connectionLost(None)
+        self.assertEqual(self.parts.slots.in_use, 0)
+
+    def test_progress_keeps_connection(self) -> None:
+        proto, t = self.connect()
+        self.get(proto)
+        while t.producer is not None:
+            self.parts.clock.advance(50)
+            t.producer.resumeProducing()
+        self.assertFalse(t.disconnecting)
+
+    def test_request_during_transfer_aborts(self) -> None:
+        proto, t = self.connect()
+        self.get(proto)
+        self.get(proto)
+        self.assertTrue(t.disconnecting)
+
+    def test_file_shrinks_while_serving(self) -> None:
+        proto, t = self.connect()
+        self.get(proto)
+        t.producer.resumeProducing()
+        with open(self.parts.repo / "a.bin", "r+b") as f:
+            f.truncate(1000)
+        self.pump(t)
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(self.parts.slots.in_use, 0)
+
+    def test_range_reader(self) -> None:
+        import io
+
+        r = RangeReader(io.BytesIO(b"0123456789"), 4)
+        self.assertEqual((r.read(3), r.read(3), r.read(3)), (b"012", b"3", b""))

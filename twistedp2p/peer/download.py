@@ -1,0 +1,893 @@
+"""
+Fetch one file from the sources a tracker listed.
+
+L{choose_sources} orders the sources (a pure function).  L{Download} tries
+them in turn: connect, send ``get`` (or ``get_file`` to a seed source),
+bound the time to first byte, write the bytes to a hidden ``.part`` file
+while hashing them off the reactor thread (L{PartWriter}, with
+backpressure), verify size and SHA-256, and move the file into place
+without ever overwriting a file the user has (unless forced).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    TimeoutError as DeferredTimeout,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from twistedp2p import errors, wire
+from twistedp2p.peer.slots import DOWN, Slots
+from twistedp2p.peer.transfers import Transfers
+
+#: Bytes handed to the writer thread at a time.
+WRITE_CHUNK = 1024 * 1024
+#: Stop reading from the source while this much is waiting to be written.
+MAX_PENDING = 4 * WRITE_CHUNK
+#: Seconds without data (after the first byte) before giving up a source.
+STALL_TIMEOUT = 30.0
+#: Base delays between rounds of retrying busy sources (each gets jitter);
+#: their number bounds the retries, their sum the extra wait.
+BUSY_DELAYS = (0.2, 0.4, 0.8, 1.2, 1.6, 2.0, 2.0, 2.0, 2.0, 2.0)
+
+Connect = Callable[[str, int, Factory], Deferred]
+Progress = Callable[[int, "int | None"], None]
+
+
+class LocalWriteError(errors.TransferFailed):
+    """the downloaded file cannot be written here"""
+
+
+# -- choosing sources ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """
+    One entry of a tracker's ``peer_list``.
+    """
+
+    hostname: str
+    ip: str
+    port: int
+    lname: str
+    fname: str
+    file_size: int | None
+    sha256: str | None
+    version: int | None = None
+
+    @property
+    def seed(self) -> bool:
+        """A seed-protocol source: no SHA-256, served with ``get_file``."""
+        return self.sha256 is None
+
+    @property
+    def label(self) -> str:
+        return f"{self.hostname} ({self.ip}:{self.port})"
+
+    @classmethod
+    def from_wire(cls, entry: Any) -> "SourceInfo":
+        """
+        @raise ValueError: for an entry we cannot use.
+        """
+        if not isinstance(entry, dict):
+            raise ValueError("a peer_list entry must be an object")
+        try:
+            hostname = wire.hostname("hostname", entry.get("hostname"))
+            ip = wire._text(255)("ip", entry.get("ip"))
+            port = wire.port("port", entry.get("port"))
+            fname = entry.get("fname")
+            lname = entry.get("lname") if entry.get("lname") is not None else fname
+            lname = wire.lname("lname", lname)
+            size = entry.get("file_size")
+            if size is not None:
+                size = wire.size("file_size", size)
+            sha = entry.get("sha256")
+            if sha is not None and not wire.is_sha256(sha):
+                raise wire.WireError("bad_field", "sha256 must be 64 lowercase hex digits")
+            version = entry.get("version")
+        except wire.WireError as e:
+            raise ValueError(e.message)
+        return cls(hostname, ip, port, lname, fname, size, sha, version)
+
+
+def _content_groups(sources: Sequence[SourceInfo]) -> dict[tuple, list[SourceInfo]]:
+    groups: dict[tuple, list[SourceInfo]] = {}
+    for s in sources:
+        groups.setdefault((s.sha256, s.file_size), []).append(s)
+    return groups
+
+
+def _describe_groups(fname: str, groups: dict[tuple, list[SourceInfo]]) -> str:
+    parts = []
+    for (sha, size), members in groups.items():
+        hosts = ", ".join(dict.fromkeys(m.hostname for m in members))
+        size_text = "unknown size" if size is None else f"{size} bytes"
+        sha_text = f"sha256 {sha[:12]}" if sha else "unverified"
+        parts.append(f"{sha_text} ({size_text}) on {hosts}")
+    return (
+        f"several different files are published as {fname}: "
+        + "; ".join(parts)
+        + "; choose one with --from HOSTNAME"
+    )
+
+
+def choose_sources(
+    fname: str, peer_list: Sequence[Any], source: str | None = None
+) -> list[SourceInfo]:
+    """
+    Order the usable sources of C{fname}: verified (SHA-256) sources in the
+    tracker's order, then seed sources that may hold the same content.
+
+    @param source: only sources whose hostname (or address) is this.
+    @raise errors.NoSources: nothing usable (or nothing from C{source}).
+    @raise errors.AmbiguousContent: several different contents.
+    """
+    entries = []
+    for item in peer_list:
+        try:
+            entries.append(SourceInfo.from_wire(item))
+        except ValueError:
+            continue
+    if source is not None:
+        entries = [e for e in entries if source in (e.hostname, e.ip)]
+        if not entries:
+            raise errors.NoSources(f"{source} does not share {fname} (or is not online)")
+    if not entries:
+        raise errors.NoSources(f"no live source has {fname}")
+    verified = [e for e in entries if not e.seed]
+    seeds = [e for e in entries if e.seed]
+    vgroups = _content_groups(verified)
+    if len(vgroups) > 1:
+        raise errors.AmbiguousContent(_describe_groups(fname, vgroups))
+    if verified:
+        size = verified[0].file_size
+        seeds = [s for s in seeds if s.file_size is None or s.file_size == size]
+    else:
+        sizes = {s.file_size for s in seeds if s.file_size is not None}
+        if len(sizes) > 1:
+            raise errors.AmbiguousContent(
+                _describe_groups(fname, {k: v for k, v in _content_groups(seeds).items()})
+            )
+    return verified + seeds
+
+
+def part_name(fname: str) -> str:
+    """
+    The hidden name of a partial download (short enough for any file
+    system even for a 255-byte shared name).
+    """
+    name = f".{fname}.part"
+    if len(name.encode("utf-8")) <= 255:
+        return name
+    return "." + hashlib.sha256(fname.encode("utf-8")).hexdigest()[:40] + ".part"
+
+
+# -- writing -----------------------------------------------------------------------
+
+
+class PartWriter:
+    """
+    Buffer received bytes and hand them, C{chunk_size} at a time, to one
+    writer thread that writes and hashes them in order.  While more than
+    C{max_pending} bytes wait, the producer (the connection) is paused.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        path: Path,
+        run_in_thread: Callable[..., Deferred],
+        chunk_size: int = WRITE_CHUNK,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self.path = path
+        self._run = run_in_thread
+        self._chunk_size = chunk_size
+        self._max_pending = max_pending
+        self._buf: list[bytes] = []
+        self._buffered = 0
+        self._pending = 0
+        #: The serial queue of work for the thread; never left failed.
+        self._tail: Deferred = succeed(None)
+        self._hasher = hashlib.sha256()
+        self._file: Any = None
+        self.written = 0
+        self.error: Failure | None = None
+        self.producer: Any = None
+        self.paused = False
+        #: Called once with the failure when writing fails.
+        self.on_error: Callable[[Failure], None] | None = None
+
+    def _enqueue(self, step: Callable[[], Any]) -> Deferred:
+        """
+        Run C{step} (which may return a Deferred) after everything queued
+        before it.  @return: a Deferred for its outcome alone.
+        """
+        outcome: Deferred = Deferred()
+
+        def relay(result: Any) -> None:
+            if isinstance(result, Failure):
+                outcome.errback(result)
+            else:
+                outcome.callback(result)
+
+        def run(_: Any) -> Deferred:
+            return maybeDeferred(step).addBoth(relay)
+
+        self._tail.addCallback(run)
+        return outcome
+
+    def open(self) -> Deferred:
+        """
+        Create (or truncate) the part file.
+        """
+
+        def work() -> None:
+            try:
+                self._file = open(self.path, "wb")
+            except OSError as e:
+                raise LocalWriteError(f"cannot write {self.path}: {e.strerror or e}")
+
+        return self._enqueue(lambda: self._run(work))
+
+    @property
+    def waiting(self) -> int:
+        """Bytes received but not yet written."""
+        return self._buffered + self._pending
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None or not data:
+            return
+        self._buf.append(data)
+        self._buffered += len(data)
+        if self._buffered >= self._chunk_size:
+            self._flush()
+        if self.waiting > self._max_pending and self.producer is not None and not self.paused:
+            self.paused = True
+            self.producer.pauseProducing()
+
+    def _flush(self) -> None:
+        if not self._buf or self.error is not None:
+            return
+        chunk = b"".join(self._buf)
+        self._buf = []
+        self._buffered = 0
+        self._pending += len(chunk)
+
+        def write() -> Any:
+            if self.error is not None:
+                return None
+            return self._run(self._write_chunk, chunk)
+
+        def written(_: Any) -> None:
+            self._pending -= len(chunk)
+            if self.paused and self.waiting <= self._max_pending // 2:
+                self.paused = False
+                if self.producer is not None:
+                    self.producer.resumeProducing()
+
+        def failed(failure: Failure) -> None:
+            self._pending -= len(chunk)
+            if self.error is None:
+                self.error = failure
+                self.log.failure("writing {path} failed", failure, path=str(self.path))
+                if self.on_error is not None:
+                    self.on_error(failure)
+
+        self._enqueue(write).addCallbacks(written, failed)
+
+    def _write_chunk(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._hasher.update(chunk)
+        self.written += len(chunk)
+
+    def finish(self) -> Deferred:
+        """
+        Write what is left, flush to disk and close.
+
+        @return: Deferred firing C{(bytes written, sha256 hex)}, or failing
+            with L{LocalWriteError}.
+        """
+        self._flush()
+
+        def close() -> Deferred:
+            if self.error is not None:
+                return self._run(self._close_quietly).addCallback(lambda _: self._raise())
+            return self._run(self._close_synced).addCallback(
+                lambda _: (self.written, self._hasher.hexdigest())
+            )
+
+        return self._enqueue(close)
+
+    def _raise(self) -> None:
+        assert self.error is not None
+        e = self.error.value
+        if isinstance(e, LocalWriteError):
+            raise e
+        if isinstance(e, OSError):
+            raise LocalWriteError(f"cannot write {self.path}: {e.strerror or e}")
+        self.error.raiseException()
+
+    def _close_synced(self) -> None:
+        f, self._file = self._file, None
+        if f is not None:
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+
+    def _close_quietly(self) -> None:
+        f, self._file = self._file, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError as e:
+                self.log.warn("closing {path} failed: {e}", path=str(self.path), e=e)
+
+    def discard(self) -> Deferred:
+        """
+        Stop writing, close and remove the part file.  Never fails.
+        """
+        self._buf = []
+        self._buffered = 0
+        if self.error is None:
+            self.error = Failure(CancelledError("discarded"))
+
+        def remove() -> None:
+            self._close_quietly()
+            _unlink_quietly(self.path)
+
+        def log_failure(failure: Failure) -> None:
+            self.log.failure("removing {path} failed", failure, path=str(self.path))
+
+        return self._enqueue(lambda: self._run(remove)).addErrback(log_failure)
+
+
+# -- the protocols -------------------------------------------------------------------
+
+
+class _TransferProtocol(TimeoutMixin):
+    """
+    What both download protocols share: two one-shot signals, the sink, a
+    stall timer, and pause/resume for backpressure.
+
+    C{started} fires (None) on the first byte, at the end, or on failure:
+    whatever comes first; C{done} fires the byte count or fails with a
+    L{errors.TransferFailed}.
+    """
+
+    log = Logger()
+    transport: Any
+
+    def _setup(
+        self,
+        sink: Callable[[bytes], None],
+        progress: Callable[[int, int | None], None],
+        clock: Any,
+        stall_timeout: float,
+    ) -> None:
+        self.sink = sink
+        self.progress = progress
+        self.received = 0
+        self.expected: int | None = None
+        self.callLater = clock.callLater
+        self._stall = stall_timeout
+        self.started: Deferred = Deferred(lambda d: self._abort())
+        self.done: Deferred = Deferred()
+        self._finished = False
+
+    def _abort(self) -> None:
+        transport = getattr(self, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+
+    def _signal_started(self) -> None:
+        if not self.started.called:
+            self.started.callback(None)
+
+    def _succeed(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.setTimeout(None)
+        self._signal_started()
+        self.done.callback(self.received)
+
+    def _fail(self, reason: str | Exception) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.setTimeout(None)
+        exc = reason if isinstance(reason, Exception) else errors.TransferFailed(reason)
+        self._signal_started()
+        self.done.errback(exc)
+        self._abort()
+
+    def _take(self, data: bytes) -> None:
+        """
+        Count, forward to the sink and report progress.
+        """
+        self._signal_started()
+        self.resetTimeout()
+        self.received += len(data)
+        self.sink(data)
+        try:
+            self.progress(self.received, self.expected)
+        except Exception:
+            self.log.failure("progress callback failed")
+
+    def timeoutConnection(self) -> None:
+        self._fail(f"the source stalled: no data for {self._stall:g} s")
+
+    # Backpressure: the writer pauses us, which pauses the transport.
+    def pauseProducing(self) -> None:
+        self.setTimeout(None)
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if not self._finished:
+            self.setTimeout(self._stall)
+        self.transport.resumeProducing()
+
+
+class GetProtocol(_TransferProtocol, Int32StringReceiver):
+    """
+    Native download: send ``get``, read one header frame, then leave frame
+    mode and count exactly ``length`` raw bytes (like
+    C{LineReceiver.setRawMode}).
+    """
+
+    MAX_LENGTH = wire.MAX_REPLY_FRAME
+
+    def __init__(
+        self,
+        source: SourceInfo,
+        sink: Callable[[bytes], None],
+        progress: Callable[[int, int | None], None],
+        clock: Any,
+        stall_timeout: float = STALL_TIMEOUT,
+    ) -> None:
+        self.source = source
+        self.header: dict[str, Any] | None = None
+        self._raw = False
+        self._buffer = b""
+        self._setup(sink, progress, clock, stall_timeout)
+
+    def connectionMade(self) -> None:
+        self.setTimeout(self._stall)
+        self.sendString(
+            wire.encode({"action": "get", "fname": self.source.fname, "offset": 0, "length": None})
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._raw:
+            self.rawDataReceived(data)
+            return
+        self._buffer += data
+        while not self._raw and not self._finished and len(self._buffer) >= self.prefixLength:
+            (length,) = struct.unpack(self.structFormat, self._buffer[: self.prefixLength])
+            if length > self.MAX_LENGTH:
+                self._fail(f"the source sent a {length}-byte frame")
+                return
+            end = self.prefixLength + length
+            if len(self._buffer) < end:
+                return
+            frame, self._buffer = self._buffer[self.prefixLength : end], self._buffer[end:]
+            self.stringReceived(frame)
+        if self._raw and self._buffer:
+            rest, self._buffer = self._buffer, b""
+            self.rawDataReceived(rest)
+
+    def setRawMode(self) -> None:
+        self._raw = True
+
+    def stringReceived(self, frame: bytes) -> None:
+        self.resetTimeout()
+        try:
+            message = wire.decode(frame)
+        except wire.WireError as e:
+            self._fail(f"the source sent a bad frame ({e.message})")
+            return
+        status = message.get("status")
+        text = message.get("message") if isinstance(message.get("message"), str) else ""
+        if status == wire.BUSY:
+            self._fail(errors.Busy(f"busy ({text})" if text else "busy"))
+        elif status == wire.ERROR:
+            self._fail(f"refused: {text or message.get('code') or 'error'}")
+        elif status == wire.SUCCESS:
+            self._header(message)
+        else:
+            self._fail(f"unexpected answer {str(status)[:40]!r}")
+
+    def _header(self, message: dict[str, Any]) -> None:
+        length = message.get("length")
+        size = message.get("file_size")
+        sha = message.get("sha256")
+        ok_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+        if not (ok_int(length) and ok_int(size) and message.get("offset", 0) == 0 and length == size):
+            self._fail("the source sent a bad header")
+            return
+        if sha != self.source.sha256 or (
+            self.source.file_size is not None and size != self.source.file_size
+        ):
+            self._fail("the source now has different content than it published")
+            return
+        self.header = message
+        self.expected = length
+        self.setRawMode()
+        if length == 0:
+            self._succeed()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._finished:
+            return
+        assert self.expected is not None
+        room = self.expected - self.received
+        if len(data) > room:
+            self._fail("the source sent more bytes than announced")
+            return
+        self._take(data)
+        if self.received == self.expected:
+            self._succeed()
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.setTimeout(None)
+        if self.header is None:
+            self._fail("the source closed the connection without answering")
+        else:
+            self._fail(f"the connection was lost after {self.received} of {self.expected} bytes")
+
+
+class SeedGetProtocol(_TransferProtocol, Protocol):
+    """
+    Seed-protocol download: send ``get_file`` with the source's ``lname``
+    and read raw bytes until the source closes.
+    """
+
+    def __init__(
+        self,
+        source: SourceInfo,
+        sink: Callable[[bytes], None],
+        progress: Callable[[int, int | None], None],
+        clock: Any,
+        stall_timeout: float = STALL_TIMEOUT,
+    ) -> None:
+        self.source = source
+        self._setup(sink, progress, clock, stall_timeout)
+        self.expected = source.file_size
+
+    def connectionMade(self) -> None:
+        self.setTimeout(self._stall)
+        frame = wire.encode({"action": "get_file", "lname": self.source.lname})
+        self.transport.write(struct.pack("!I", len(frame)) + frame)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._finished:
+            return
+        if self.expected is not None and self.received + len(data) > self.expected:
+            self._fail("the source sent more bytes than published")
+            return
+        self._take(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.setTimeout(None)
+        clean = reason is None or reason.check(ConnectionDone) is not None
+        if self.received == 0 and self.expected != 0:
+            self._fail("the source closed without sending anything (busy, or the name is unknown there)")
+        elif self.expected is not None and self.received != self.expected:
+            self._fail(f"the connection closed after {self.received} of {self.expected} bytes")
+        elif self.expected is None and not clean:
+            self._fail(f"the connection was lost after {self.received} bytes")
+        else:
+            self._succeed()
+
+
+class _Prebuilt(Factory):
+    """
+    Hands out one prepared protocol (we connect to an IP address, so there
+    is a single connection attempt).
+    """
+
+    noisy = False
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: Any) -> Any:
+        self._protocol.factory = self
+        return self._protocol
+
+
+# -- the download ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """
+    What a successful fetch produced.
+    """
+
+    fname: str
+    path: str
+    size: int
+    sha256: str
+    #: False when the bytes came from a seed source (no SHA-256 to check).
+    verified: bool
+    source: SourceInfo
+    #: C{(source label, reason)} for every failed attempt before success.
+    failures: tuple[tuple[str, str], ...] = ()
+    elapsed: float = 0.0
+    #: Set by the node: the tracker was told we now share the file.
+    published: bool = False
+    replaced: bool = False
+
+
+@dataclass
+class _Attempt:
+    source: SourceInfo
+    size: int
+    sha256: str
+
+
+@dataclass
+class DownloadSettings:
+    ttfb_timeout: float = 2.0
+    stall_timeout: float = STALL_TIMEOUT
+    busy_delays: Sequence[float] = BUSY_DELAYS
+    chunk_size: int = WRITE_CHUNK
+    max_pending: int = MAX_PENDING
+    jitter: Callable[[], float] = field(default=random.random)
+
+
+class Download:
+    """
+    Fetch C{fname} from C{sources} into C{repo}.
+
+    @param connect: C{connect(ip, port, factory) -> Deferred[protocol]};
+        production uses C{HostnameEndpoint(reactor, ip, port)}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        fname: str,
+        sources: Sequence[SourceInfo],
+        repo: Path,
+        *,
+        connect: Connect,
+        clock: Any,
+        run_in_thread: Callable[..., Deferred],
+        slots: Slots,
+        transfers: Transfers,
+        settings: DownloadSettings | None = None,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
+        self.fname = fname
+        self.sources = list(sources)
+        self.repo = Path(repo)
+        self.final = self.repo / fname
+        self.part = self.repo / part_name(fname)
+        self._connect = connect
+        self._clock = clock
+        self._run = run_in_thread
+        self._slots = slots
+        self._transfers = transfers
+        self.settings = settings or DownloadSettings()
+        self.force = force
+        self._progress = progress or (lambda done, total: None)
+        #: C{(source label, reason)} of each failed attempt, in order.
+        self.failures: list[tuple[str, str]] = []
+
+    def run(self) -> Deferred:
+        """
+        @return: Deferred firing a L{FetchResult}, or failing with
+            L{errors.AlreadyExists}, L{errors.TransferFailed} (every source
+            failed; the message lists why) or L{LocalWriteError}.
+        """
+        return Deferred.fromCoroutine(self._run_all())
+
+    async def _run_all(self) -> FetchResult:
+        started = self._clock.seconds()
+        if not self.force and os.path.lexists(self.final):
+            raise errors.AlreadyExists(f"{self.final} already exists; use --force to replace it")
+        queue = list(self.sources)
+        busy: list[SourceInfo] = []
+        rounds = 0
+        while True:
+            while queue:
+                source = queue.pop(0)
+                try:
+                    attempt = await self._attempt(source)
+                except errors.Busy as e:
+                    self._record(source, str(e))
+                    busy.append(source)
+                    continue
+                except LocalWriteError:
+                    raise
+                except errors.TransferFailed as e:
+                    self._record(source, str(e))
+                    continue
+                replaced = await self._install()
+                return FetchResult(
+                    fname=self.fname,
+                    path=str(self.final),
+                    size=attempt.size,
+                    sha256=attempt.sha256,
+                    verified=not source.seed,
+                    source=source,
+                    failures=tuple(self.failures),
+                    elapsed=self._clock.seconds() - started,
+                    replaced=replaced,
+                )
+            if not busy or rounds >= len(self.settings.busy_delays):
+                break
+            delay = self.settings.busy_delays[rounds] * (0.5 + self.settings.jitter())
+            rounds += 1
+            self.log.info(
+                "{n} busy source(s) for {fname}; retrying in {delay:.2f} s",
+                n=len(busy),
+                fname=self.fname,
+                delay=delay,
+            )
+            await deferLater(self._clock, delay, lambda: None)
+            queue, busy = busy, []
+        raise errors.TransferFailed(self._summary())
+
+    def _record(self, source: SourceInfo, reason: str) -> None:
+        self.log.info(
+            "fetching {fname} from {source} failed: {reason}",
+            fname=self.fname,
+            source=source.label,
+            reason=reason,
+        )
+        self.failures.append((source.label, reason))
+
+    def _summary(self) -> str:
+        last: dict[str, str] = {}
+        for label, reason in self.failures:
+            last[label] = reason
+        details = "; ".join(f"{label}: {reason}" for label, reason in last.items())
+        return f"could not fetch {self.fname} from any source ({details})"
+
+    async def _attempt(self, source: SourceInfo) -> _Attempt:
+        slot = await self._slots.acquire(DOWN)
+        try:
+            writer = PartWriter(self.part, self._run, self.settings.chunk_size, self.settings.max_pending)
+            await writer.open()
+            transfer = self._transfers.start(DOWN, self.fname, source.label, source.file_size)
+            try:
+                size, digest = await self._receive(source, writer, transfer)
+            except BaseException as e:
+                transfer.finish(f"failed: {e}")
+                await writer.discard()
+                raise
+            transfer.finish("done")
+            return _Attempt(source, size, digest)
+        finally:
+            slot.release()
+
+    async def _receive(self, source: SourceInfo, writer: PartWriter, transfer: Any) -> tuple[int, str]:
+        def sink(data: bytes) -> None:
+            transfer.add(len(data))
+            writer.write(data)
+
+        def progress(done: int, total: int | None) -> None:
+            transfer.total = total
+            self._progress(done, total)
+
+        kind = SeedGetProtocol if source.seed else GetProtocol
+        protocol = kind(source, sink, progress, self._clock, self.settings.stall_timeout)
+        writer.on_error = lambda failure: protocol._fail(
+            LocalWriteError(f"cannot write {self.part}: {failure.getErrorMessage()}")
+        )
+
+        async def first_byte() -> None:
+            await self._connect(source.ip, source.port, _Prebuilt(protocol))
+            writer.producer = protocol
+            await protocol.started
+
+        waiting = Deferred.fromCoroutine(first_byte())
+        waiting.addTimeout(self.settings.ttfb_timeout, self._clock)
+        try:
+            await waiting
+        except DeferredTimeout:
+            protocol.done.addErrback(lambda f: None)
+            protocol._fail("timeout")
+            raise errors.TransferFailed(f"no data within {self.settings.ttfb_timeout:g} s")
+        except (errors.P2PError, CancelledError):
+            protocol.done.addErrback(lambda f: None)
+            raise
+        except Exception as e:
+            protocol.done.addErrback(lambda f: None)
+            raise errors.TransferFailed(f"cannot connect ({_reason(e)})")
+        await protocol.done
+        size, digest = await writer.finish()
+        if protocol.expected is not None and size != protocol.expected:
+            raise errors.VerificationFailed(
+                f"got {size} bytes, expected {protocol.expected}"
+            )
+        if not source.seed and digest != source.sha256:
+            raise errors.VerificationFailed(
+                f"the bytes do not match the published SHA-256 ({digest[:12]} != {source.sha256[:12]})"
+            )
+        return size, digest
+
+    async def _install(self) -> bool:
+        """
+        Move the verified part into place.  @return: True when an existing
+        file was replaced (only with force).
+        """
+
+        def work() -> bool:
+            existed = os.path.lexists(self.final)
+            try:
+                if self.force:
+                    os.replace(self.part, self.final)
+                else:
+                    _link_exclusive(self.part, self.final)
+            except FileExistsError:
+                _unlink_quietly(self.part)
+                raise errors.AlreadyExists(
+                    f"{self.final} appeared during the download; nothing was overwritten"
+                )
+            except OSError as e:
+                _unlink_quietly(self.part)
+                raise LocalWriteError(f"cannot move the download to {self.final}: {e.strerror or e}")
+            return existed and self.force
+
+        return await self._run(work)
+
+
+def _link_exclusive(part: Path, final: Path) -> None:
+    """
+    Put C{part} at C{final} only if nothing is there (atomic with
+    C{os.link}); fall back to an exclusive create + rename where hard
+    links are not supported.
+    """
+    try:
+        os.link(part, final)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            raise
+        fd = os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.close(fd)
+        os.replace(part, final)
+        return
+    os.unlink(part)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip() or e.__class__.__name__
+    return text.splitlines()[0]

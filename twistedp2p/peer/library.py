@@ -1,0 +1,521 @@
+"""
+The files a peer publishes, by shared name, never by path.
+
+A L{Library} maps each shared name (``fname``) to an L{Entry}: the resolved
+path of the file, its size, modification time and SHA-256.  It is kept in
+``REPO/.p2p/library.json`` (atomic writes), so a restarted peer still shares
+what it shared before.  Paths come only from the local user (``publish
+LNAME FNAME``) and must resolve inside the repository or a share root;
+remote requests only ever name an ``fname``.
+
+Blocking work (stat, hashing, writing the JSON file) goes through the
+injected C{run_in_thread} callable: C{deferToThread} in production, a
+synchronous call in unit tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from twisted.internet.defer import Deferred, DeferredLock, fail, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python import runtime
+
+from twistedp2p import errors, wire
+
+#: Bytes read per call when hashing a file.
+HASH_CHUNK = 1024 * 1024
+#: The peer's own state directory inside the repository.
+STATE_DIR = ".p2p"
+LIBRARY_FILE = "library.json"
+LIBRARY_VERSION = 1
+
+RunInThread = Callable[..., Deferred]
+
+
+def run_synchronously(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+    """
+    A C{run_in_thread} that runs C{f} at once on the calling thread; for
+    tests and for callers that are not on the reactor thread.
+    """
+    return maybeDeferred(f, *args, **kwargs)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = HASH_CHUNK) -> tuple[int, str]:
+    """
+    Hash a whole file in C{chunk}-sized reads (blocking; call it in a
+    thread).  @return: C{(bytes read, hex digest)}.
+    """
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            n += len(block)
+            h.update(block)
+    return n, h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """
+    One published file.
+    """
+
+    fname: str
+    #: Absolute, resolved path (symlinks followed) inside a root.
+    path: str
+    size: int
+    #: Modification time in seconds since the epoch (what the tracker sees).
+    mtime: float
+    sha256: str
+    #: When it was published, by the library's clock.
+    published_at: float
+    #: Modification time in nanoseconds, for exact change detection.
+    mtime_ns: int = 0
+
+    def same_content(self, other: "Entry") -> bool:
+        return self.size == other.size and self.sha256 == other.sha256
+
+    def same_file(self, other: "Entry") -> bool:
+        """
+        Same path, size, modification time and content.
+        """
+        return (
+            self.path == other.path
+            and self.size == other.size
+            and self.mtime_ns == other.mtime_ns
+            and self.sha256 == other.sha256
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Entry":
+        """
+        @raise ValueError: if C{data} is not a valid entry.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("an entry must be an object")
+        try:
+            entry = cls(
+                fname=data["fname"],
+                path=data["path"],
+                size=data["size"],
+                mtime=float(data["mtime"]),
+                sha256=data["sha256"],
+                published_at=float(data["published_at"]),
+                mtime_ns=int(data.get("mtime_ns") or int(float(data["mtime"]) * 1e9)),
+            )
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"bad entry: {e}")
+        problem = wire.fname_problem(entry.fname)
+        if problem:
+            raise ValueError(problem)
+        if not isinstance(entry.path, str) or not os.path.isabs(entry.path):
+            raise ValueError("path must be absolute")
+        if isinstance(entry.size, bool) or not isinstance(entry.size, int) or entry.size < 0:
+            raise ValueError("size must be a non-negative integer")
+        if not wire.is_sha256(entry.sha256):
+            raise ValueError("sha256 must be 64 lowercase hex digits")
+        return entry
+
+
+class Library:
+    """
+    Published files by shared name, persisted in C{REPO/.p2p/library.json}.
+
+    @ivar stale_observers: callables C{(entry, reason)} told when an entry
+        is dropped because its file changed or moved (so the node can
+        unpublish it at the tracker).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        repo: str | os.PathLike,
+        share_roots: Sequence[str | os.PathLike] = (),
+        run_in_thread: RunInThread = run_synchronously,
+        clock: Any = None,
+    ) -> None:
+        self.repo = Path(repo).resolve()
+        self.share_roots = tuple(Path(r).resolve() for r in share_roots)
+        self._run = run_in_thread
+        self._clock = clock
+        self._entries: dict[str, Entry] = {}
+        self._save_lock = DeferredLock()
+        self.stale_observers: list[Callable[[Entry, str], None]] = []
+        self.state_dir = self.repo / STATE_DIR
+        self.path = self.state_dir / LIBRARY_FILE
+        self._load()
+
+    # -- reading --------------------------------------------------------
+
+    def get(self, fname: str) -> Entry | None:
+        return self._entries.get(fname)
+
+    def entries(self) -> list[Entry]:
+        """
+        Every entry, sorted by shared name.
+        """
+        return [self._entries[k] for k in sorted(self._entries)]
+
+    def __contains__(self, fname: object) -> bool:
+        return fname in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- path safety ------------------------------------------------------
+
+    def roots(self) -> tuple[Path, ...]:
+        return (self.repo,) + self.share_roots
+
+    def _root_of(self, real: Path) -> Path | None:
+        for root in self.roots():
+            if real == root or real.is_relative_to(root):
+                return root
+        return None
+
+    def resolve(self, lname: str) -> Path:
+        """
+        Resolve a local name given by the user (absolute, or relative to the
+        repository) to the real path of a regular file inside the repository
+        or a share root (blocking: a few stat calls).
+
+        @raise errors.UnsafePath: naming what is wrong.
+        """
+        if not isinstance(lname, str) or not lname:
+            raise errors.UnsafePath("a local file name must not be empty")
+        if "\0" in lname:
+            raise errors.UnsafePath(f"{lname!r}: a path must not contain NUL")
+        given = Path(lname)
+        if not given.is_absolute():
+            given = self.repo / given
+        try:
+            real = given.resolve(strict=True)
+        except FileNotFoundError:
+            raise errors.UnsafePath(f"{lname}: no such file")
+        except (OSError, RuntimeError) as e:
+            reason = getattr(e, "strerror", None) or str(e)
+            raise errors.UnsafePath(f"{lname}: cannot resolve the path ({reason})")
+        root = self._root_of(real)
+        if root is None:
+            raise errors.UnsafePath(
+                f"{lname}: resolves to {real}, which is outside the repository"
+                f" ({self.repo}) and every share root"
+            )
+        try:
+            mode = os.stat(real).st_mode
+        except OSError as e:
+            raise errors.UnsafePath(f"{lname}: cannot stat ({e.strerror})")
+        if stat.S_ISDIR(mode):
+            raise errors.UnsafePath(f"{lname}: is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise errors.UnsafePath(f"{lname}: is not a regular file")
+        if root == self.repo:
+            first = real.relative_to(self.repo).parts[0]
+            if first.startswith("."):
+                raise errors.UnsafePath(
+                    f"{lname}: hidden names in the repository are the peer's own"
+                    " state (partial downloads, library), not shareable files"
+                )
+        return real
+
+    # -- building entries --------------------------------------------------
+
+    def describe(self, lname: str, fname: str) -> Deferred:
+        """
+        Check C{fname}, resolve C{lname} and hash the file in a thread.
+
+        @return: Deferred firing an L{Entry} (not yet added), or failing
+            with L{errors.BadName}, L{errors.UnsafePath} or L{errors.P2PError}.
+        """
+        problem = wire.fname_problem(fname)
+        if problem is not None:
+            return fail(errors.BadName(f"{fname!r}: {problem}"))
+        now = self._now()
+
+        def work() -> Entry:
+            path = self.resolve(lname)
+            return self._entry_for(fname, path, now)
+
+        return self._run(work)
+
+    def describe_known(self, path: str | os.PathLike, fname: str, size: int, sha256: str) -> Deferred:
+        """
+        An entry for a file whose content we just verified (a finished
+        download): resolve and stat it in a thread, without hashing again.
+
+        @raise errors.P2PError: if its size is not C{size}.
+        """
+        problem = wire.fname_problem(fname)
+        if problem is not None:
+            return fail(errors.BadName(f"{fname!r}: {problem}"))
+        now = self._now()
+
+        def work() -> Entry:
+            real = self.resolve(str(path))
+            st = os.stat(real)
+            if st.st_size != size:
+                raise errors.P2PError(f"{real}: changed after the download")
+            return Entry(fname, str(real), st.st_size, st.st_mtime, sha256, now, st.st_mtime_ns)
+
+        return self._run(work)
+
+    def _entry_for(self, fname: str, path: Path, now: float) -> Entry:
+        before = os.stat(path)
+        size, digest = sha256_file(path)
+        after = os.stat(path)
+        if (before.st_size, before.st_mtime_ns) != (
+            after.st_size,
+            after.st_mtime_ns,
+        ) or size != after.st_size:
+            raise errors.P2PError(f"{path}: the file changed while it was being hashed; try again")
+        return Entry(
+            fname=fname,
+            path=str(path),
+            size=after.st_size,
+            mtime=after.st_mtime,
+            sha256=digest,
+            published_at=now,
+            mtime_ns=after.st_mtime_ns,
+        )
+
+    # -- changing ----------------------------------------------------------
+
+    def put(self, entry: Entry) -> Deferred:
+        """
+        Add or replace an entry and save.  @return: Deferred firing None
+        once the library file is written.
+        """
+        self._entries[entry.fname] = entry
+        return self._save()
+
+    def remove(self, fname: str) -> Deferred:
+        """
+        Drop an entry (if present) and save.  @return: Deferred firing the
+        removed L{Entry} or None.
+        """
+        entry = self._entries.pop(fname, None)
+        if entry is None:
+            return succeed(None)
+        return self._save().addCallback(lambda _: entry)
+
+    # -- serving -------------------------------------------------------------
+
+    def stale_reason(self, entry: Entry) -> str | None:
+        """
+        Say why an entry may no longer be served, or None if it still may
+        (blocking: a few stat calls).  The path must still resolve to
+        itself inside a root and keep the published size and mtime.
+        """
+        try:
+            real = Path(entry.path).resolve(strict=True)
+        except (OSError, RuntimeError):
+            return "the file is gone"
+        if str(real) != entry.path:
+            return "the path now resolves elsewhere"
+        if self._root_of(real) is None:
+            return "the file is no longer inside a share root"
+        try:
+            st = os.stat(real)
+        except OSError:
+            return "the file is gone"
+        if not stat.S_ISREG(st.st_mode):
+            return "the path is no longer a regular file"
+        if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
+            return "the file changed since it was published"
+        return None
+
+    def _open_checked(self, entry: Entry) -> tuple[str | None, Any]:
+        reason = self.stale_reason(entry)
+        if reason is not None:
+            return reason, None
+        try:
+            f = open(entry.path, "rb")
+        except OSError:
+            return "the file cannot be opened", None
+        st = os.fstat(f.fileno())
+        if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
+            f.close()
+            return "the file changed since it was published", None
+        return None, f
+
+    def check_serving(self, fname: str) -> Deferred:
+        """
+        Re-check a published file before serving it.
+
+        @return: Deferred firing the L{Entry}, or None when C{fname} is not
+            published or its file changed (the entry is then removed and
+            C{stale_observers} are told).
+        """
+        return self.open_for_serving(fname).addCallback(
+            lambda found: _close_and_entry(found)
+        )
+
+    def open_for_serving(self, fname: str) -> Deferred:
+        """
+        Re-check a published file and open it for reading, in a thread.
+
+        @return: Deferred firing C{(entry, open binary file)}, or None when
+            the name is not published or no longer matches its file.
+        """
+        entry = self._entries.get(fname)
+        if entry is None:
+            return succeed(None)
+
+        def checked(result: tuple[str | None, Any]) -> Any:
+            reason, f = result
+            if reason is None:
+                return entry, f
+            self._drop_stale(entry, reason)
+            return None
+
+        return self._run(self._open_checked, entry).addCallback(checked)
+
+    def prune(self) -> Deferred:
+        """
+        Check every entry (in a thread) and drop the stale ones.
+
+        @return: Deferred firing a list of C{(entry, reason)} dropped.
+        """
+        snapshot = list(self._entries.values())
+
+        def work() -> list[tuple[Entry, str]]:
+            out = []
+            for entry in snapshot:
+                reason = self.stale_reason(entry)
+                if reason is not None:
+                    out.append((entry, reason))
+            return out
+
+        def dropped(stale: list[tuple[Entry, str]]) -> list[tuple[Entry, str]]:
+            for entry, reason in stale:
+                self._drop_stale(entry, reason)
+            return stale
+
+        return self._run(work).addCallback(dropped)
+
+    def _drop_stale(self, entry: Entry, reason: str) -> None:
+        if self._entries.get(entry.fname) != entry:
+            return
+        self.log.warn(
+            "no longer sharing {fname} ({path}): {reason}",
+            fname=entry.fname,
+            path=entry.path,
+            reason=reason,
+        )
+        del self._entries[entry.fname]
+        self._save().addErrback(
+            lambda f: self.log.failure("saving the library failed", f)
+        )
+        for observer in list(self.stale_observers):
+            try:
+                observer(entry, reason)
+            except Exception:
+                self.log.failure("stale observer {observer} failed", observer=observer)
+
+    # -- persistence -----------------------------------------------------------
+
+    def _now(self) -> float:
+        if self._clock is not None:
+            return float(self._clock.seconds())
+        return runtime.seconds()
+
+    def _load(self) -> None:
+        """
+        Read the library file (at start-up, before the reactor runs).  A
+        corrupt file is moved aside, never overwritten, and reported.
+        """
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+                raise ValueError("not a library file")
+        except ValueError as e:
+            aside = self.path.with_name(f"{LIBRARY_FILE}.corrupt-{os.getpid()}-{int(self._now())}")
+            os.replace(self.path, aside)
+            self.log.error(
+                "library file {path} is unreadable ({error}); moved to {aside},"
+                " starting with an empty library",
+                path=str(self.path),
+                error=str(e),
+                aside=str(aside),
+            )
+            return
+        for item in data["files"]:
+            try:
+                entry = Entry.from_json(item)
+            except ValueError as e:
+                self.log.warn("skipping a bad library entry: {error}", error=str(e))
+                continue
+            self._entries[entry.fname] = entry
+
+    def _save(self) -> Deferred:
+        snapshot = {
+            "version": LIBRARY_VERSION,
+            "files": [e.to_json() for e in self.entries()],
+        }
+        return self._save_lock.run(self._run, self._write, snapshot)
+
+    def _write(self, snapshot: dict[str, Any]) -> None:
+        """
+        Write the library atomically: temp file, fsync, rename, fsync dir.
+        """
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(snapshot, indent=1, sort_keys=True).encode("utf-8")
+        fd, tmp = tempfile.mkstemp(prefix=LIBRARY_FILE + ".", suffix=".tmp", dir=self.state_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        _fsync_dir(self.state_dir)
+
+
+def _close_and_entry(found: Any) -> Entry | None:
+    if found is None:
+        return None
+    entry, f = found
+    f.close()
+    return entry
+
+
+def _fsync_dir(path: Path) -> None:
+    """
+    Make a rename durable.  Some file systems cannot fsync a directory;
+    the rename itself is still atomic there, so that is not an error.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        Library.log.debug("cannot open {path} to fsync it: {e}", path=str(path), e=e)
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        Library.log.debug("cannot fsync {path}: {e}", path=str(path), e=e)
+    finally:
+        os.close(fd)

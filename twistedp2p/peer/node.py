@@ -1,0 +1,402 @@
+"""
+L{PeerNode}: what every peer command calls (the shell now, the web
+dashboard later).  No protocol code here: the library, the tracker link,
+the session slots and L{Download} do the work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.logger import Logger
+
+from twistedp2p import errors, wire
+from twistedp2p.peer.download import (
+    Connect,
+    Download,
+    DownloadSettings,
+    FetchResult,
+    Progress,
+    choose_sources,
+)
+from twistedp2p.peer.events import Events
+from twistedp2p.peer.library import Entry, Library
+from twistedp2p.peer.slots import DOWN, UP, Slots
+from twistedp2p.peer.transfers import Transfers
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    fname: str
+    #: The tracker's answer: ``created``, ``updated`` or ``unchanged``.
+    status: str
+    size: int
+    sha256: str
+    path: str
+
+
+@dataclass(frozen=True)
+class UnpublishResult:
+    fname: str
+    #: False when the tracker could not be told (it forgets the file when
+    #: our session ends; we never announce it again).
+    tracker_told: bool
+
+
+class PeerNode:
+    """
+    One peer: publishes, unpublishes, fetches and searches.
+
+    Every method that talks to the tracker returns a Deferred and fails with
+    an L{errors.P2PError} subclass for anything a user may cause or meet.
+
+    @ivar events: an L{Events}; subscribe to hear ``link``, ``published``,
+        ``unpublished``, ``fetched``, ``transfer_started`` and
+        ``transfer_finished`` events.
+    @ivar link: the L{TrackerLink} (set by the service).
+    @ivar p2p_port: the port we serve on (set by the service once bound).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        library: Library,
+        slots: Slots,
+        transfers: Transfers,
+        events: Events,
+        clock: Any,
+        run_in_thread: Callable[..., Deferred],
+        connect: Connect,
+        settings: DownloadSettings | None = None,
+        link: Any = None,
+    ) -> None:
+        self.hostname = hostname
+        self.library = library
+        self.repo = library.repo
+        self.slots = slots
+        self.transfers = transfers
+        self.events = events
+        self.clock = clock
+        self.settings = settings or DownloadSettings()
+        self.link = link
+        self.p2p_port: int | None = None
+        self._run = run_in_thread
+        self._connect = connect
+        self._fetching: set[str] = set()
+        self._running: set[Deferred] = set()
+        library.stale_observers.append(self._stale)
+
+    # -- tracker --------------------------------------------------------------
+
+    def _tracker(self, action: str, **fields: Any) -> Deferred:
+        if self.link is None:
+            return fail(errors.TrackerUnavailable())
+
+        def translate(failure: Any) -> Any:
+            if failure.check(errors.RequestFailed) and failure.value.code == "index_unavailable":
+                raise errors.IndexUnavailable(str(failure.value))
+            return failure
+
+        return self.link.request(action, **fields).addErrback(translate)
+
+    @staticmethod
+    def publish_fields(entry: Entry, allow_overwrite: bool) -> dict[str, Any]:
+        """
+        The ``publish`` request for an entry (native peers send their shared
+        name as ``lname``: local paths never leave the peer).
+        """
+        return {
+            "fname": entry.fname,
+            "lname": entry.fname,
+            "file_size": entry.size,
+            "last_modified": entry.mtime,
+            "sha256": entry.sha256,
+            "allow_overwrite": allow_overwrite,
+        }
+
+    def announce_all(self, protocol: Any) -> Deferred:
+        """
+        Tell a new tracker session about every published file (called by
+        the link after each hello).  Stale entries are dropped first.
+        """
+        return Deferred.fromCoroutine(self._announce_all(protocol))
+
+    async def _announce_all(self, protocol: Any) -> None:
+        await self.library.prune()
+        entries = self.library.entries()
+        results = await DeferredList(
+            [protocol.request("publish", **self.publish_fields(e, True)) for e in entries],
+            consumeErrors=True,
+        )
+        for entry, (ok, value) in zip(entries, results):
+            if not ok:
+                self.log.warn(
+                    "announcing {fname} failed: {error}",
+                    fname=entry.fname,
+                    error=value.getErrorMessage(),
+                )
+        if entries:
+            self.log.info("announced {n} published file(s)", n=len(entries))
+
+    def _stale(self, entry: Entry, reason: str) -> None:
+        self.events.emit(
+            "unpublished",
+            f"unpublished {entry.fname}: {reason}",
+            fname=entry.fname,
+            reason=reason,
+        )
+        if self.link is None or self.link.protocol is None:
+            return
+
+        def ignore(failure: Any) -> None:
+            failure.trap(errors.RequestFailed, errors.TrackerUnavailable)
+            self.log.info(
+                "could not unpublish stale {fname}: {error}",
+                fname=entry.fname,
+                error=failure.getErrorMessage(),
+            )
+
+        self._tracker("unpublish", fname=entry.fname).addErrback(ignore)
+
+    # -- commands ----------------------------------------------------------------
+
+    def publish(self, lname: str, fname: str, force: bool = False) -> Deferred:
+        """
+        Publish the local file C{lname} under the shared name C{fname}.
+
+        @return: Deferred firing a L{PublishResult}; fails with
+            L{errors.BadName}, L{errors.UnsafePath}, L{errors.Conflict}
+            (C{fname} is published for different content and not C{force}),
+            L{errors.TrackerUnavailable}, L{errors.RequestFailed}.
+        """
+        return Deferred.fromCoroutine(self._publish(lname, fname, force))
+
+    async def _publish(self, lname: str, fname: str, force: bool) -> PublishResult:
+        entry = await self.library.describe(lname, fname)
+        existing = self.library.get(fname)
+        same_content = existing is not None and existing.same_content(entry)
+        if existing is not None and not same_content and not force:
+            raise errors.Conflict(
+                f"{fname} is already published for {existing.path}"
+                f" ({existing.size} bytes, sha256 {existing.sha256[:12]}); use --force to replace it"
+            )
+        reply = await self._tracker(
+            "publish", **self.publish_fields(entry, force or existing is not None)
+        )
+        status = reply.get("status")
+        if status == wire.CONFLICT:
+            raise errors.Conflict(
+                f"the tracker already lists {fname} for this peer with different content;"
+                " use --force to replace it"
+            )
+        if existing is not None and existing.same_file(entry):
+            entry = dataclasses.replace(entry, published_at=existing.published_at)
+        await self.library.put(entry)
+        if status not in (wire.CREATED, wire.UPDATED, wire.UNCHANGED):
+            status = wire.CREATED if existing is None else wire.UPDATED
+        self.events.emit(
+            "published",
+            f"published {fname}: {status}",
+            fname=fname,
+            status=status,
+            size=entry.size,
+            sha256=entry.sha256,
+        )
+        return PublishResult(fname, status, entry.size, entry.sha256, entry.path)
+
+    def unpublish(self, fname: str) -> Deferred:
+        """
+        Stop sharing C{fname}: at once locally, then at the tracker.
+
+        @return: Deferred firing an L{UnpublishResult}; fails with
+            L{errors.BadName} or L{errors.NotPublished}.
+        """
+        return Deferred.fromCoroutine(self._unpublish(fname))
+
+    async def _unpublish(self, fname: str) -> UnpublishResult:
+        problem = wire.fname_problem(fname)
+        if problem is not None:
+            raise errors.BadName(f"{fname!r}: {problem}")
+        if fname not in self.library:
+            raise errors.NotPublished(f"{fname} is not published here")
+        await self.library.remove(fname)
+        told = True
+        try:
+            await self._tracker("unpublish", fname=fname)
+        except errors.RequestFailed as e:
+            if e.code != "not_published":
+                told = False
+                self.log.warn("the tracker refused to unpublish {fname}: {e}", fname=fname, e=str(e))
+        except (errors.TrackerUnavailable, errors.IndexUnavailable):
+            told = False
+        self.events.emit("unpublished", f"unpublished {fname}", fname=fname, reason="requested")
+        return UnpublishResult(fname, told)
+
+    def fetch(
+        self,
+        fname: str,
+        source: str | None = None,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> Deferred:
+        """
+        Download C{fname} into the repository, verify it, and share it.
+
+        @param source: only fetch from this hostname (or address).
+        @param force: replace an existing C{REPO/fname}.
+        @param progress: called with C{(bytes done, total or None)}.
+        @return: Deferred firing a L{FetchResult}; fails with
+            L{errors.BadName}, L{errors.AlreadyExists} (checked before
+            anything is downloaded), L{errors.NoSources},
+            L{errors.AmbiguousContent}, L{errors.TransferFailed},
+            L{errors.TrackerUnavailable}.
+        """
+        d = Deferred.fromCoroutine(self._fetch(fname, source, force, progress))
+        return self._track(d)
+
+    def _track(self, d: Deferred) -> Deferred:
+        if not d.called:
+            self._running.add(d)
+
+            def forget(result: Any) -> Any:
+                self._running.discard(d)
+                return result
+
+            d.addBoth(forget)
+        return d
+
+    def stop(self) -> None:
+        """
+        Cancel every fetch in progress (the peer is stopping); their
+        partial files are removed.
+        """
+        for d in list(self._running):
+            d.cancel()
+
+    async def _fetch(
+        self, fname: str, source: str | None, force: bool, progress: Progress | None
+    ) -> FetchResult:
+        problem = wire.fname_problem(fname)
+        if problem is not None:
+            raise errors.BadName(f"{fname!r}: {problem}")
+        final = self.repo / fname
+        if not force and os.path.lexists(final):
+            raise errors.AlreadyExists(f"{final} already exists; use --force to replace it")
+        if fname in self._fetching:
+            raise errors.TransferFailed(f"{fname} is already being fetched")
+        self._fetching.add(fname)
+        try:
+            reply = await self._tracker("fetch", fname=fname)
+            peer_list = reply.get("peer_list")
+            if not isinstance(peer_list, list):
+                peer_list = []
+            sources = choose_sources(fname, peer_list, source)
+            existing = self.library.get(fname)
+            if (
+                existing is not None
+                and not force
+                and existing.sha256 != sources[0].sha256
+            ):
+                raise errors.Conflict(
+                    f"{fname} is already published here for {existing.path}; use --force to replace it"
+                )
+            download = Download(
+                fname,
+                sources,
+                self.repo,
+                connect=self._connect,
+                clock=self.clock,
+                run_in_thread=self._run,
+                slots=self.slots,
+                transfers=self.transfers,
+                settings=self.settings,
+                force=force,
+                progress=progress,
+            )
+            result = await download.run()
+            published = await self._share_fetched(result)
+            result = dataclasses.replace(result, published=published)
+            self.events.emit(
+                "fetched",
+                f"fetched {fname} from {result.source.hostname}",
+                fname=fname,
+                source=result.source.hostname,
+                size=result.size,
+                sha256=result.sha256,
+                verified=result.verified,
+            )
+            return result
+        finally:
+            self._fetching.discard(fname)
+
+    async def _share_fetched(self, result: FetchResult) -> bool:
+        entry = await self.library.describe_known(result.path, result.fname, result.size, result.sha256)
+        await self.library.put(entry)
+        try:
+            await self._tracker("publish", **self.publish_fields(entry, True))
+        except (errors.TrackerUnavailable, errors.RequestFailed, errors.IndexUnavailable) as e:
+            self.log.info(
+                "fetched {fname} but could not announce it yet ({error});"
+                " it is announced on the next connection",
+                fname=result.fname,
+                error=str(e),
+            )
+            return False
+        return True
+
+    def search(self, pattern: str = "") -> Deferred:
+        """
+        The tracker's catalogue: one dict per distinct content (``fname``,
+        ``file_size``, ``sha256``, ``sources``, ``hostnames``), by name.
+        """
+        if len(pattern) > wire.MAX_PATTERN_CHARS:
+            return fail(errors.BadName(f"a pattern is at most {wire.MAX_PATTERN_CHARS} characters"))
+
+        def files(reply: dict[str, Any]) -> list[dict[str, Any]]:
+            found = reply.get("files")
+            return [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
+
+        return self._tracker("search", pattern=pattern).addCallback(files)
+
+    def status(self) -> dict[str, Any]:
+        """
+        A snapshot for ``status`` and the dashboard (plain JSON-able data).
+        """
+        link = self.link.status() if self.link is not None else {"state": "stopped"}
+        return {
+            "hostname": self.hostname,
+            "p2p_port": self.p2p_port,
+            "repo": str(self.repo),
+            "share_roots": [str(r) for r in self.library.share_roots],
+            "tracker": link,
+            "sessions": {
+                "limit": self.slots.limit,
+                "in_use": self.slots.in_use,
+                "uploads": self.slots.active[UP],
+                "downloads": self.slots.active[DOWN],
+                "waiting": self.slots.waiting,
+                "peak_uploads": self.slots.peak[UP],
+                "peak_downloads": self.slots.peak[DOWN],
+                "refused": self.slots.refused,
+            },
+            "published": [
+                {
+                    "fname": e.fname,
+                    "path": e.path,
+                    "size": e.size,
+                    "sha256": e.sha256,
+                    "mtime": e.mtime,
+                    "published_at": e.published_at,
+                }
+                for e in self.library.entries()
+            ],
+            "transfers": self.transfers.snapshot(),
+            "completed": dict(self.transfers.completed),
+        }

@@ -1,0 +1,367 @@
+"""
+``twistd p2ppeer``: options and the service tree of a peer.
+
+Start order: listen on the P2P endpoint (so hello can carry the port
+actually bound), then the tracker link, then the stdio shell.  The only
+module of the peer that imports the global reactor, as a default.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, clientFromString, serverFromString
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from twistedp2p import wire
+from twistedp2p.peer.download import DownloadSettings
+from twistedp2p.peer.events import Events
+from twistedp2p.peer.library import Library
+from twistedp2p.peer.node import PeerNode
+from twistedp2p.peer.slots import Slots
+from twistedp2p.peer.tracker_link import TrackerLink
+from twistedp2p.peer.transfers import Transfers
+from twistedp2p.peer.upload import IDLE_TIMEOUT, UploadFactory
+
+DEFAULT_TRACKER = "tcp:127.0.0.1:9999"
+DEFAULT_REPO = "./p2p-repo"
+DEFAULT_LISTEN = "tcp:0"
+#: Seconds to connect to a source (the TTFB bound cuts it shorter).
+CONNECT_TIMEOUT = 10
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("must be a number of seconds greater than 0")
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError("must be a number of seconds greater than 0")
+    return number
+
+
+_positive_seconds.coerceDoc = "Seconds, greater than 0."  # type: ignore[attr-defined]
+
+
+def _at_least_one(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("must be an integer of at least 1")
+    if number < 1:
+        raise ValueError("must be an integer of at least 1")
+    return number
+
+
+_at_least_one.coerceDoc = "An integer, at least 1."  # type: ignore[attr-defined]
+
+
+class Options(usage.Options):
+    """
+    Command line of ``twistd p2ppeer``.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "A twistedp2p peer: publishes files to a tracker, serves them to other "
+        "peers and fetches theirs.  Commands are read from stdin (see docs/shell.md)."
+    )
+    optParameters = [
+        ["hostname", None, None, "The name other peers see (default: this host's name)."],
+        ["repo", None, DEFAULT_REPO, "Repository directory: downloads land here (created if missing)."],
+        ["listen", None, DEFAULT_LISTEN, "Server endpoint for the P2P port (e.g. tcp:0, tcp:7070)."],
+        ["max-sessions", None, 4, "Uploads and downloads at once (K).", _at_least_one],
+        ["ttfb-timeout", None, 2.0, "Seconds to wait for a source's first byte.", _positive_seconds],
+    ]
+    optFlags = [["no-shell", None, "Do not read commands from stdin (daemon, compose)."]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["tracker"] = []
+        self["share-root"] = []
+
+    def opt_tracker(self, endpoint: str) -> None:
+        """Tracker client endpoint; repeat for a failover list (default tcp:127.0.0.1:9999)."""
+        self["tracker"].append(endpoint)
+
+    def opt_share_root(self, directory: str) -> None:
+        """Another directory whose files may be published (repeatable; must exist)."""
+        self["share-root"].append(directory)
+
+    def postOptions(self) -> None:
+        if not self["tracker"]:
+            self["tracker"] = [DEFAULT_TRACKER]
+        for description in self["tracker"]:
+            try:
+                clientFromString(_NoReactor(), description)
+            except Exception as e:
+                raise usage.UsageError(f"bad --tracker endpoint {description!r}: {e}")
+        try:
+            serverFromString(_NoReactor(), self["listen"])
+        except Exception as e:
+            raise usage.UsageError(f"bad --listen endpoint {self['listen']!r}: {e}")
+        if self["hostname"] is None:
+            self["hostname"] = socket.gethostname() or "localhost"
+        try:
+            wire.hostname("hostname", self["hostname"])
+        except wire.WireError as e:
+            raise usage.UsageError(f"bad --hostname: {e.message}")
+        roots = []
+        for root in self["share-root"]:
+            path = Path(root).expanduser()
+            if not path.is_dir():
+                raise usage.UsageError(f"--share-root {root}: not an existing directory")
+            roots.append(str(path.resolve()))
+        self["share-root"] = roots
+        repo = Path(self["repo"]).expanduser()
+        if repo.exists() and not repo.is_dir():
+            raise usage.UsageError(f"--repo {self['repo']}: exists and is not a directory")
+        self["repo"] = str(repo.absolute())
+
+
+class _NoReactor:
+    """
+    Stands in for the reactor while only parsing endpoint strings.
+    """
+
+
+class ShellService(Service):
+    """
+    The stdio shell, started once the peer listens; only under ``-n``
+    without ``--no-shell``.
+    """
+
+    def __init__(self, node: PeerNode, reactor: Any, on_exit: Callable[[], None]) -> None:
+        self._node = node
+        self._reactor = reactor
+        self._on_exit = on_exit
+        self._stdio: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        from twisted.internet import stdio
+
+        from twistedp2p.peer.shell import PeerShell
+
+        shell = PeerShell(self._node, on_exit=self._on_exit, is_tty=_isatty(sys.stdout))
+        self._stdio = stdio.StandardIO(shell, reactor=self._reactor)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class PeerService(MultiService):
+    """
+    A peer: P2P listener, tracker link and (optionally) the stdio shell.
+
+    @ivar node: the L{PeerNode} every command goes through.
+    @ivar library: the L{Library}.
+    @ivar slots: the L{Slots} (K cap; high-water marks for tests).
+    @ivar link: the L{TrackerLink}.
+    @ivar port: the C{IListeningPort} once listening, else None.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        hostname: str,
+        repo: str,
+        share_roots: list[str],
+        trackers: list[str],
+        listen: str = DEFAULT_LISTEN,
+        max_sessions: int = 4,
+        ttfb_timeout: float = 2.0,
+        shell: bool = False,
+        run_in_thread: Callable[..., Deferred] | None = None,
+        settings: DownloadSettings | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
+        retry_policy: Callable[[int], float] | None = None,
+        on_fatal: Callable[[str], Any] | None = None,
+    ) -> None:
+        MultiService.__init__(self)
+        self.reactor = reactor
+        self.listen = listen
+        Path(repo).mkdir(parents=True, exist_ok=True)
+        if run_in_thread is None:
+            run_in_thread = _thread_runner(reactor)
+        self.events = Events(reactor)
+        self.library = Library(repo, share_roots, run_in_thread, reactor)
+        self.slots = Slots(max_sessions)
+        self.transfers = Transfers(reactor, self.events)
+        settings = settings or DownloadSettings()
+        settings.ttfb_timeout = ttfb_timeout
+        self.node = PeerNode(
+            hostname=hostname,
+            library=self.library,
+            slots=self.slots,
+            transfers=self.transfers,
+            events=self.events,
+            clock=reactor,
+            run_in_thread=run_in_thread,
+            connect=self._connect_source,
+            settings=settings,
+        )
+        self.link = TrackerLink(
+            [(t, clientFromString(reactor, t)) for t in trackers],
+            hello_fields=lambda: {"hostname": hostname, "p2p_port": self.node.p2p_port},
+            on_session=self.node.announce_all,
+            clock=reactor,
+            events=self.events,
+            retry_policy=retry_policy,
+        )
+        self.node.link = self.link
+        self.upload_factory = UploadFactory(
+            self.library, self.slots, self.transfers, reactor, idle_timeout
+        )
+        self.shell = shell
+        self.port: Any = None
+        self._waiters: list[Deferred] = []
+        self._listen_failure: Failure | None = None
+        self._on_fatal = on_fatal or self._exit_nonzero
+
+    def _connect_source(self, ip: str, port: int, factory: Any) -> Deferred:
+        # Addresses from the wire go into an endpoint object, never into an
+        # endpoint string.
+        return HostnameEndpoint(self.reactor, ip, port, timeout=CONNECT_TIMEOUT).connect(factory)
+
+    # -- start -------------------------------------------------------------------
+
+    def startService(self) -> None:
+        """
+        Listen first; the link and the shell start once the port is bound.
+        """
+        Service.startService(self)
+        try:
+            endpoint = serverFromString(self.reactor, self.listen)
+            d = endpoint.listen(self.upload_factory)
+        except Exception:
+            d = fail()
+        d.addCallbacks(self._listening, self._listen_failed)
+
+    def _listening(self, port: Any) -> None:
+        if not self.running:
+            port.stopListening()
+            return
+        self.port = port
+        self.node.p2p_port = port.getHost().port
+        self.log.info(
+            "peer {hostname} serving on port {port}, repository {repo}",
+            hostname=self.node.hostname,
+            port=self.node.p2p_port,
+            repo=str(self.library.repo),
+        )
+        self.addService(self.link)
+        if self.shell:
+            ShellService(self.node, self.reactor, self._quit).setServiceParent(self)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(port)
+
+    def _listen_failed(self, failure: Failure) -> None:
+        self._listen_failure = failure
+        message = f"cannot listen on {self.listen}: {failure.getErrorMessage()}"
+        self.log.critical("{message}", message=message)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(failure)
+        self._on_fatal(message)
+
+    def whenListening(self) -> Deferred:
+        """
+        @return: Deferred firing the C{IListeningPort} of the P2P port.
+        """
+        if self.port is not None:
+            return succeed(self.port)
+        if self._listen_failure is not None:
+            return fail(self._listen_failure)
+        d: Deferred = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def _quit(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def _exit_nonzero(self, message: str) -> None:
+        """
+        Stop the reactor and leave the process with status 1 (twistd starts
+        services before the reactor runs, so this may have to wait).
+        """
+        sys.stderr.write(f"p2ppeer: {message}\n")
+
+        def stop() -> None:
+            self.reactor.addSystemEventTrigger("after", "shutdown", _hard_exit, 1)
+            self.reactor.stop()
+
+        if self.reactor.running:
+            stop()
+        else:
+            self.reactor.callWhenRunning(stop)
+
+    # -- stop --------------------------------------------------------------------------
+
+    def stopService(self) -> Deferred:
+        """
+        Stop the shell and the link, then close the P2P port.
+        """
+        self.node.stop()
+        stopping = MultiService.stopService(self)
+        self.upload_factory.disconnect_all()
+        port, self.port = self.port, None
+        steps = [stopping]
+        if port is not None:
+            steps.append(maybeDeferred(port.stopListening))
+        return DeferredList(steps, consumeErrors=True).addCallback(lambda _: None)
+
+
+def _thread_runner(reactor: Any) -> Callable[..., Deferred]:
+    def run(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args, **kwargs)
+
+    return run
+
+
+def _hard_exit(status: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def makeService(config: Options, reactor: Any = None, **overrides: Any) -> PeerService:
+    """
+    Build the peer from parsed L{Options}; C{overrides} go to
+    L{PeerService} (tests pass C{run_in_thread}, C{settings}, ...).
+    """
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    return PeerService(
+        reactor,
+        hostname=config["hostname"],
+        repo=config["repo"],
+        share_roots=config["share-root"],
+        trackers=config["tracker"],
+        listen=config["listen"],
+        max_sessions=config["max-sessions"],
+        ttfb_timeout=config["ttfb-timeout"],
+        shell=not config["no-shell"],
+        **overrides,
+    )

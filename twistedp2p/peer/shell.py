@@ -1,0 +1,394 @@
+"""
+The peer's command shell on stdin/stdout (see ``docs/shell.md``).
+
+Commands run one at a time in the order they were read, so a script piped
+in behaves like a person typing; ``status`` and ``help`` are answered at
+once even while an earlier command runs.  Every failure prints exactly one
+line starting ``error: `` and the shell goes on.  At the end of input the
+shell finishes what is queued, then calls C{on_exit} (the service stops the
+reactor, so the process exits 0).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections import deque
+from typing import Any, Callable, Sequence
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistedp2p import errors
+from twistedp2p.peer.events import Event
+
+HELP = """\
+commands:
+  publish LNAME FNAME [--force]   share local file LNAME (in the repository or a share root) as FNAME
+  unpublish FNAME                 stop sharing FNAME
+  fetch FNAME [--from HOSTNAME] [--force]
+                                  download FNAME into the repository (verified), then share it
+  search [PATTERN]                list shared files (substring, or glob with * ? [)
+  status                          tracker link, published files, transfers
+  help                            this text
+  quit                            finish queued commands and exit"""
+
+#: Commands answered at once, even while an earlier command runs.
+IMMEDIATE = {"status", "help"}
+
+
+class ArgumentError(Exception):
+    """bad arguments"""
+
+
+def parse_args(
+    command: str,
+    args: Sequence[str],
+    positional: Sequence[str],
+    optional: Sequence[str] = (),
+    flags: Sequence[str] = (),
+    options: Sequence[str] = (),
+) -> dict[str, Any]:
+    """
+    Parse C{args} for C{command}: required then optional positionals,
+    C{--flag}s and C{--option VALUE} (or C{--option=VALUE}) anywhere.
+
+    @raise ArgumentError: with a usage message.
+    """
+    result: dict[str, Any] = {f: False for f in flags}
+    result.update({o: None for o in options})
+    values: list[str] = []
+    items = list(args)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item.startswith("--") and len(item) > 2:
+            name, eq, value = item[2:].partition("=")
+            if name in flags and not eq:
+                result[name] = True
+            elif name in options:
+                if not eq:
+                    i += 1
+                    if i >= len(items):
+                        raise ArgumentError(f"{command}: --{name} needs a value")
+                    value = items[i]
+                if not value:
+                    raise ArgumentError(f"{command}: --{name} needs a value")
+                result[name] = value
+            else:
+                raise ArgumentError(f"{command}: unknown option {item}")
+        else:
+            values.append(item)
+        i += 1
+    if len(values) < len(positional) or len(values) > len(positional) + len(optional):
+        want = " ".join(
+            list(positional)
+            + [f"[{o}]" for o in optional]
+            + [f"[--{f}]" for f in flags]
+            + [f"[--{o} {o.upper()}]" for o in options]
+        )
+        raise ArgumentError(f"usage: {command} {want}".rstrip())
+    for name, value in zip(list(positional) + list(optional), values):
+        result[name] = value
+    for name in optional:
+        result.setdefault(name, None)
+    return result
+
+
+# -- output formats (documented in docs/shell.md) ------------------------------------
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def format_publish(result: Any) -> str:
+    return f"published {result.fname}: {result.status} ({result.size} bytes, sha256 {result.sha256})"
+
+
+def format_unpublish(result: Any) -> str:
+    if result.tracker_told:
+        return f"unpublished {result.fname}"
+    return f"unpublished {result.fname} (tracker not reachable; it drops the file with our session)"
+
+
+def format_fetch(result: Any) -> str:
+    check = "sha256 verified" if result.verified else f"unverified (seed source), sha256 {result.sha256}"
+    line = f"fetched {result.fname} from {result.source.hostname}: {result.size} bytes, {check} -> {result.path}"
+    if not result.published:
+        line += " (not announced yet: tracker not reachable)"
+    return line
+
+
+def format_search(files: Sequence[dict[str, Any]]) -> list[str]:
+    lines = []
+    if files:
+        lines.append(f"{'SIZE':>12}  {'SOURCES':>7}  {'SHA256':<12}  NAME")
+    for f in files:
+        size = f.get("file_size")
+        sha = f.get("sha256")
+        lines.append(
+            f"{size if isinstance(size, int) else '?':>12}  {f.get('sources', 0):>7}"
+            f"  {(sha or 'unverified')[:12]:<12}  {f.get('fname')}"
+        )
+    lines.append(f"{len(files)} file{'' if len(files) == 1 else 's'}")
+    return lines
+
+
+def format_status(status: dict[str, Any]) -> list[str]:
+    lines = [f"peer {status['hostname']}: p2p port {status['p2p_port']}, repo {status['repo']}"]
+    link = status["tracker"]
+    state = link.get("state")
+    if state == "connected":
+        lines.append(
+            f"tracker: connected to {link.get('tracker')}"
+            f" (address {link.get('address')}, session {link.get('session')})"
+        )
+    elif state == "connecting":
+        lines.append(f"tracker: connecting to {link.get('tracker')}")
+    elif state == "waiting":
+        retry = link.get("retry_in")
+        when = f"retrying in {retry:.1f} s" if retry is not None else "retrying"
+        lines.append(f"tracker: not connected ({link.get('last_error') or 'no connection'}); {when}")
+    else:
+        lines.append(f"tracker: {state}")
+    s = status["sessions"]
+    lines.append(
+        f"sessions: {s['in_use']} of {s['limit']} in use"
+        f" ({s['uploads']} up, {s['downloads']} down, {s['waiting']} waiting)"
+    )
+    published = status["published"]
+    lines.append(f"published: {len(published)}")
+    for p in published:
+        lines.append(f"  {p['fname']}: {p['size']} bytes, sha256 {p['sha256'][:12]}, {p['path']}")
+    transfers = status["transfers"]
+    lines.append(f"transfers: {len(transfers)}")
+    for t in transfers:
+        arrow = "to" if t["direction"] == "up" else "from"
+        total = t["total"]
+        pct = f" ({t['percent']:.0f}%)" if t["percent"] is not None else ""
+        amount = f"{t['done']}/{total if total is not None else '?'} bytes{pct}"
+        lines.append(
+            f"  {t['direction']} {t['fname']} {arrow} {t['peer']}: {amount}, {human_size(t['rate'])}/s"
+        )
+    return lines
+
+
+@implementer(IHalfCloseableProtocol)
+class PeerShell(LineReceiver):
+    """
+    A line shell over a L{PeerNode}; owns no logic.
+
+    @param on_exit: called once, after C{quit} or the end of input, when
+        every queued command has finished.
+    @param is_tty: show a progress bar (carriage returns) during fetches.
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = 64 * 1024
+    log = Logger()
+
+    def __init__(
+        self,
+        node: Any,
+        on_exit: Callable[[], None] | None = None,
+        is_tty: bool = False,
+        clock: Any = None,
+    ) -> None:
+        self.node = node
+        self._on_exit = on_exit
+        self.is_tty = is_tty
+        self._clock = clock if clock is not None else node.clock
+        self._queue: deque[tuple[str, Callable[[], Any]]] = deque()
+        self._running: str | None = None
+        self._eof = False
+        self._quit_read = False
+        self._exited = False
+        self._bar_shown = False
+        self._bar_time = 0.0
+        self._can_write = True
+
+    # -- connection ------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.node.events.subscribe(self._event)
+        if self.is_tty:
+            self.say(f"twistedp2p peer {self.node.hostname}; type help for commands")
+
+    def readConnectionLost(self) -> None:
+        """
+        End of input: finish what is queued, then exit.
+        """
+        self._eof = True
+        self._pump()
+
+    def writeConnectionLost(self) -> None:
+        self._can_write = False
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self._can_write = False
+        self.node.events.unsubscribe(self._event)
+        self._eof = True
+        self._queue.clear()
+        if self._running is None:
+            self._exit()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.say("error: line too long")
+
+    # -- output ------------------------------------------------------------------
+
+    def say(self, line: str) -> None:
+        if not self._can_write or self.transport is None:
+            return
+        if self._bar_shown:
+            self.transport.write(b"\r\x1b[K")
+            self._bar_shown = False
+        self.transport.write(line.encode("utf-8", "replace") + b"\n")
+
+    def _event(self, event: Event) -> None:
+        if event.kind == "link":
+            self.say(event.message)
+        elif event.kind == "unpublished" and event.fields.get("reason") != "requested":
+            self.say(f"notice: {event.message}")
+
+    def _progress(self, fname: str) -> Callable[[int, int | None], None]:
+        started = self._clock.seconds()
+
+        def show(done: int, total: int | None) -> None:
+            now = self._clock.seconds()
+            if done != total and now - self._bar_time < 0.1:
+                return
+            self._bar_time = now
+            rate = done / (now - started) if now > started else 0.0
+            if total:
+                width = 30
+                filled = int(width * done / total)
+                bar = "#" * filled + "." * (width - filled)
+                text = f"fetch {fname} [{bar}] {100 * done / total:5.1f}% {human_size(rate)}/s"
+            else:
+                text = f"fetch {fname} {human_size(done)} {human_size(rate)}/s"
+            if self._can_write and self.transport is not None:
+                self.transport.write(b"\r" + text.encode("utf-8", "replace") + b"\x1b[K")
+                self._bar_shown = True
+
+        return show
+
+    # -- input --------------------------------------------------------------------
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._exited or self._quit_read:
+            return
+        text = line.decode("utf-8", "replace").strip()
+        if not text or text.startswith("#"):
+            return
+        try:
+            argv = shlex.split(text)
+        except ValueError as e:
+            message = f"error: cannot parse the line ({e})"
+            self._enqueue(text, lambda: self.say(message))
+            return
+        if not argv:
+            return
+        command, args = argv[0].lower(), argv[1:]
+        handler = getattr(self, f"do_{command}", None)
+        if handler is None:
+            message = f"error: unknown command {command!r}; type help"
+            self._enqueue(text, lambda: self.say(message))
+            return
+        if command in IMMEDIATE:
+            self._execute(text, lambda: handler(args))
+            return
+        if command in ("quit", "exit") and not args:
+            # Nothing after quit runs, not even status or help.
+            self._quit_read = True
+        self._enqueue(text, lambda: handler(args))
+
+    def _enqueue(self, text: str, run: Callable[[], Any]) -> None:
+        self._queue.append((text, run))
+        self._pump()
+
+    def _pump(self) -> None:
+        if self._running is not None:
+            return
+        if self._queue:
+            text, run = self._queue.popleft()
+            self._running = text
+            d = self._execute(text, run)
+
+            def next_one(_: Any) -> None:
+                self._running = None
+                self._pump()
+
+            d.addBoth(next_one)
+            return
+        if self._eof:
+            self._exit()
+
+    def _execute(self, text: str, run: Callable[[], Any]) -> Deferred:
+        d = maybeDeferred(run)
+        d.addErrback(self._report, text)
+        return d
+
+    def _report(self, failure: Failure, text: str) -> None:
+        if failure.check(errors.P2PError, ArgumentError):
+            self.say(f"error: {failure.value}")
+            return
+        self.log.failure("command {command!r} failed", failure, command=text)
+        self.say(f"error: unexpected failure: {failure.getErrorMessage()}")
+
+    def _exit(self) -> None:
+        if self._exited:
+            return
+        self._exited = True
+        if self._on_exit is not None:
+            self._on_exit()
+
+    # -- commands -------------------------------------------------------------------
+
+    def do_help(self, args: Sequence[str]) -> None:
+        for line in HELP.splitlines():
+            self.say(line)
+
+    def do_status(self, args: Sequence[str]) -> None:
+        parse_args("status", args, [])
+        for line in format_status(self.node.status()):
+            self.say(line)
+
+    def do_quit(self, args: Sequence[str]) -> None:
+        parse_args("quit", args, [])
+        self.say("bye")
+        self._eof = True
+
+    do_exit = do_quit
+
+    def do_publish(self, args: Sequence[str]) -> Deferred:
+        a = parse_args("publish", args, ["LNAME", "FNAME"], flags=["force"])
+        d = self.node.publish(a["LNAME"], a["FNAME"], force=a["force"])
+        return d.addCallback(lambda r: self.say(format_publish(r)))
+
+    def do_unpublish(self, args: Sequence[str]) -> Deferred:
+        a = parse_args("unpublish", args, ["FNAME"])
+        return self.node.unpublish(a["FNAME"]).addCallback(lambda r: self.say(format_unpublish(r)))
+
+    def do_fetch(self, args: Sequence[str]) -> Deferred:
+        a = parse_args("fetch", args, ["FNAME"], flags=["force"], options=["from"])
+        progress = self._progress(a["FNAME"]) if self.is_tty else None
+        d = self.node.fetch(a["FNAME"], source=a["from"], force=a["force"], progress=progress)
+        return d.addCallback(lambda r: self.say(format_fetch(r)))
+
+    def do_search(self, args: Sequence[str]) -> Deferred:
+        a = parse_args("search", args, [], optional=["PATTERN"])
+
+        def show(files: list[dict[str, Any]]) -> None:
+            for line in format_search(files):
+                self.say(line)
+
+        return self.node.search(a["PATTERN"] or "").addCallback(show)

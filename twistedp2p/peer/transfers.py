@@ -1,0 +1,118 @@
+"""
+Transfers in progress, both directions, for ``status`` and the dashboard.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from twistedp2p.peer.events import Events
+
+
+class Transfer:
+    """
+    One upload or download: bytes moved so far, out of C{total} (None when
+    unknown, e.g. from a seed source).
+    """
+
+    def __init__(
+        self,
+        table: "Transfers",
+        transfer_id: int,
+        direction: str,
+        fname: str,
+        peer: str,
+        total: int | None,
+        started: float,
+    ) -> None:
+        self._table = table
+        self.id = transfer_id
+        self.direction = direction
+        self.fname = fname
+        self.peer = peer
+        self.total = total
+        self.done = 0
+        self.started = started
+        self.finished = False
+
+    def add(self, n: int) -> None:
+        self.done += n
+
+    def finish(self, outcome: str = "done") -> None:
+        """
+        Leave the table (once); C{outcome} is ``done`` or why it stopped.
+        """
+        if not self.finished:
+            self.finished = True
+            self._table._finish(self, outcome)
+
+    def percent(self) -> float | None:
+        if not self.total:
+            return None if self.total is None else 100.0
+        return min(100.0, 100.0 * self.done / self.total)
+
+    def rate(self, now: float) -> float:
+        """
+        Average bytes per second since the transfer started.
+        """
+        elapsed = now - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "direction": self.direction,
+            "fname": self.fname,
+            "peer": self.peer,
+            "done": self.done,
+            "total": self.total,
+            "percent": self.percent(),
+            "rate": self.rate(now),
+            "started": self.started,
+        }
+
+
+class Transfers:
+    """
+    The table of live transfers; tells C{events} when one starts or ends.
+    """
+
+    def __init__(self, clock: Any, events: Events | None = None) -> None:
+        self._clock = clock
+        self._events = events
+        self._ids = itertools.count(1)
+        self._active: dict[int, Transfer] = {}
+        #: Completed transfers by direction, for status.
+        self.completed = {"up": 0, "down": 0}
+
+    def start(self, direction: str, fname: str, peer: str, total: int | None) -> Transfer:
+        t = Transfer(self, next(self._ids), direction, fname, peer, total, self._clock.seconds())
+        self._active[t.id] = t
+        if self._events is not None:
+            arrow = "to" if direction == "up" else "from"
+            self._events.emit(
+                "transfer_started",
+                f"{'upload' if direction == 'up' else 'download'} of {fname} {arrow} {peer} started",
+                transfer=t.to_dict(self._clock.seconds()),
+            )
+        return t
+
+    def _finish(self, t: Transfer, outcome: str) -> None:
+        self._active.pop(t.id, None)
+        if outcome == "done":
+            self.completed[t.direction] += 1
+        if self._events is not None:
+            self._events.emit(
+                "transfer_finished",
+                f"{'upload' if t.direction == 'up' else 'download'} of {t.fname}: {outcome}",
+                transfer=t.to_dict(self._clock.seconds()),
+                outcome=outcome,
+            )
+
+    def active(self) -> list[Transfer]:
+        return [self._active[k] for k in sorted(self._active)]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        now = self._clock.seconds()
+        return [t.to_dict(now) for t in self.active()]
