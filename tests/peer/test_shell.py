@@ -4,6 +4,7 @@ Tests for L{twistedp2p.peer.shell.PeerShell} with a fake node.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -51,6 +52,8 @@ STATUS = {
 class FakeNode:
     def __init__(self) -> None:
         self.hostname = "me"
+        self.p2p_port = 4321
+        self.library = SimpleNamespace(repo="/repo")
         self.clock = Clock()
         self.events = Events(self.clock)
         self.calls: list[tuple[str, tuple, dict, Deferred]] = []
@@ -83,6 +86,10 @@ class ShellTests(SynchronousTestCase):
         self.shell = PeerShell(self.node, on_exit=self.on_exit, is_tty=False)
         self.transport = StringTransport()
         self.shell.makeConnection(self.transport)
+        self.assertEqual(
+            self.output(),
+            ["p2ppeer me serving on port 4321, repository /repo; type 'help' for commands"],
+        )
 
     def on_exit(self) -> None:
         self.exits += 1

@@ -219,8 +219,10 @@ class PeerShell(LineReceiver):
 
     def connectionMade(self) -> None:
         self.node.events.subscribe(self._event)
-        if self.is_tty:
-            self.say(f"twistedp2p peer {self.node.hostname}; type help for commands")
+        self.say(
+            f"p2ppeer {self.node.hostname} serving on port {self.node.p2p_port},"
+            f" repository {self.node.library.repo}; type 'help' for commands"
+        )
 
     def readConnectionLost(self) -> None:
         """

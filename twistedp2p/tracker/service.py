@@ -225,17 +225,30 @@ class TrackerService(MultiService):
             lambda f: self.log.failure("the heartbeat loop stopped", f)
         )
         if self.shell:
-            self._start_shell()
+            self._start_shell(
+                f"p2ptracker {self.tracker_id} listening on {address.host}:{address.port}"
+                f" (index: {self.store_description}); type 'help' for commands"
+            )
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(port)
 
-    def _start_shell(self) -> None:
+    @property
+    def store_description(self) -> str:
+        """
+        The index in words, for people: the kind of store and where it is.
+        """
+        describe = getattr(self.store, "describe", None)
+        return describe() if callable(describe) else type(self.store).__name__
+
+    def _start_shell(self, banner: str) -> None:
         from twisted.internet import stdio
 
         from twistedp2p.tracker.shell import TrackerShell
 
-        shell = TrackerShell(self.registry, quit=self._quit, interactive=sys.stdin.isatty())
+        shell = TrackerShell(
+            self.registry, quit=self._quit, interactive=sys.stdin.isatty(), banner=banner
+        )
         self._stdio = stdio.StandardIO(shell, reactor=self.reactor)
 
     def _quit(self) -> None:

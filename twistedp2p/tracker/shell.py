@@ -70,16 +70,25 @@ class TrackerShell(LineReceiver):
     prompt = b"tracker> "
     log = Logger()
 
-    def __init__(self, registry: Registry, quit: Callable[[], Any], interactive: bool = False) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        quit: Callable[[], Any],
+        interactive: bool = False,
+        banner: str | None = None,
+    ) -> None:
         self.registry = registry
         self._quit = quit
         self.interactive = interactive
+        self.banner = banner
         self._closed = False
 
     def connectionMade(self) -> None:
-        if self.interactive:
+        if self.banner:
+            self.say(self.banner)
+        elif self.interactive:
             self.sendLine(b"twistedp2p tracker: type 'help' for commands")
-            self._prompt()
+        self._prompt()
 
     def _prompt(self) -> None:
         if self.interactive and not self._closed:

@@ -40,8 +40,8 @@ SELECT coalesce(max(version), 0) FROM schema_version;
 #: a plain character).  Run on empty databases and, to
 #: restore an index dropped by hand, on every start at version 1.
 #:
-#: The trigram index serves catalogue searches (ILIKE and regular
-#: expressions on fname).  It needs the pg_trgm extension; where that cannot
+#: The trigram index serves catalogue searches (LIKE and regular
+#: expressions on the lower-cased fname).  It needs the pg_trgm extension; where that cannot
 #: be created the schema is complete without it and searches scan.
 CREATE_V1 = f"""
 SELECT pg_advisory_xact_lock({SCHEMA_LOCK});
@@ -81,7 +81,7 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
         CREATE INDEX IF NOT EXISTS publications_fname_trgm
-            ON publications USING gin (fname gin_trgm_ops);
+            ON publications USING gin (lower(fname) gin_trgm_ops);
     END IF;
 END
 $$;
@@ -293,8 +293,8 @@ DB_HOST_FILES = _SOURCE_COLUMNS + " AND s.hostname = %(hostname)s ORDER BY p.seq
 
 #: Catalogue searches; served by the trigram index when there is one.
 DB_CATALOGUE_ALL = _SOURCE_COLUMNS + " ORDER BY p.fname, p.seq"
-DB_CATALOGUE_SUBSTRING = _SOURCE_COLUMNS + " AND p.fname ILIKE %(like)s ORDER BY p.fname, p.seq"
-DB_CATALOGUE_GLOB = _SOURCE_COLUMNS + " AND p.fname ~* %(regex)s ORDER BY p.fname, p.seq"
+DB_CATALOGUE_SUBSTRING = _SOURCE_COLUMNS + " AND lower(p.fname) LIKE %(like)s ORDER BY p.fname, p.seq"
+DB_CATALOGUE_GLOB = _SOURCE_COLUMNS + " AND lower(p.fname) ~ %(regex)s ORDER BY p.fname, p.seq"
 
 DB_SESSIONS = """
 SELECT s.session_id, s.tracker_id, s.hostname, s.ip, s.p2p_port, s.version, s.connected_at

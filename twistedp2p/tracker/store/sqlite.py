@@ -137,6 +137,12 @@ class SQLiteStore:
 
     # -- life cycle ----------------------------------------------------------
 
+    def describe(self) -> str:
+        """
+        Where the index lives, for people.
+        """
+        return "SQLite in memory" if self.path == ":memory:" else f"SQLite {self.path}"
+
     def start(self) -> Deferred[None]:
         """
         Open the file, create or migrate the schema, and drop what a
