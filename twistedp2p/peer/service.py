@@ -32,6 +32,7 @@ from twistedp2p.peer.slots import Slots
 from twistedp2p.peer.tracker_link import TrackerLink
 from twistedp2p.peer.transfers import Transfers
 from twistedp2p.peer.upload import IDLE_TIMEOUT, UploadFactory
+from twistedp2p.web.options import WEB_OPTIONS, check_web_options
 
 DEFAULT_TRACKER = "tcp:127.0.0.1:9999"
 DEFAULT_REPO = "./p2p-repo"
@@ -82,6 +83,7 @@ class Options(usage.Options):
         ["listen", None, DEFAULT_LISTEN, "Server endpoint for the P2P port (e.g. tcp:0, tcp:7070)."],
         ["max-sessions", None, 4, "Uploads and downloads at once (K).", _at_least_one],
         ["ttfb-timeout", None, 2.0, "Seconds to wait for a source's first byte.", _positive_seconds],
+        *WEB_OPTIONS,
     ]
     optFlags = [["no-shell", None, "Do not read commands from stdin (daemon, compose)."]]
 
@@ -127,6 +129,7 @@ class Options(usage.Options):
         if repo.exists() and not repo.is_dir():
             raise usage.UsageError(f"--repo {self['repo']}: exists and is not a directory")
         self["repo"] = str(repo.absolute())
+        check_web_options(self)
 
 
 class _NoReactor:
@@ -194,6 +197,8 @@ class PeerService(MultiService):
         idle_timeout: float = IDLE_TIMEOUT,
         retry_policy: Callable[[int], float] | None = None,
         on_fatal: Callable[[str], Any] | None = None,
+        web: str | None = None,
+        web_token: str | None = None,
     ) -> None:
         MultiService.__init__(self)
         self.reactor = reactor
@@ -235,6 +240,14 @@ class PeerService(MultiService):
         self._waiters: list[Deferred] = []
         self._listen_failure: Failure | None = None
         self._on_fatal = on_fatal or self._exit_nonzero
+        #: The dashboard (--web), started once the P2P port is bound.
+        self.web: Any = None
+        if web is not None:
+            from twistedp2p.web.peer_site import peer_web_service
+
+            self.web = peer_web_service(
+                self.node, web, web_token, reactor, on_fatal=self._on_fatal, run_in_thread=run_in_thread
+            )
 
     def _connect_source(self, ip: str, port: int, factory: Any) -> Deferred:
         # Addresses from the wire go into an endpoint object, never into an
@@ -268,6 +281,8 @@ class PeerService(MultiService):
             repo=str(self.library.repo),
         )
         self.addService(self.link)
+        if self.web is not None:
+            self.addService(self.web)
         if self.shell:
             ShellService(self.node, self.reactor, self._quit).setServiceParent(self)
         waiters, self._waiters = self._waiters, []
@@ -363,5 +378,7 @@ def makeService(config: Options, reactor: Any = None, **overrides: Any) -> PeerS
         max_sessions=config["max-sessions"],
         ttfb_timeout=config["ttfb-timeout"],
         shell=not config["no-shell"],
+        web=config["web"],
+        web_token=config["web-token"],
         **overrides,
     )

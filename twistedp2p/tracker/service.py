@@ -27,6 +27,7 @@ from twistedp2p.tracker.protocol import TrackerFactory
 from twistedp2p.tracker.registry import Registry
 from twistedp2p.tracker.store.factory import DEFAULT_SQLITE_FILE, parse_db_url, store_from_url
 from twistedp2p.tracker.store.schema import SchemaTooNew
+from twistedp2p.web.options import WEB_OPTIONS, check_web_options
 
 DEFAULT_LISTEN = "tcp:9999"
 DEFAULT_BACKLOG = 1024
@@ -105,6 +106,7 @@ class Options(usage.Options):
         ["heartbeat-misses", None, 3, "Unanswered pings in a row that evict a peer.", _at_least_one("heartbeat-misses")],
         ["ping-timeout", None, 5.0, "Seconds a ping may take (contested hello, admin ping).", _seconds("ping-timeout")],
         ["tracker-id", None, None, "This tracker's id (default: 8 random hex digits)."],
+        *WEB_OPTIONS,
     ]
     optFlags = [["no-shell", None, "Do not read admin commands from stdin."]]
 
@@ -124,6 +126,7 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "--tracker-id must be 1 to 64 letters, digits, '.', '_' or '-'"
             )
+        check_web_options(self)
 
 
 def tcp_probe(reactor: Any, timeout: float) -> Callable[[str, int], Deferred]:
@@ -167,6 +170,8 @@ class TrackerService(MultiService):
         ping_timeout: float = 5.0,
         shell: bool = False,
         on_fatal: Callable[[str], Any] | None = None,
+        web: str | None = None,
+        web_token: str | None = None,
     ) -> None:
         MultiService.__init__(self)
         self.reactor = reactor
@@ -186,6 +191,12 @@ class TrackerService(MultiService):
         )
         self.factory = TrackerFactory(self.registry, reactor)
         self._on_fatal = on_fatal or self._exit_nonzero
+        #: The dashboard (--web), started once the tracker listens.
+        self.web: Any = None
+        if web is not None:
+            from twistedp2p.web.tracker_site import tracker_web_service
+
+            self.web = tracker_web_service(self.registry, web, web_token, reactor, on_fatal=self._on_fatal)
         self._port: Any = None
         self._waiters: list[Deferred] = []
         self._listen_failure: Failure | None = None
@@ -229,6 +240,8 @@ class TrackerService(MultiService):
                 f"p2ptracker {self.tracker_id} listening on {address.host}:{address.port}"
                 f" (index: {self.store_description}); type 'help' for commands"
             )
+        if self.web is not None:
+            self.addService(self.web)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(port)
@@ -316,12 +329,18 @@ class TrackerService(MultiService):
             d = Deferred()
             self._starting.addBoth(_fire_and_pass, d)
         d.addCallback(lambda _: self._stop_listening())
+        d.addCallback(lambda _: self._stop_web())
         d.addCallback(lambda _: self.registry.shutdown())
         d.addCallback(lambda _: self.factory.disconnect_all())
         d.addBoth(self._log_stop_error, "closing sessions")
         d.addCallback(lambda _: self.store.stop())
         d.addBoth(self._log_stop_error, "stopping the store")
         return d
+
+    def _stop_web(self) -> Any:
+        if self.web is None or not self.web.running:
+            return None
+        return self.web.stopService()
 
     def _stop_listening(self) -> Any:
         port, self._port = self._port, None
@@ -364,4 +383,6 @@ def makeService(config: Options, reactor: Any = None) -> TrackerService:
         misses=config["heartbeat-misses"],
         ping_timeout=config["ping-timeout"],
         shell=not config["no-shell"],
+        web=config["web"],
+        web_token=config["web-token"],
     )
