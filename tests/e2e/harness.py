@@ -160,9 +160,39 @@ class ShellProcess:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             pass
+        # the reader ends at EOF, once the process is gone
+        self._reader.join(5)
         for stream in (self.proc.stdin, self.proc.stdout):
             try:
                 if stream:
                     stream.close()
             except OSError:
                 pass
+
+
+class LogWatcher:
+    """
+    Wait for a line in a process's log file (the file grows as it runs).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.text = ""
+
+    def expect(self, needle: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.path.exists():
+                with self.path.open("rb") as f:
+                    f.seek(self.offset)
+                    chunk = f.read()
+                self.offset += len(chunk)
+                self.text += chunk.decode("utf-8", "replace")
+                for line in self.text.splitlines():
+                    if needle in line:
+                        self.text = self.text[self.text.index(line) + len(line):]
+                        return line
+            # the log is written by another process: poll it briefly
+            time.sleep(0.05)
+        raise AssertionError(f"{self.path.name}: no line with {needle!r} within {timeout}s")

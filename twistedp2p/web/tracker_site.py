@@ -15,6 +15,7 @@ from twisted.application.service import IService
 from twisted.logger import Logger
 
 from twistedp2p import wire
+from twistedp2p.tracker.shell import describe_ping
 from twistedp2p.web.api import ApiError, ApiResource, Guard, Params, Routes, text_field
 from twistedp2p.web.metrics import MetricsPage, TrackerMetrics
 from twistedp2p.web.options import is_tcp_endpoint
@@ -57,24 +58,15 @@ def source_json(source: Any) -> dict[str, Any]:
 
 def ping_json(result: Any, timeout: float) -> dict[str, Any]:
     """
-    One answer of L{Registry.ping_host}, with the shell's wording.
+    One answer of L{Registry.ping_host}, worded as the shell words it.
     """
-    s = result.session
-    parts = []
-    if result.seed:
-        parts.append("online (seed client, no wire ping)")
-    elif result.rtt is None:
-        parts.append(f"no answer to ping within {timeout:g} s")
-    else:
-        parts.append(f"online, rtt {result.rtt * 1000:.2f} ms")
-    if result.port_open is not None:
-        parts.append("p2p port open" if result.port_open else "p2p port closed")
     return {
-        **session_json(s),
+        **session_json(result.session),
         "rtt": result.rtt,
-        "answered": result.seed or result.rtt is not None,
+        "answered": result.seed or result.rtt is not None or result.via is not None,
         "port_open": result.port_open,
-        "text": f"{s.hostname} ({s.ip}:{s.p2p_port}): " + ", ".join(parts),
+        "via": result.via,
+        "text": describe_ping(result, timeout),
     }
 
 

@@ -80,11 +80,25 @@ def _check_path(path: str) -> str:
     return path
 
 
-def store_from_url(url: str | None, clock: Any, tracker_id: str, **opts: Any):
+def store_from_url(
+    url: str | None,
+    clock: Any,
+    tracker_id: str,
+    *,
+    lease: float | None = None,
+    pool_size: int | None = None,
+    **opts: Any,
+):
     """
     Build (without starting) the L{IIndexStore} a C{--db} value names.
 
     @param clock: the reactor (or at least C{IReactorTime}) the store uses.
+    @param lease: seconds this tracker's records outlive its last renewal,
+        for other trackers sharing a PostgreSQL index (None: the store's
+        default).  An embedded SQLite store is never shared: it has no lease
+        and ignores this.
+    @param pool_size: PostgreSQL connections for writes (None: the store's
+        default); ignored for SQLite, which uses one thread.
     @param opts: passed to the store's constructor or C{from_url}.
     @raise ValueError: for an unusable value, or when PostgreSQL support is
         not installed.
@@ -97,10 +111,29 @@ def store_from_url(url: str | None, clock: Any, tracker_id: str, **opts: Any):
             if e.name in ("twistedp2p.tracker.store.postgres", "txpostgres", "psycopg2"):
                 raise ValueError(f"PostgreSQL support is not available yet ({e.name} is missing)")
             raise
-        return PostgresStore.from_url(parsed.target, clock=clock, tracker_id=tracker_id, **opts)
+        shared = {name: value for name, value in (("lease", lease), ("pool_size", pool_size)) if value is not None}
+        return PostgresStore.from_url(parsed.target, clock=clock, tracker_id=tracker_id, **shared, **opts)
     from twistedp2p.tracker.store.sqlite import SQLiteStore
 
     path = parsed.target
     if path != ":memory:":
         path = os.path.abspath(path)
     return SQLiteStore(path, clock=clock, tracker_id=tracker_id, **opts)
+
+
+def postgres_options(url: str | None) -> dict[str, Any]:
+    """
+    The store options (C{lease}, C{pool_size}, ...) a PostgreSQL C{--db}
+    URL sets in its query string; they win over the command line's.  Empty
+    for SQLite.
+
+    @raise ValueError: for an unusable URL.
+    """
+    parsed = parse_db_url(url)
+    if parsed.kind != "postgres":
+        return {}
+    try:
+        from twistedp2p.tracker.store.pg_link import parse_url
+    except ModuleNotFoundError as e:
+        raise ValueError(f"PostgreSQL support is not available ({e.name} is missing)")
+    return parse_url(parsed.target)[1]

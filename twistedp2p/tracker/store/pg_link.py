@@ -223,7 +223,8 @@ class Link(Connection):
     @param on_down: called with the link and the reason each time a link
         that was up goes down.
     @param on_notify: called with each C{psycopg2.extensions.Notify}
-        received, synchronously and in order.
+        received, in order, in a later reactor turn (see
+        L{checkForNotifies}).
     """
 
     log = Logger()
@@ -257,6 +258,9 @@ class Link(Connection):
         self._keep = False
         self._attempt: object | None = None
         self._retry_call: Any = None
+        # Notifications received, not yet delivered (see checkForNotifies).
+        self._received: list[Any] = []
+        self._delivery: Any = None
 
     def __repr__(self) -> str:
         return f"<Link {self.name} {self._state} {self.settings.redacted()}>"
@@ -339,8 +343,14 @@ class Link(Connection):
 
     def _abandon(self) -> None:
         """
-        Close the psycopg2 connection, failing any query still running.
+        Close the psycopg2 connection, failing any query still running, and
+        drop notifications not delivered yet: they belong to a session that
+        is over.
         """
+        delivery, self._delivery = self._delivery, None
+        if delivery is not None and delivery.active():
+            delivery.cancel()
+        self._received = []
         if self._connection is not None:
             Connection.close(self)
 
@@ -404,18 +414,28 @@ class Link(Connection):
 
     def checkForNotifies(self) -> None:
         """
-        Hand notifications to C{on_notify} at once, in order (txpostgres
-        would run its observers through a cooperator, out of our control).
+        Queue notifications for C{on_notify}, in order, and deliver them
+        in the next reactor turn (txpostgres would run its observers
+        through a cooperator, out of our control).
+
+        Never synchronously: this runs inside C{doRead} (and
+        C{cursorFinished}), and a query started there would have its
+        result read, and lost, by the connection instead of its cursor.
         """
         notifies = self._connection.notifies
         if not notifies:
             return
-        received = notifies[:]
+        self._received.extend(notifies)
         del notifies[:]
-        if self.on_notify is None:
+        if self._delivery is None:
+            self._delivery = self.reactor.callLater(0, self._deliver)
+
+    def _deliver(self) -> None:
+        self._delivery = None
+        received, self._received = self._received, []
+        if self.on_notify is None or self._state != _UP:
             return
         for notify in received:
-            # Runs inside doRead: an exception here would drop the link.
             try:
                 self.on_notify(notify)
             except Exception:

@@ -15,6 +15,8 @@ L{twistedp2p.tracker.store.postgres} for the payloads.
 
 from __future__ import annotations
 
+from twistedp2p.tracker.store.schema import LATEST_SCHEMA_VERSION as LATEST
+
 #: The LISTEN/NOTIFY channel every tracker sharing the database uses.
 CHANNEL = "twistedp2p_index"
 
@@ -35,15 +37,19 @@ CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 SELECT coalesce(max(version), 0) FROM schema_version;
 """
 
-#: Schema version 1, idempotent: creates what is missing (tables, indexes,
+#: The latest schema, idempotent: creates what is missing (tables, indexes,
 #: the version row) and leaves the rest.  Run without parameters (so a % is
-#: a plain character).  Run on empty databases and, to
-#: restore an index dropped by hand, on every start at version 1.
+#: a plain character).  Run on empty databases and, to restore an index
+#: dropped by hand, on every start at the latest version.
+#:
+#: Version 1 is the schema brief's; version 2 adds C{publications.root} and
+#: C{publications.piece_size} (as the SQLite store does).
 #:
 #: The trigram index serves catalogue searches (LIKE and regular
-#: expressions on the lower-cased fname).  It needs the pg_trgm extension; where that cannot
-#: be created the schema is complete without it and searches scan.
-CREATE_V1 = f"""
+#: expressions on the lower-cased fname).  It needs the pg_trgm extension;
+#: where that cannot be created the schema is complete without it and
+#: searches scan.
+CREATE = f"""
 SELECT pg_advisory_xact_lock({SCHEMA_LOCK});
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS trackers (
@@ -68,6 +74,8 @@ CREATE TABLE IF NOT EXISTS publications (
     file_size BIGINT NULL,
     last_modified TEXT NULL,
     sha256 TEXT NULL,
+    root TEXT NULL,
+    piece_size INTEGER NULL,
     UNIQUE (session_id, fname));
 CREATE INDEX IF NOT EXISTS publications_fname ON publications (fname, seq);
 DO $$
@@ -85,13 +93,24 @@ BEGIN
     END IF;
 END
 $$;
-INSERT INTO schema_version (version) SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+INSERT INTO schema_version (version)
+SELECT {LATEST} WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 """
 
-#: version -> script bringing a database from that version to the next one
-#: (each takes the schema lock and checks the version it starts from).
-#: Version 0 is an empty database.
-MIGRATIONS: dict[int, str] = {0: CREATE_V1}
+#: Version 1 to 2: the content root and its piece size.  Idempotent, and a
+#: no-op on a database another tracker migrated meanwhile.
+MIGRATE_1_2 = f"""
+SELECT pg_advisory_xact_lock({SCHEMA_LOCK});
+ALTER TABLE publications
+    ADD COLUMN IF NOT EXISTS root TEXT NULL,
+    ADD COLUMN IF NOT EXISTS piece_size INTEGER NULL;
+UPDATE schema_version SET version = 2 WHERE version = 1;
+"""
+
+#: version -> script bringing a database from that version to a later one
+#: (each takes the schema lock and is idempotent).  Version 0 is an empty
+#: database, which gets the latest schema at once.
+MIGRATIONS: dict[int, str] = {0: CREATE, 1: MIGRATE_1_2}
 
 # -- tracker life cycle ----------------------------------------------------------
 
@@ -176,18 +195,21 @@ WHERE s.session_id = p.session_id AND s.tracker_id = %(me)s
   AND NOT EXISTS (
       SELECT 1 FROM unnest(%(psids)s::text[], %(fnames)s::text[]) AS k (session_id, fname)
       WHERE k.session_id = p.session_id AND k.fname = p.fname);
-INSERT INTO publications AS p (session_id, fname, lname, file_size, last_modified, sha256)
-SELECT u.session_id, u.fname, u.lname, u.file_size, u.last_modified, u.sha256
+INSERT INTO publications AS p
+    (session_id, fname, lname, file_size, last_modified, sha256, root, piece_size)
+SELECT u.session_id, u.fname, u.lname, u.file_size, u.last_modified, u.sha256, u.root, u.piece_size
 FROM unnest(%(psids)s::text[], %(fnames)s::text[], %(lnames)s::text[], %(sizes)s::bigint[],
-            %(mtimes)s::text[], %(shas)s::text[])
-     WITH ORDINALITY AS u (session_id, fname, lname, file_size, last_modified, sha256, n)
+            %(mtimes)s::text[], %(shas)s::text[], %(roots)s::text[], %(pieces)s::int[])
+     WITH ORDINALITY AS u (session_id, fname, lname, file_size, last_modified, sha256, root,
+                           piece_size, n)
 ORDER BY u.n
 ON CONFLICT (session_id, fname) DO UPDATE SET
     seq = nextval('publications_seq_seq'), lname = EXCLUDED.lname,
     file_size = EXCLUDED.file_size, last_modified = EXCLUDED.last_modified,
-    sha256 = EXCLUDED.sha256
-WHERE (p.lname, p.file_size, p.last_modified, p.sha256)
-    IS DISTINCT FROM (EXCLUDED.lname, EXCLUDED.file_size, EXCLUDED.last_modified, EXCLUDED.sha256);
+    sha256 = EXCLUDED.sha256, root = EXCLUDED.root, piece_size = EXCLUDED.piece_size
+WHERE (p.lname, p.file_size, p.last_modified, p.sha256, p.root, p.piece_size)
+    IS DISTINCT FROM (EXCLUDED.lname, EXCLUDED.file_size, EXCLUDED.last_modified,
+                      EXCLUDED.sha256, EXCLUDED.root, EXCLUDED.piece_size);
 SELECT pg_notify(%(channel)s, %(payload)s);
 """
 
@@ -215,12 +237,13 @@ SELECT (SELECT count(*) FROM gone), pg_notify(%(channel)s, %(payload)s)
 #: around the seq the database assigns: C{head || seq || tail}.
 PUT = """
 WITH row AS (
-    INSERT INTO publications AS p (session_id, fname, lname, file_size, last_modified, sha256)
-    VALUES (%(sid)s, %(fname)s, %(lname)s, %(size)s, %(mtime)s, %(sha)s)
+    INSERT INTO publications AS p
+        (session_id, fname, lname, file_size, last_modified, sha256, root, piece_size)
+    VALUES (%(sid)s, %(fname)s, %(lname)s, %(size)s, %(mtime)s, %(sha)s, %(root)s, %(pieces)s)
     ON CONFLICT (session_id, fname) DO UPDATE SET
         seq = nextval('publications_seq_seq'), lname = EXCLUDED.lname,
         file_size = EXCLUDED.file_size, last_modified = EXCLUDED.last_modified,
-        sha256 = EXCLUDED.sha256
+        sha256 = EXCLUDED.sha256, root = EXCLUDED.root, piece_size = EXCLUDED.piece_size
     RETURNING p.seq
 )
 SELECT seq, pg_notify(%(channel)s, %(head)s || seq || %(tail)s) FROM row
@@ -245,7 +268,7 @@ _SESSION_ROWS = (
 )
 _PUBLICATION_ROWS = (
     "json_build_array(p.seq, p.session_id, p.fname, p.lname, p.file_size, p.last_modified,"
-    " p.sha256) ORDER BY p.seq"
+    " p.sha256, p.root, p.piece_size) ORDER BY p.seq"
 )
 
 #: Everything, as one consistent snapshot: three JSON arrays of rows.
@@ -270,7 +293,7 @@ SELECT
 
 #: One publication by seq (its notification was too long to carry it).
 PUBLICATION_BY_SEQ = """
-SELECT seq, session_id, fname, lname, file_size, last_modified, sha256
+SELECT seq, session_id, fname, lname, file_size, last_modified, sha256, root, piece_size
 FROM publications WHERE seq = %(seq)s
 """
 
@@ -278,7 +301,8 @@ FROM publications WHERE seq = %(seq)s
 
 _SOURCE_COLUMNS = """
 SELECT s.session_id, s.tracker_id, s.hostname, s.ip, s.p2p_port, s.version, s.connected_at,
-       p.seq, p.session_id, p.fname, p.lname, p.file_size, p.last_modified, p.sha256
+       p.seq, p.session_id, p.fname, p.lname, p.file_size, p.last_modified, p.sha256,
+       p.root, p.piece_size
 FROM publications p
 JOIN sessions s ON s.session_id = p.session_id
 LEFT JOIN trackers t ON t.tracker_id = s.tracker_id

@@ -22,7 +22,9 @@ from twistedp2p.tracker.store.schema import decode_mtime
 #: Column order of a session row (as in the C{sessions} table).
 SESSION_COLUMNS = ("session_id", "tracker_id", "hostname", "ip", "p2p_port", "version", "connected_at")
 #: Column order of a publication row (as in the C{publications} table).
-PUBLICATION_COLUMNS = ("seq", "session_id", "fname", "lname", "file_size", "last_modified", "sha256")
+PUBLICATION_COLUMNS = (
+    "seq", "session_id", "fname", "lname", "file_size", "last_modified", "sha256", "root", "piece_size",
+)
 
 
 def session_from_row(row: Sequence[Any]) -> Session:
@@ -54,13 +56,15 @@ def publication_from_row(row: Sequence[Any]) -> tuple[int, str, Publication]:
     C{(seq, session_id, Publication)} from a row in L{PUBLICATION_COLUMNS}
     order (C{last_modified} still JSON-encoded, as stored).
     """
-    seq, session_id, fname, lname, file_size, last_modified, sha256 = row
+    seq, session_id, fname, lname, file_size, last_modified, sha256, root, piece_size = row
     publication = Publication(
         fname=fname,
         lname=lname,
         file_size=None if file_size is None else int(file_size),
         last_modified=decode_mtime(last_modified),
         sha256=sha256,
+        root=root,
+        piece_size=None if piece_size is None else int(piece_size),
     )
     return int(seq), session_id, publication
 

@@ -9,14 +9,20 @@ import json
 
 from twistedp2p.errors import P2PError
 
-#: The index schema version these stores write (see the schema brief).
+#: The newest index schema: version 2 adds ``publications.root`` and
+#: ``publications.piece_size`` (docs/swarm.md).  Both SQL stores (SQLite and
+#: PostgreSQL) write it and migrate a version 1 database to it on start.
+LATEST_SCHEMA_VERSION = 2
+
+#: The first schema (no root, no piece size).  No store writes it any more;
+#: the name stays for code that imported it.
 SCHEMA_VERSION = 1
 
 
 class SchemaTooNew(P2PError):
     """the index database was written by a newer version of twistedp2p"""
 
-    def __init__(self, found: int, known: int = SCHEMA_VERSION, where: str = "") -> None:
+    def __init__(self, found: int, known: int = LATEST_SCHEMA_VERSION, where: str = "") -> None:
         place = f" {where}" if where else ""
         super().__init__(
             f"the index database{place} has schema version {found}, but this "

@@ -1,0 +1,919 @@
+"""
+The shared index: PostgreSQL through txpostgres, for one or several trackers
+serving the same peers.
+
+Writes go to the database through a pool of connections (L{Pool}).  Reads
+are answered from memory (L{IndexView}), kept coherent with the database by
+LISTEN/NOTIFY on one more, dedicated connection (the listener):
+
+  - every write is one statement that also sends one notification on
+    L{CHANNEL}, committed with it, so every tracker sees every change in
+    commit order;
+  - each tracker applies notifications to its view in the order they
+    arrive, and a write's Deferred fires only once the writer's own
+    notification (matched by a token) has been applied: a tracker reads its
+    own writes, and its view never applies changes out of order;
+  - whenever the listener (re)connects, it LISTENs first and then reloads
+    the whole view from one snapshot query, so nothing committed meanwhile
+    is missed.
+
+Notification payloads are C{KIND JSON-ARRAY}, the array starting with the
+writer's token::
+
+    s+ [token, session_id, tracker_id, hostname, ip, p2p_port, version, connected_at]
+    s- [token, session_id]
+    p+ [token, seq, session_id, fname, lname, file_size, last_modified, sha256, root, piece_size]
+    p? [token, seq]          a publication too long to carry: read it by seq
+    p- [token, session_id, fname]
+    t  [token, tracker_id, lease_expires, [tracker_id of trackers removed]]
+    T  [token, tracker_id, lease_expires]     a tracker (re)started: forget its records
+    r  [token, tracker_id]   a tracker resynced: reload its records
+    x  [token, [tracker_id, ...]]              trackers signed off
+    y  [token]               nothing (a barrier)
+
+Leases.  Trackers sharing the database register in C{trackers} with a
+lease; C{renew()} extends this tracker's lease and deletes the sessions of
+trackers whose lease passed.  Lease times are seconds since the epoch read
+from the injected clock (the reactor: the wall clock), written by each
+tracker and compared by the others, so the trackers' clocks must agree to
+well within a lease (NTP does).  Reads never show records of another
+tracker whose lease has passed by this tracker's clock, even before anyone
+deletes them.
+
+Outages.  A connection that fails is closed and reconnected with backoff on
+the clock.  While the listener is down, writes fail at once with
+L{IndexUnavailable} (the view could not follow them) and reads go on from
+the view.  Every query and connection attempt is bounded by a timeout.  Any
+loss (a failed write, a dropped connection, a lapsed lease) makes the next
+C{renew()} answer True, until a C{resync()} that started after it succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections import deque
+from dataclasses import replace
+from itertools import count
+from typing import Any, Callable, Iterable
+
+import psycopg2
+import psycopg2.errors
+from twisted.internet.defer import Deferred, FirstError, fail, inlineCallbacks, succeed
+from twisted.internet.interfaces import IReactorFDSet
+from twisted.internet.error import ConnectionDone, ConnectionLost, DNSLookupError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistedp2p.errors import IndexUnavailable
+from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, Source, group_catalogue
+from twistedp2p.tracker.store import pg_sql as sql
+from twistedp2p.tracker.store.interface import IIndexStore
+from twistedp2p.tracker.store.pg_link import (
+    ConnectionSettings,
+    Link,
+    LinkDown,
+    Pool,
+    QueryTimeout,
+    backoff,
+    parse_url,
+)
+from twistedp2p.tracker.store.pg_view import (
+    IndexView,
+    publication_from_row,
+    session_from_row,
+    session_to_row,
+)
+from twistedp2p.tracker.store.schema import LATEST_SCHEMA_VERSION, SchemaTooNew, encode_mtime
+
+CHANNEL = sql.CHANNEL
+
+#: Failures that mean "the database cannot be reached or did not answer".
+_UNREACHABLE = (psycopg2.Error, LinkDown, QueryTimeout, ConnectionDone, ConnectionLost, DNSLookupError)
+
+
+@implementer(IIndexStore)
+class PostgresStore:
+    """
+    An L{IIndexStore} in a PostgreSQL database that several trackers share.
+
+    @param settings: where the database is (see L{from_url}).
+    @param clock: C{IReactorTime}: leases, timeouts, reconnection delays.
+    @param tracker_id: this tracker's id; it owns the sessions it adds.
+    @param reactor: the reactor polling the connections (C{IReactorFDSet});
+        by default C{clock}, which then must be a full reactor.
+    @param pool_size: connections for writes (plus one for LISTEN).
+    @param lease: seconds a renewal keeps this tracker's records alive for
+        other trackers; pass at least two heartbeat intervals.
+    @param timeout: seconds any query (and the wait for its notification)
+        may take before failing with L{IndexUnavailable}.
+    @param connect_timeout: seconds a connection attempt may take.
+    @param delays: a callable returning an iterator of reconnection delays.
+    """
+
+    schema_version = LATEST_SCHEMA_VERSION
+    log = Logger()
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        clock: Any,
+        tracker_id: str,
+        reactor: Any = None,
+        pool_size: int = 3,
+        lease: float = 90.0,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        delays: Callable[[], Any] = backoff,
+    ) -> None:
+        if reactor is None:
+            reactor = clock
+        if not IReactorFDSet.providedBy(reactor):
+            raise ValueError("PostgresStore needs a reactor (IReactorFDSet) to poll its connections")
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, not {pool_size}")
+        for name, value in (("lease", lease), ("timeout", timeout), ("connect_timeout", connect_timeout)):
+            if not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {value}")
+        if "application_name" not in dict(settings.extra):
+            extra = settings.extra + (("application_name", f"twistedp2p-tracker {tracker_id}"[:63]),)
+            settings = replace(settings, extra=extra)
+        self.settings = settings
+        self.tracker_id = tracker_id
+        self.pool_size = pool_size
+        self.lease = float(lease)
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self._clock = clock
+        self._reactor = reactor
+        self._delays = delays
+        self.view = IndexView(tracker_id, clock.seconds)
+        self._pool: Pool | None = None
+        self._listener: Link | None = None
+        self._running = False
+        # The listener is up and the view loaded: writes may proceed.
+        self._ready = False
+        # Bumped each time the listener goes down: work of an older
+        # connection is ignored when it completes.
+        self._epoch = 0
+        self._inbox: deque[Callable[[], Deferred[Any] | None]] = deque()
+        self._busy = False
+        self._waiters: dict[str, Deferred[None]] = {}
+        self._instance = secrets.token_hex(4)
+        self._tokens = count(1)
+        self._losses = 0
+        self._repaired = 0
+        self._connected_waiters: list[Deferred[None]] = []
+
+    @classmethod
+    def from_url(cls, url: str, clock: Any, tracker_id: str, **options: Any) -> PostgresStore:
+        """
+        A store for C{postgresql://user[:password]@host[:port]/dbname}
+        (or C{postgres://}).
+
+        Query parameters C{pool_size}, C{lease}, C{timeout} and
+        C{connect_timeout} override the keyword C{options}; any other
+        (C{sslmode}, ...) goes to libpq.  Without a password in the URL,
+        libpq's C{PGPASSWORD} and C{~/.pgpass} apply.
+
+        @raise ValueError: for an unusable URL or option.
+        """
+        settings, from_query = parse_url(url)
+        options.update(from_query)
+        return cls(settings, clock, tracker_id, **options)
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.tracker_id} {self.settings.redacted()}>"
+
+    def describe(self) -> str:
+        """
+        Where the index lives, for people (banners, logs): user, host, port
+        and database, never the password.
+        """
+        s = self.settings
+        host = s.host or "local socket"
+        if ":" in host:
+            host = f"[{host}]"
+        where = host + (f":{s.port}" if s.port is not None else "")
+        user = f"{s.user}@" if s.user else ""
+        return f"PostgreSQL {user}{where}/{s.dbname or ''}"
+
+    # -- life cycle ------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        """
+        Connect, create or migrate the schema, register this tracker (dropping
+        what a previous run of it left, and nothing else), LISTEN and load
+        the view.
+
+        Fails with L{SchemaTooNew} for a newer schema and with
+        L{IndexUnavailable} when the database cannot be reached.
+        """
+        if self._pool is not None:
+            return fail(RuntimeError("this PostgresStore was already started"))
+        links = [self._link(f"pool {n + 1}") for n in range(self.pool_size)]
+        self._pool = Pool(self._reactor, links)
+        self._listener = self._link(
+            "listener", on_up=self._listening, on_down=self._listener_lost, on_notify=self._notified
+        )
+        self._running = True
+        d = self._pool.start()
+        d.addCallback(lambda _: self._migrate())
+        d.addCallback(lambda _: self._register())
+        d.addCallback(lambda _: self._listener.connect())
+        d.addCallbacks(self._started, self._start_failed)
+        return d
+
+    def _link(self, name: str, **callbacks: Any) -> Link:
+        callbacks.setdefault("on_up", self._link_up)
+        callbacks.setdefault("on_down", self._link_lost)
+        return Link(
+            self._reactor,
+            self._clock,
+            self.settings,
+            name,
+            timeout=self.timeout,
+            connect_timeout=self.connect_timeout,
+            delays=self._delays,
+            **callbacks,
+        )
+
+    @inlineCallbacks
+    def _migrate(self) -> Any:
+        rows = yield self._pool.runQuery(sql.READ_VERSION)
+        version = rows[0][0]
+        if version > LATEST_SCHEMA_VERSION:
+            raise SchemaTooNew(version, LATEST_SCHEMA_VERSION, where=self.settings.redacted())
+        if version == LATEST_SCHEMA_VERSION:
+            # Idempotent: restores anything dropped by hand.  A user that may
+            # use the tables but not create any gets a warning only.
+            yield self._pool.runOperation(sql.CREATE).addErrback(self._ensure_failed)
+        while version < LATEST_SCHEMA_VERSION:
+            self.log.info(
+                "migrating the index schema from version {version}", version=version
+            )
+            yield self._pool.runOperation(sql.MIGRATIONS[version])
+            rows = yield self._pool.runQuery(sql.READ_VERSION)
+            if rows[0][0] <= version:
+                raise IndexUnavailable(f"migrating the index schema from version {version} failed")
+            version = rows[0][0]
+
+    def _ensure_failed(self, failure: Failure) -> None:
+        failure.trap(psycopg2.errors.InsufficientPrivilege)
+        self.log.warn(
+            "cannot check the index schema's tables and indexes: {error}", error=_first_line(failure)
+        )
+
+    @inlineCallbacks
+    def _register(self) -> Any:
+        now = self._clock.seconds()
+        expires = now + self.lease
+        token = self._token()
+        rows = yield self._pool.runQuery(
+            sql.REGISTER,
+            {
+                "me": self.tracker_id,
+                "now": now,
+                "expires": expires,
+                "channel": CHANNEL,
+                "payload": _payload("T", token, self.tracker_id, expires),
+            },
+        )
+        wiped = rows[0][0]
+        if wiped:
+            self.log.info(
+                "dropped {n} sessions a previous run of tracker {tracker_id} left",
+                n=wiped,
+                tracker_id=self.tracker_id,
+            )
+
+    def _started(self, _: Any) -> None:
+        self.log.info(
+            "index {url}: tracker {tracker_id}, {sessions} sessions of {trackers} trackers",
+            url=self.settings.redacted(),
+            tracker_id=self.tracker_id,
+            sessions=len(self.view.all_sessions()),
+            trackers=len(self.view.trackers()),
+        )
+        self._check_connected()
+
+    def _start_failed(self, failure: Failure) -> Failure:
+        self._close()
+        if failure.check(FirstError):
+            failure = failure.value.subFailure
+        if failure.check(SchemaTooNew, IndexUnavailable):
+            return failure
+        if failure.check(*_UNREACHABLE):
+            raise IndexUnavailable(
+                f"cannot use the PostgreSQL index at {self.settings.redacted()}: {_first_line(failure)}"
+            )
+        return failure
+
+    def stop(self) -> Deferred[None]:
+        """
+        Sign off (other trackers forget this one's records at once) and
+        close every connection.  Never fails.
+        """
+        if not self._running:
+            self._close()
+            return succeed(None)
+        self._running = False
+        if self._pool is None or not any(link.is_up for link in self._pool.links):
+            self._close()
+            return succeed(None)
+        token = self._token()
+        d = self._pool.runQuery(
+            sql.SIGN_OFF,
+            {
+                "me": self.tracker_id,
+                "channel": CHANNEL,
+                "payload": _payload("x", token, [self.tracker_id]),
+            },
+        )
+        d.addErrback(self._sign_off_failed)
+        d.addCallback(lambda _: self._close())
+        return d
+
+    def _sign_off_failed(self, failure: Failure) -> None:
+        if failure.check(*_UNREACHABLE):
+            self.log.warn("could not sign off from the index: {error}", error=_first_line(failure))
+        else:
+            self.log.failure("signing off from the index failed", failure)
+
+    def _close(self) -> None:
+        self._running = False
+        self._ready = False
+        self._epoch += 1
+        self._inbox.clear()
+        self._busy = False
+        if self._listener is not None:
+            self._listener.close()
+        if self._pool is not None:
+            self._pool.close()
+        self._fail_waiters("the index was closed")
+        waiters, self._connected_waiters = self._connected_waiters, []
+        for d in waiters:
+            d.errback(IndexUnavailable("the index was closed"))
+
+    # -- connections -----------------------------------------------------------
+
+    def _link_up(self, link: Link) -> None:
+        self._check_connected()
+
+    def _link_lost(self, link: Link, reason: Failure) -> None:
+        self._lose(f"{link.name} lost")
+        self._check_connected()
+
+    def _listening(self, link: Link) -> Deferred[None]:
+        """
+        The listener (re)connected: LISTEN, then load the view from a
+        snapshot before anything that arrives meanwhile.
+        """
+        epoch = self._epoch
+        d = link.runOperation(f"LISTEN {CHANNEL}")
+        d.addCallback(lambda _: self._enqueue_snapshot(link, epoch))
+        return d
+
+    def _enqueue_snapshot(self, link: Link, epoch: int) -> Deferred[None]:
+        loaded: Deferred[None] = Deferred()
+
+        def load() -> Deferred[None]:
+            d = link.runQuery(sql.SNAPSHOT)
+            d.addCallback(self._install_snapshot, epoch)
+            d.addBoth(_forward, loaded)
+            return d
+
+        self._inbox.appendleft(load)
+        self._drain()
+        return loaded
+
+    def _install_snapshot(self, rows: list[tuple[Any, ...]], epoch: int) -> None:
+        if epoch != self._epoch:
+            raise LinkDown("the listener went down while loading the view")
+        trackers, sessions, publications = rows[0]
+        self.view.load(trackers, sessions, publications)
+        self._ready = True
+        self.log.info(
+            "index view loaded: {sessions} sessions, {publications} publications, {trackers} trackers",
+            sessions=len(sessions),
+            publications=len(publications),
+            trackers=len(trackers),
+        )
+        self._check_connected()
+
+    def _listener_lost(self, link: Link, reason: Failure) -> None:
+        """
+        Notifications may be missed from now on: stop writing (reads go on
+        from the view) until the listener is back and the view reloaded.
+        """
+        self._ready = False
+        self._epoch += 1
+        self._inbox.clear()
+        self._busy = False
+        self._lose("the listener connection was lost")
+        self._fail_waiters("the index connection was lost")
+        self._check_connected()
+
+    def _fail_waiters(self, why: str) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            waiter.errback(IndexUnavailable(f"{why}; the write may or may not have been made"))
+
+    def whenConnected(self) -> Deferred[None]:
+        """
+        @return: Deferred firing once every connection is up and the view
+            is loaded (at once if they are).  For tests and status checks.
+        """
+        if self.is_connected():
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._connected_waiters.append(d)
+        return d
+
+    def is_connected(self) -> bool:
+        return self._running and self._ready and self._pool is not None and self._pool.is_up()
+
+    def _check_connected(self) -> None:
+        if not self.is_connected():
+            return
+        waiters, self._connected_waiters = self._connected_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    # -- notifications -----------------------------------------------------------
+
+    def _notified(self, notify: Any) -> None:
+        if notify.channel != CHANNEL:
+            return
+        payload = notify.payload
+        self._inbox.append(lambda: self._apply(payload))
+        self._drain()
+
+    def _drain(self) -> None:
+        """
+        Run queued view updates in order; one that needs the database (a
+        reload) holds the rest until it is done.
+        """
+        while self._inbox and not self._busy:
+            step = self._inbox.popleft()
+            try:
+                d = step()
+            except Exception:
+                self.log.failure("applying an index notification failed")
+                continue
+            if d is not None:
+                self._busy = True
+                d.addBoth(self._stepped, self._epoch)
+                return
+
+    def _stepped(self, result: Any, epoch: int) -> None:
+        if epoch != self._epoch:
+            return
+        self._busy = False
+        if isinstance(result, Failure) and not result.check(*_UNREACHABLE):
+            self.log.failure("applying an index notification failed", result)
+        self._drain()
+
+    def _apply(self, payload: str) -> Deferred[None] | None:
+        kind, _, body = payload.partition(" ")
+        args = json.loads(body)
+        token = args[0]
+        view = self.view
+        if kind == "s+":
+            view.add_session(session_from_row(args[1:]))
+        elif kind == "s-":
+            view.remove_session(args[1])
+        elif kind == "p+":
+            seq, session_id, publication = publication_from_row(args[1:])
+            view.put(session_id, publication, seq)
+        elif kind == "p-":
+            view.delete(args[1], args[2])
+        elif kind == "t":
+            view.set_lease(args[1], args[2])
+            for gone in args[3]:
+                view.drop_tracker(gone)
+        elif kind == "T":
+            view.drop_tracker(args[1])
+            view.set_lease(args[1], args[2])
+        elif kind == "x":
+            for gone in args[1]:
+                view.drop_tracker(gone)
+        elif kind == "p?":
+            return self._reload(sql.PUBLICATION_BY_SEQ, {"seq": args[1]}, self._put_row, token)
+        elif kind == "r":
+            return self._reload(sql.TRACKER_SNAPSHOT, {"tid": args[1]}, self._replace_tracker(args[1]), token)
+        elif kind != "y":
+            self.log.warn("ignoring an index notification of unknown kind {kind!r}", kind=kind)
+        self._echo(token)
+        return None
+
+    def _reload(self, query: str, params: dict[str, Any], install: Callable[[Any], None], token: str) -> Deferred[None]:
+        listener = self._listener
+        assert listener is not None
+        d = listener.runQuery(query, params)
+        d.addCallback(install)
+        d.addCallback(lambda _: self._echo(token))
+        return d
+
+    def _put_row(self, rows: list[tuple[Any, ...]]) -> None:
+        # Gone already (replaced or deleted): a later notification says so.
+        for row in rows:
+            seq, session_id, publication = publication_from_row(row)
+            self.view.put(session_id, publication, seq)
+
+    def _replace_tracker(self, tracker_id: str) -> Callable[[Any], None]:
+        def install(rows: list[tuple[Any, ...]]) -> None:
+            trackers, sessions, publications = rows[0]
+            self.view.replace_tracker(tracker_id, trackers, sessions, publications)
+
+        return install
+
+    def _echo(self, token: str) -> None:
+        waiter = self._waiters.pop(token, None)
+        if waiter is not None:
+            waiter.callback(None)
+
+    # -- writes ------------------------------------------------------------------
+
+    def _token(self) -> str:
+        return f"{self._instance}.{next(self._tokens)}"
+
+    def _lose(self, why: str) -> None:
+        """
+        This tracker's records may no longer match its registry.
+        """
+        self._losses += 1
+        self.log.debug("index records may be lost ({why})", why=why)
+
+    def _write(self, statement: str, params: dict[str, Any], token: str, what: str) -> Deferred[list[Any]]:
+        """
+        Run one write; fire with its rows once its notification has been
+        applied to the view.
+        """
+        if not self._ready or self._pool is None:
+            self._lose(what)
+            why = "the index is not started" if not self._running else "the index connection is down"
+            return fail(IndexUnavailable(f"{what}: {why}"))
+        waiter: Deferred[None] = Deferred()
+        self._waiters[token] = waiter
+        params["channel"] = CHANNEL
+        d = self._pool.runQuery(statement, params)
+        d.addCallbacks(
+            self._written,
+            self._write_failed,
+            callbackArgs=(token, waiter, what),
+            errbackArgs=(token, waiter, what),
+        )
+        return d
+
+    def _written(self, rows: list[Any], token: str, waiter: Deferred[None], what: str) -> Deferred[list[Any]]:
+        timer = self._clock.callLater(self.timeout, self._echo_missing, token, what)
+
+        def echoed(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        waiter.addBoth(echoed)
+        waiter.addCallback(lambda _: rows)
+        return waiter
+
+    def _echo_missing(self, token: str, what: str) -> None:
+        waiter = self._waiters.pop(token, None)
+        if waiter is None:
+            return
+        self._lose(what)
+        waiter.errback(IndexUnavailable(f"{what}: the index did not confirm the change in time"))
+        # The listener looks stuck (a half-open connection?): start afresh.
+        if self._listener is not None:
+            self._listener.reset("a change was not echoed in time")
+
+    def _write_failed(self, failure: Failure, token: str, waiter: Deferred[None], what: str) -> Failure:
+        self._waiters.pop(token, None)
+        # The waiter may have failed already (the listener went down); the
+        # write's own failure, below, is the one reported.
+        waiter.addErrback(lambda _: None)
+        self._lose(what)
+        if failure.check(psycopg2.errors.ForeignKeyViolation):
+            raise IndexUnavailable(f"{what}: the session is no longer in the index")
+        if failure.check(*_UNREACHABLE):
+            self.log.warn("{what} failed: {error}", what=what, error=_first_line(failure))
+            raise IndexUnavailable(f"{what}: {_first_line(failure)}")
+        return failure
+
+    def add_session(self, session: Session) -> Deferred[None]:
+        token = self._token()
+        row = session_to_row(session)
+        params = dict(zip(("sid", "tid", "hostname", "ip", "port", "version", "connected"), row))
+        params["payload"] = _payload("s+", token, *row)
+        d = self._write(sql.ADD_SESSION, params, token, f"adding session {session.session_id}")
+        return d.addCallback(lambda _: None)
+
+    def remove_session(self, session_id: str) -> Deferred[None]:
+        token = self._token()
+        params = {"sid": session_id, "payload": _payload("s-", token, session_id)}
+        d = self._write(sql.REMOVE_SESSION, params, token, f"removing session {session_id}")
+        d.addErrback(self._hide_anyway, self.view.remove_session, session_id)
+        return d.addCallback(lambda _: None)
+
+    def put(self, session_id: str, publication: Publication) -> Deferred[None]:
+        token = self._token()
+        p = publication
+        mtime = encode_mtime(p.last_modified)
+        head = f"p+ [{json.dumps(token)},"
+        tail = "," + json.dumps([session_id, p.fname, p.lname, p.file_size, mtime, p.sha256, p.root, p.piece_size])[1:]
+        if len(head) + len(tail) + 20 > sql.MAX_PAYLOAD:
+            head, tail = f"p? [{json.dumps(token)},", "]"
+        params = {
+            "sid": session_id,
+            "fname": p.fname,
+            "lname": p.lname,
+            "size": p.file_size,
+            "mtime": mtime,
+            "sha": p.sha256,
+            "root": p.root,
+            "pieces": p.piece_size,
+            "head": head,
+            "tail": tail,
+        }
+        d = self._write(sql.PUT, params, token, f"publishing {p.fname!r} for session {session_id}")
+        return d.addCallback(lambda _: None)
+
+    def delete(self, session_id: str, fname: str) -> Deferred[bool]:
+        token = self._token()
+        params = {"sid": session_id, "fname": fname, "payload": _payload("p-", token, session_id, fname)}
+        d = self._write(sql.DELETE, params, token, f"unpublishing {fname!r} for session {session_id}")
+        d.addErrback(self._hide_anyway, self.view.delete, session_id, fname)
+        return d.addCallback(lambda rows: rows[0][0] > 0)
+
+    def _hide_anyway(self, failure: Failure, hide: Callable[..., Any], *args: Any) -> Failure:
+        """
+        A removal that failed still leaves this tracker's answers: a hidden
+        source is harmless, a dead one is not.  The next resync puts the
+        database right.
+        """
+        hide(*args)
+        return failure
+
+    def renew(self) -> Deferred[bool]:
+        """
+        Extend this tracker's lease and delete the sessions of trackers
+        whose lease passed.
+
+        @return: Deferred firing True when this tracker's records may be
+            missing or stale (after a connection loss or failed write, or
+            when its own lease had lapsed), until a later C{resync}
+            succeeds; failing with L{IndexUnavailable} while the database
+            is down.
+        """
+        now = self._clock.seconds()
+        expires = now + self.lease
+        token = self._token()
+        params = {"me": self.tracker_id, "now": now, "expires": expires, "token": token}
+        d = self._write(sql.RENEW, params, token, "renewing the lease")
+        d.addCallback(self._renewed, now)
+        return d
+
+    def _renewed(self, rows: list[Any], now: float) -> bool:
+        previous = rows[0][0]
+        if previous is None or previous < now:
+            self.log.warn(
+                "the lease of tracker {tracker_id} had lapsed; its records may be gone",
+                tracker_id=self.tracker_id,
+            )
+            self._lose("lease lapsed")
+        return self._losses > self._repaired
+
+    def resync(self, snapshot: Iterable[tuple[Session, Iterable[Publication]]]) -> Deferred[None]:
+        """
+        Make this tracker's rows exactly C{snapshot} in one transaction
+        (publications that did not change keep their seq), renewing its
+        lease, then reload them into every tracker's view.
+        """
+        pending = self._losses
+        now = self._clock.seconds()
+        token = self._token()
+        params = _resync_params(snapshot)
+        params.update(
+            me=self.tracker_id,
+            now=now,
+            expires=now + self.lease,
+            payload=_payload("r", token, self.tracker_id),
+        )
+        d = self._write(sql.RESYNC, params, token, "resyncing")
+        d.addCallback(self._resynced, pending)
+        return d
+
+    def _resynced(self, _: Any, pending: int) -> None:
+        self._repaired = max(self._repaired, pending)
+
+    def whenSynced(self) -> Deferred[None]:
+        """
+        @return: Deferred firing once the view has applied every change
+            committed to the database before this call (by any tracker).
+        """
+        token = self._token()
+        d = self._write(sql.NOTIFY, {"payload": _payload("y", token)}, token, "syncing")
+        return d.addCallback(lambda _: None)
+
+    # -- reads (from the view) ---------------------------------------------------
+
+    def sources(self, fname: str, limit: int) -> Deferred[list[Source]]:
+        return succeed(self.view.sources(fname, limit))
+
+    def host_files(self, hostname: str) -> Deferred[list[Source]]:
+        return succeed(self.view.host_files(hostname))
+
+    def catalogue(self, pattern: str | None, limit: int) -> Deferred[list[CatalogueEntry]]:
+        return succeed(self.view.catalogue(pattern, limit))
+
+    def sessions(self) -> Deferred[list[Session]]:
+        return succeed(self.view.sessions())
+
+    def direct(self) -> DirectReads:
+        """
+        The same reads, answered by the database itself (bypassing the
+        view): for consistency checks and tools, not the hot path.
+        """
+        if self._pool is None:
+            raise RuntimeError("the store is not started")
+        return DirectReads(self._pool.runQuery, self.tracker_id, self._clock.seconds)
+
+
+class DirectReads:
+    """
+    L{IIndexStore}'s reads as SQL queries (each served by an index; see the
+    C{DB_*} statements).  Case-insensitive matching is PostgreSQL's (ILIKE,
+    C{~*}), which may differ from the view's for some non-ASCII letters.
+
+    @param run_query: C{runQuery(sql, params)} returning a Deferred of rows.
+    @param now: a callable returning the current time, for leases.
+    """
+
+    def __init__(self, run_query: Callable[..., Deferred[Any]], tracker_id: str, now: Callable[[], float]) -> None:
+        self._run = run_query
+        self.tracker_id = tracker_id
+        self._now = now
+
+    def _query(self, statement: str, **params: Any) -> Deferred[Any]:
+        params.update(me=self.tracker_id, now=self._now())
+        return self._run(statement, params)
+
+    def sources(self, fname: str, limit: int) -> Deferred[list[Source]]:
+        return self._query(sql.DB_SOURCES, fname=fname, limit=limit).addCallback(_sources)
+
+    def host_files(self, hostname: str) -> Deferred[list[Source]]:
+        return self._query(sql.DB_HOST_FILES, hostname=hostname).addCallback(_sources)
+
+    def catalogue(self, pattern: str | None, limit: int) -> Deferred[list[CatalogueEntry]]:
+        statement, params = catalogue_query(pattern)
+        d = self._query(statement, **params)
+        d.addCallback(_sources)
+        return d.addCallback(group_catalogue, limit)
+
+    def sessions(self) -> Deferred[list[Session]]:
+        d = self._query(sql.DB_SESSIONS)
+        return d.addCallback(lambda rows: [session_from_row(row) for row in rows])
+
+
+def catalogue_query(pattern: str | None) -> tuple[str, dict[str, Any]]:
+    """
+    The statement and parameters of a catalogue search, following
+    L{twistedp2p.tracker.model.pattern_matcher}: empty matches all, a
+    pattern with C{*}, C{?} or C{[} is a glob, anything else a substring;
+    both compare lower-cased names.
+    """
+    if not pattern:
+        return sql.DB_CATALOGUE_ALL, {}
+    folded = pattern.lower()
+    if any(c in pattern for c in "*?["):
+        return sql.DB_CATALOGUE_GLOB, {"regex": glob_to_regex(folded)}
+    escaped = folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return sql.DB_CATALOGUE_SUBSTRING, {"like": f"%{escaped}%"}
+
+
+_REGEX_SPECIAL = set(".^$|()[]{}*+?\\")
+_BRACKET_SPECIAL = set("\\[]^-")
+
+
+def glob_to_regex(pattern: str) -> str:
+    """
+    A shell glob as an anchored regular expression (PostgreSQL's and
+    Python's alike), matching what C{fnmatch} matches: C{*}, C{?},
+    C{[...]} and C{[!...]} with ranges (a reversed range matches nothing),
+    and a C{[} without its C{]} as itself.
+    """
+    out = ["^"]
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c != "[":
+            out.append("\\" + c if c in _REGEX_SPECIAL else c)
+        else:
+            # Find the closing bracket: a "]" first (after any "!") is a
+            # member, not the end.
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            j = pattern.find("]", j)
+            if j < 0:
+                out.append("\\[")
+                continue
+            body, i = pattern[i:j], j + 1
+            negate = body.startswith("!")
+            out.append(_bracket(body[1:] if negate else body, negate))
+    out.append("$")
+    return "".join(out)
+
+
+def _bracket(body: str, negate: bool) -> str:
+    members = []
+    k = 0
+    while k < len(body):
+        if k + 2 < len(body) and body[k + 1] == "-":
+            low, high = body[k], body[k + 2]
+            k += 3
+            if low <= high:
+                members.append(_member(low) + "-" + _member(high))
+        else:
+            members.append(_member(body[k]))
+            k += 1
+    if not members:
+        # An empty set: matches nothing; negated, any one character.
+        return "." if negate else "(?!)"
+    return "[" + ("^" if negate else "") + "".join(members) + "]"
+
+
+def _member(c: str) -> str:
+    return "\\" + c if c in _BRACKET_SPECIAL else c
+
+
+def _sources(rows: list[tuple[Any, ...]]) -> list[Source]:
+    found = []
+    for row in rows:
+        session = session_from_row(row[:7])
+        seq, _, publication = publication_from_row(row[7:])
+        found.append(Source(session, publication, seq))
+    return found
+
+
+def _resync_params(snapshot: Iterable[tuple[Session, Iterable[Publication]]]) -> dict[str, Any]:
+    """
+    The parallel arrays of L{sql.RESYNC}; a repeated name within a session
+    keeps its last publication.
+    """
+    columns: dict[str, list[Any]] = {
+        key: []
+        for key in ("sids", "tids", "hostnames", "ips", "ports", "versions", "connected",
+                    "psids", "fnames", "lnames", "sizes", "mtimes", "shas", "roots", "pieces")
+    }
+    seen: set[str] = set()
+    for session, publications in snapshot:
+        if session.session_id in seen:
+            continue
+        seen.add(session.session_id)
+        for key, value in zip(("sids", "tids", "hostnames", "ips", "ports", "versions", "connected"),
+                              session_to_row(session)):
+            columns[key].append(value)
+        latest: dict[str, Publication] = {}
+        for p in publications:
+            latest.pop(p.fname, None)
+            latest[p.fname] = p
+        for p in latest.values():
+            columns["psids"].append(session.session_id)
+            columns["fnames"].append(p.fname)
+            columns["lnames"].append(p.lname)
+            columns["sizes"].append(p.file_size)
+            columns["mtimes"].append(encode_mtime(p.last_modified))
+            columns["shas"].append(p.sha256)
+            columns["roots"].append(p.root)
+            columns["pieces"].append(p.piece_size)
+    return columns
+
+
+def _payload(kind: str, *args: Any) -> str:
+    return f"{kind} {json.dumps(list(args))}"
+
+
+def _forward(result: Any, d: Deferred[Any]) -> Any:
+    """
+    Fire C{d} with C{result} (a value or a Failure), and pass it on.
+    """
+    if isinstance(result, Failure):
+        d.errback(result)
+    else:
+        d.callback(result)
+    return result
+
+
+def _first_line(failure: Failure) -> str:
+    lines = str(failure.value).strip().splitlines()
+    return lines[0] if lines else failure.type.__name__
