@@ -236,6 +236,9 @@ lname = _text(MAX_LNAME_CHARS)
 pattern = _text(MAX_PATTERN_CHARS, allow_empty=True)
 limit = _int(1, MAX_LIMIT)
 request_id_check = _int(0, 2**53)
+#: A piece size (bytes): hashed into a root as 4 bytes, and kept by every
+#: store in a signed 32-bit column.
+piece_size = _int(1, 2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,10 @@ TRACKER_REQUESTS: dict[str, dict[str, Field]] = {
         "last_modified": _opt(_timestamp),
         "allow_overwrite": _opt(_bool, False),
         "sha256": _opt(_sha256),
+        # Content identity for multi-source downloads (docs/swarm.md); the
+        # two come together or not at all.
+        "root": _opt(_sha256),
+        "piece_size": _opt(piece_size),
     },
     "unpublish": {"fname": Field(_fname)},
     "fetch": {"fname": Field(_fname), "limit": _opt(limit, DEFAULT_LIMIT)},
@@ -280,6 +287,8 @@ PEER_REQUESTS: dict[str, dict[str, Field]] = {
         "offset": _opt(size, 0),
         "length": _opt(size),
     },
+    # The piece list of a published file (docs/swarm.md).
+    "pieces": {"fname": Field(_fname)},
     # Seed-protocol download: raw bytes of the published file until close.
     "get_file": {"lname": Field(lname)},
     "download": {"fname": Field(lname)},

@@ -24,12 +24,16 @@ from twisted.trial import unittest
 from twistedp2p import errors, wire
 from twistedp2p.peer import service as peer_service
 from twistedp2p.peer.client import TrackerClientProtocol
+from twistedp2p.peer.pieces import pieces_of
 from twistedp2p.tracker import service as tracker_service
 
+from .doubles import FakeSourceFactory
 from .helpers import frame, split_frame, temp_dir
 
 DATA = os.urandom(1_500_000)
 SHA = hashlib.sha256(DATA).hexdigest()
+PIECES = pieces_of(DATA)
+ROOTED = {"root": PIECES.root, "piece_size": PIECES.piece_size}
 
 
 def coroutine(f):
@@ -118,7 +122,11 @@ class SeedSource(Protocol):
         self.transport.loseConnection()
 
 
-class PeerIntegrationTests(unittest.TestCase):
+class IntegrationBase(unittest.TestCase):
+    """
+    A real tracker and peers in this process (no tests of its own).
+    """
+
     timeout = 60
 
     def setUp(self) -> None:
@@ -136,7 +144,12 @@ class PeerIntegrationTests(unittest.TestCase):
         return self.tracker_port
 
     async def start_peer(
-        self, name: str | None = None, *extra: str, trackers: list[str] | None = None, **overrides: Any
+        self,
+        name: str | None = None,
+        *extra: str,
+        trackers: list[str] | None = None,
+        observe: Any = None,
+        **overrides: Any,
     ):
         self.peers += 1
         name = name or f"peer{self.peers}"
@@ -147,6 +160,8 @@ class PeerIntegrationTests(unittest.TestCase):
         config = peer_service.Options()
         config.parseOptions(args + list(extra))
         peer = peer_service.makeService(config, reactor, **overrides)
+        if observe is not None:
+            peer.events.subscribe(observe)
         peer.startService()
         self.addCleanup(lambda: peer.stopService() if peer.running else None)
         await peer.whenListening()
@@ -154,9 +169,8 @@ class PeerIntegrationTests(unittest.TestCase):
         return peer
 
     async def listen(self, protocol_class) -> int:
-        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-            Factory.forProtocol(protocol_class)
-        )
+        factory = protocol_class if isinstance(protocol_class, Factory) else Factory.forProtocol(protocol_class)
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
         self.addCleanup(port.stopListening)
         return port.getHost().port
 
@@ -182,6 +196,9 @@ class PeerIntegrationTests(unittest.TestCase):
         self.assertEqual(result.status, "created")
         return source
 
+
+
+class PeerIntegrationTests(IntegrationBase):
     # -- the tests -----------------------------------------------------------------
 
     @coroutine
@@ -263,7 +280,8 @@ class PeerIntegrationTests(unittest.TestCase):
     async def test_ttfb_switches_to_next_source(self) -> None:
         await self.start_tracker()
         silent_port = await self.listen(Silent)
-        await self.register_native("silent", silent_port)
+        # It publishes the same root, so it is asked first (tracker order).
+        await self.register_native("silent", silent_port, **ROOTED)
         await self.published_source()
         me = await self.start_peer("me", "--ttfb-timeout", "0.5")
         started = reactor.seconds()
@@ -276,13 +294,17 @@ class PeerIntegrationTests(unittest.TestCase):
     @coroutine
     async def test_drop_mid_transfer_switches_source(self) -> None:
         await self.start_tracker()
-        bad_port = await self.listen(HalfThenClose)
-        await self.register_native("dropper", bad_port)
+        # Answers the piece list, then closes half way through a piece.
+        dropper = FakeSourceFactory(DATA, drop_after=PIECES.piece_size // 2)
+        bad_port = await self.listen(dropper)
+        await self.register_native("dropper", bad_port, **ROOTED)
         await self.published_source()
         me = await self.start_peer("me")
         result = await me.node.fetch("f")
         self.assertEqual((result.source.hostname, result.verified), ("source", True))
-        self.assertIn("lost after", result.failures[0][1])
+        self.assertTrue(dropper.dropped)
+        self.assertEqual(result.failures[0][0], f"dropper (127.0.0.1:{bad_port})")
+        self.assertIn("connection was lost", result.failures[0][1])
         self.assertEqual((me.library.repo / "f").read_bytes(), DATA)
         self.assertEqual([n for n in os.listdir(me.library.repo) if n.endswith(".part")], [])
 

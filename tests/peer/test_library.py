@@ -190,8 +190,10 @@ class PersistenceTests(LibraryTestMixin, SynchronousTestCase):
     def test_atomic_no_temp_files(self) -> None:
         self.write(self.repo / "a")
         lib = self.library()
-        self.successResultOf(lib.put(self.successResultOf(lib.describe("a", "A"))))
-        self.assertEqual(sorted(os.listdir(self.repo / STATE_DIR)), [LIBRARY_FILE])
+        entry = self.successResultOf(lib.describe("a", "A"))
+        self.successResultOf(lib.put(entry))
+        self.assertEqual(sorted(os.listdir(self.repo / STATE_DIR)), [LIBRARY_FILE, "pieces"])
+        self.assertEqual(os.listdir(self.repo / STATE_DIR / "pieces"), [entry.root])
         data = json.loads((self.repo / STATE_DIR / LIBRARY_FILE).read_text())
         self.assertEqual(data["version"], 1)
         self.assertEqual(data["files"][0]["fname"], "A")
@@ -215,7 +217,8 @@ class PersistenceTests(LibraryTestMixin, SynchronousTestCase):
         self.failureResultOf(lib.put(self.successResultOf(lib.describe("b", "B"))), OSError)
         self.patch(os, "replace", original)
         self.assertEqual((self.repo / STATE_DIR / LIBRARY_FILE).read_bytes(), before)
-        self.assertEqual(sorted(os.listdir(self.repo / STATE_DIR)), [LIBRARY_FILE])
+        self.assertEqual(sorted(os.listdir(self.repo / STATE_DIR)), [LIBRARY_FILE, "pieces"])
+        self.assertEqual(len(os.listdir(self.repo / STATE_DIR / "pieces")), 1)
 
     def test_corrupt_file_moved_aside(self) -> None:
         state = self.repo / STATE_DIR

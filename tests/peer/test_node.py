@@ -283,3 +283,122 @@ class AnnounceAndStatusTests(NodeTestsMixin, SynchronousTestCase):
         self.assertEqual([p["fname"] for p in status["published"]], ["A"])
         self.assertEqual(status["sessions"]["limit"], 4)
         self.assertEqual(status["transfers"], [])
+
+
+class SwarmNodeTests(NodeTestsMixin, SynchronousTestCase):
+    """
+    What the node adds to multi-source downloads: roots in publish, the
+    choice between pieces and whole files, start-up resume, limits.
+    """
+
+    def rooted_list(self, *ports: int, root: bool = True) -> None:
+        pieces = self.source.library.get("f").pieces
+
+        def answer(fields):
+            peers = []
+            for p in ports:
+                entry = {"hostname": f"h{p}", "ip": "127.0.0.1", "port": p, "lname": "f", "fname": "f",
+                         "file_size": len(DATA), "last_modified": 1.0, "sha256": SHA, "version": 1}
+                if root:
+                    entry.update(root=pieces.root, piece_size=pieces.piece_size)
+                peers.append(entry)
+            return {"status": "success", "peer_list": peers}
+
+        self.link.handlers["fetch"] = answer
+        return pieces
+
+    def test_publish_sends_root(self) -> None:
+        self.write("a.txt", b"x" * 1000)
+        self.successResultOf(self.node.publish("a.txt", "A"))
+        fields = self.link.requests[-1][1]
+        entry = self.parts.library.get("A")
+        self.assertEqual((fields["root"], fields["piece_size"]), (entry.root, 256 * 1024))
+
+    def test_fetch_with_root_uses_pieces_and_shares_them(self) -> None:
+        pieces = self.rooted_list(7000)
+        d = self.node.fetch("f")
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertEqual((result.piece_count, result.pieces), (pieces.count, pieces))
+        self.assertEqual(self.parts.library.get("f").root, pieces.root)
+        publish = self.link.requests[-1][1]
+        self.assertEqual(publish["root"], pieces.root)
+        fetched = [e for e in self.parts.seen if e.kind == "fetched"][0]
+        self.assertEqual((fetched.fields["pieces"], fetched.fields["background"]), (pieces.count, False))
+
+    def test_whole_file_path_discards_a_state(self) -> None:
+        from twistedp2p.peer.swarm import PartState, state_name, write_state
+
+        pieces = self.source.library.get("f").pieces
+        write_state(self.repo / state_name("f"), PartState("f", pieces.root, pieces.piece_size, len(DATA), SHA, frozenset({0})))
+        self.rooted_list(7000, root=False)
+        d = self.node.fetch("f")
+        self.net.flush()
+        self.successResultOf(d)
+        self.assertFalse((self.repo / state_name("f")).exists())
+
+    def test_max_file_size(self) -> None:
+        self.node.settings.max_file_size = len(DATA) - 1
+        self.rooted_list(7000)
+        f = self.failureResultOf(self.node.fetch("f"), errors.FileTooLarge)
+        self.assertIn("--max-file-size", str(f.value))
+        self.assertEqual(self.net.connects, [])
+
+    def test_resume_pending_and_stop(self) -> None:
+        """
+        A stopped peer records its pieces; at the next session the node
+        resumes the download on its own.
+        """
+        from twistedp2p.peer.swarm import read_state, state_name
+
+        pieces = self.rooted_list(7001)
+        self.net.servers[7001] = "hang"
+        d = self.node.fetch("f")
+        self.net.flush()
+        stopped = self.node.stop()
+        self.failureResultOf(d)
+        self.successResultOf(stopped)
+        # Nothing verified yet: nothing kept.
+        self.assertIsNone(read_state(self.repo / state_name("f")))
+
+        # A previous run left verified pieces behind.
+        from twistedp2p.peer.swarm import PartState, part_name, write_state
+
+        (self.repo / part_name("f")).write_bytes(DATA[: pieces.piece_size])
+        write_state(self.repo / state_name("f"),
+                    PartState("f", pieces.root, pieces.piece_size, len(DATA), SHA, frozenset({0})))
+        self.node.start()
+        self.rooted_list(7000)
+        names = self.successResultOf(self.node.resume_pending())
+        self.assertEqual(names, ["f"])
+        self.net.flush()
+        kinds = [e.kind for e in self.parts.seen]
+        self.assertIn("resuming", kinds)
+        fetched = [e for e in self.parts.seen if e.kind == "fetched"][-1]
+        self.assertTrue(fetched.fields["background"])
+        self.assertEqual(fetched.fields["resumed"], pieces.span(0)[1])
+        self.assertEqual((self.repo / "f").read_bytes(), DATA)
+        # Nothing left to resume.
+        self.assertEqual(self.successResultOf(self.node.resume_pending()), [])
+
+    def test_resume_failure_is_a_notice_and_keeps_the_state(self) -> None:
+        from twistedp2p.peer.swarm import PartState, part_name, state_name, write_state
+
+        pieces = self.source.library.get("f").pieces
+        (self.repo / part_name("f")).write_bytes(DATA[: pieces.piece_size])
+        write_state(self.repo / state_name("f"),
+                    PartState("f", pieces.root, pieces.piece_size, len(DATA), SHA, frozenset({0})))
+        self.successResultOf(self.node.resume_pending())
+        [failed] = [e for e in self.parts.seen if e.kind == "resume_failed"]
+        self.assertIn("no live source has f", failed.message)
+        self.assertTrue((self.repo / state_name("f")).exists())
+
+    def test_resume_skips_existing_file(self) -> None:
+        from twistedp2p.peer.swarm import PartState, state_name, write_state
+
+        pieces = self.source.library.get("f").pieces
+        write_state(self.repo / state_name("f"),
+                    PartState("f", pieces.root, pieces.piece_size, len(DATA), SHA, frozenset({0})))
+        self.write("f", b"mine")
+        self.assertEqual(self.successResultOf(self.node.resume_pending()), [])
+        self.assertEqual(self.link.requests, [])

@@ -56,6 +56,27 @@ class OptionsTests(SynchronousTestCase):
             (9, 0.5, "lab-1", str(self.dir / "r"), "tcp:7070", True),
         )
 
+    def test_swarm_options(self) -> None:
+        config = self.parse()
+        self.assertEqual(
+            (config["max-sources"], config["upload-rate"], config["download-rate"], config["max-file-size"]),
+            (4, 0, 0, None),
+        )
+        config = self.parse("--max-sources", "2", "--upload-rate", "2M", "--download-rate", "512K",
+                            "--max-file-size", "1G")
+        self.assertEqual(
+            (config["max-sources"], config["upload-rate"], config["download-rate"], config["max-file-size"]),
+            (2, 2 * 1024**2, 512 * 1024, 1024**3),
+        )
+        for args in (["--upload-rate", "fast"], ["--download-rate", "-1"], ["--max-file-size", "1X"],
+                     ["--max-sources", "0"]):
+            self.assertRaises(usage.UsageError, self.parse, *args)
+
+    def test_help_says_suffixes_are_binary(self) -> None:
+        text = " ".join(str(service.Options()).split())
+        self.assertIn("--upload-rate= Cap on the peer's total upload rate [default: 0]. Bytes per second", text)
+        self.assertIn("K, M and G mean KiB, MiB and GiB (1024-based), e.g. 2M; 0 means unlimited", text)
+
     def test_errors(self) -> None:
         afile = self.dir / "file"
         afile.write_text("x")
@@ -96,6 +117,24 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(peer.slots.limit, 4)
         self.assertEqual(peer.node.settings.ttfb_timeout, 2.0)
         self.assertNoResult(peer.whenListening())
+
+    def test_limits_wired(self) -> None:
+        config = service.Options()
+        config.parseOptions(["--repo", str(self.dir / "repo"), "--no-shell", "--upload-rate", "1M",
+                             "--download-rate", "2M", "--max-file-size", "3K", "--max-sources", "5"])
+        peer = service.makeService(config, self.reactor, run_in_thread=sync_run)
+        self.assertEqual(peer.upload_bucket.rate, 1024**2)
+        self.assertIs(peer.upload_factory.bucket, peer.upload_bucket)
+        self.assertEqual(peer.download_bucket.rate, 2 * 1024**2)
+        self.assertIs(peer.node.download_bucket, peer.download_bucket)
+        self.assertEqual((peer.library.max_file_size, peer.node.settings.max_file_size), (3072, 3072))
+        self.assertEqual(peer.node.settings.max_sources, 5)
+        limits = peer.node.status()["limits"]
+        self.assertEqual(limits, {"upload_rate": 1024**2, "download_rate": 2 * 1024**2,
+                                  "max_file_size": 3072, "max_sources": 5})
+        unlimited = self.make()
+        self.assertIsNone(unlimited.upload_bucket)
+        self.assertIsNone(unlimited.download_bucket)
 
     def test_listens_before_hello(self) -> None:
         """

@@ -4,6 +4,7 @@ Tests for L{twistedp2p.peer.shell.PeerShell} with a fake node.
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
@@ -288,3 +289,65 @@ class FormatTests(SynchronousTestCase):
         )
         self.assertRaises(ArgumentError, parse_args, "x", ["a", "b", "c"], ["A"], optional=["B"])
         self.assertRaises(ArgumentError, parse_args, "x", ["--force=1"], [], flags=["force"])
+
+
+class SwarmFormatTests(SynchronousTestCase):
+    """
+    The lines of multi-source downloads (docs/shell.md).
+    """
+
+    def test_fetch_several_sources_and_resumed(self) -> None:
+        result = dataclasses.replace(
+            fetch_result(), contributors=(("lab-3", 40), ("lab-4", 24)), resumed=4, piece_count=64
+        )
+        self.assertEqual(
+            format_fetch(result),
+            "fetched f from 2 sources (lab-3, lab-4): 12 bytes (4 resumed from disk), sha256 verified -> /repo/f",
+        )
+        one = dataclasses.replace(fetch_result(), contributors=(("lab-3", 64),))
+        self.assertEqual(format_fetch(one), "fetched f from lab-3: 12 bytes, sha256 verified -> /repo/f")
+
+    def test_status_limits_served_eta_sources(self) -> None:
+        status = dict(
+            STATUS,
+            limits={"upload_rate": 2 * 1024**2, "download_rate": 0, "max_file_size": None, "max_sources": 4},
+            served={"ranges": 12, "bytes": 3145728},
+            transfers=STATUS["transfers"] + [
+                {"id": 2, "direction": "down", "fname": "B", "peer": "3 sources", "done": 50, "total": 100,
+                 "percent": 50.0, "rate": 10.0, "current_rate": 25.0, "eta": 2.0, "sources": 3, "started": 1.0}
+            ],
+        )
+        lines = format_status(status)
+        self.assertIn(
+            "limits: upload 2.0 MiB/s, download unlimited, max file size unlimited, 4 sources per download", lines
+        )
+        self.assertIn("served: 12 ranges, 3145728 bytes", lines)
+        self.assertEqual(lines[-1], "  down B from 3 sources: 50/100 bytes (50%), 25 B/s, eta 2s, 3 sources active")
+
+    def test_background_lines(self) -> None:
+        node = FakeNode()
+        shell = PeerShell(node)
+        t = StringTransport()
+        shell.makeConnection(t)
+        t.clear()
+        node.events.emit("resuming", "resuming f: 3 of 10 pieces on disk", fname="f")
+        node.events.emit(
+            "fetched", "fetched f from a", fname="f", source="a", size=12, sha256=SHA, verified=True,
+            path="/repo/f", published=True, contributors=[["a", 7]], pieces=10, resumed=5, background=True,
+        )
+        node.events.emit("fetched", "fetched g from a", fname="g", source="a", size=1, sha256=SHA,
+                         verified=True, path="/repo/g", published=True, background=False)
+        node.events.emit("resume_failed", "resuming f failed: no live source has f; the partial download is kept")
+        self.assertEqual(
+            t.value().decode().splitlines(),
+            [
+                "resuming f: 3 of 10 pieces on disk",
+                "fetched f from a: 12 bytes (5 resumed from disk), sha256 verified -> /repo/f",
+                "notice: resuming f failed: no live source has f; the partial download is kept",
+            ],
+        )
+
+    def test_human_seconds(self) -> None:
+        from twistedp2p.peer.shell import human_seconds
+
+        self.assertEqual([human_seconds(x) for x in (None, 0.4, 59, 61, 3600 * 2 + 65)], ["?", "0s", "59s", "1m01s", "2h01m"])

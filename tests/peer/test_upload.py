@@ -13,7 +13,9 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedp2p import wire
-from twistedp2p.peer.upload import RangeReader, UploadFactory
+from twistedp2p.peer.pieces import PieceList
+from twistedp2p.peer.ratelimit import TokenBucket
+from twistedp2p.peer.upload import MAX_PIPELINED, SESSION_LINGER, RangeReader, UploadFactory
 
 from .helpers import PeerParts, all_frames, frame, split_frame, temp_dir
 
@@ -69,6 +71,9 @@ class UploadTests(SynchronousTestCase):
         )
         self.assertEqual(rest, DATA)
         self.assertFalse(t.disconnecting)
+        # The connection keeps its slot a moment for a next request.
+        self.assertEqual(self.parts.slots.in_use, 1)
+        self.parts.clock.advance(SESSION_LINGER)
         self.assertEqual(self.parts.slots.in_use, 0)
         self.assertEqual(self.parts.transfers.completed["up"], 1)
 
@@ -154,8 +159,9 @@ class UploadTests(SynchronousTestCase):
         self.assertTrue(t.disconnecting)
         self.assertEqual(self.parts.slots.refused, 1)
         self.assertEqual(self.parts.slots.peak["up"], 2)
-        # A finished transfer frees its slot.
+        # A finished transfer frees its slot (once it lingered).
         self.pump(holders[0])
+        self.parts.clock.advance(SESSION_LINGER)
         proto, t = self.connect()
         self.get(proto)
         self.assertEqual(split_frame(t.value())[0]["status"], "success")
@@ -267,17 +273,139 @@ class UploadTests(SynchronousTestCase):
             t.producer.resumeProducing()
         self.assertFalse(t.disconnecting)
 
-    def test_request_during_transfer_aborts(self) -> None:
+    def test_pipelined_gets_answered_in_order(self) -> None:
+        """
+        Requests sent while a range is going out wait their turn; the
+        connection keeps its one slot until nothing is left to send.
+        """
+        proto, t = self.connect()
+        self.get(proto, offset=0, length=70_000, id=1)
+        self.get(proto, offset=70_000, length=10, id=2)
+        proto.dataReceived(frame({"action": "ping", "id": 3}))
+        self.get(proto, offset=5, length=5, id=4)
+        self.assertEqual((self.parts.slots.in_use, self.parts.slots.peak["up"]), (1, 1))
+        self.pump(t)
+        self.pump(t)
+        self.pump(t)
+        data = t.value()
+        out = []
+        for expected in (70_000, 10, None, 5):
+            message, data = split_frame(data)
+            out.append(message["id"])
+            if expected is not None:
+                out.append(data[:expected])
+                data = data[expected:]
+        self.assertEqual(out, [1, DATA[:70_000], 2, DATA[70_000:70_010], 3, 4, DATA[5:10]])
+        self.assertEqual(data, b"")
+        self.assertFalse(t.disconnecting)
+        self.assertEqual(self.parts.slots.in_use, 1)
+        # A request within the linger keeps the same session.
+        self.parts.clock.advance(SESSION_LINGER - 0.1)
+        self.get(proto, offset=0, length=1, id=5)
+        self.pump(t)
+        self.parts.clock.advance(SESSION_LINGER)
+        self.assertEqual(self.parts.slots.in_use, 0)
+        self.assertEqual(self.parts.slots.peak["up"], 1)
+        # One upload session in the table, for all three ranges.
+        self.assertEqual(self.parts.transfers.completed["up"], 1)
+        self.assertEqual((self.factory.served_ranges, self.factory.served_bytes), (4, 70_016))
+
+    def test_closing_frees_the_slot_at_once(self) -> None:
         proto, t = self.connect()
         self.get(proto)
+        self.pump(t)
+        self.assertEqual(self.parts.slots.in_use, 1)
+        proto.connectionLost(None)
+        self.assertEqual(self.parts.slots.in_use, 0)
+        self.assertEqual(self.parts.transfers.completed["up"], 1)
+
+    def test_too_many_pipelined_requests_abort(self) -> None:
+        proto, t = self.connect()
         self.get(proto)
+        for _ in range(MAX_PIPELINED):
+            self.get(proto, length=1)
+        self.assertFalse(t.disconnecting)
+        self.get(proto, length=1)
         self.assertTrue(t.disconnecting)
 
-    def test_file_shrinks_while_serving(self) -> None:
+    def test_pieces(self) -> None:
         proto, t = self.connect()
-        self.get(proto)
+        proto.dataReceived(frame({"action": "pieces", "fname": "a.bin", "id": 7}))
+        [reply] = all_frames(t.value())
+        pieces = self.entry.pieces
+        self.assertEqual(
+            reply,
+            {
+                "status": "success",
+                "id": 7,
+                "fname": "a.bin",
+                "file_size": len(DATA),
+                "piece_size": pieces.piece_size,
+                "root": pieces.root,
+                "sha256": hashlib.sha256(DATA).hexdigest(),
+                "pieces": [hashlib.sha256(DATA[:262144]).hexdigest()],
+            },
+        )
+        self.assertEqual(PieceList.from_wire(reply, self.entry.root), pieces)
+        self.assertFalse(t.disconnecting)
+        # No slot for a piece list.
+        self.assertEqual(self.parts.slots.peak["up"], 0)
+
+    def test_pieces_unknown_or_unhashed(self) -> None:
+        proto, t = self.connect()
+        proto.dataReceived(frame({"action": "pieces", "fname": "nope", "id": 1}))
+        [reply] = all_frames(t.value())
+        self.assertEqual((reply["status"], reply["code"]), ("error", "not_found"))
+        self.assertTrue(t.disconnecting)
+        self.successResultOf(self.parts.library.put(self.entry.with_pieces(None)))
+        proto, t = self.connect()
+        proto.dataReceived(frame({"action": "pieces", "fname": "a.bin", "id": 2}))
+        [reply] = all_frames(t.value())
+        self.assertEqual(reply["code"], "not_found")
+        self.assertIn("no piece list", reply["message"])
+
+    def test_pieces_then_gets_pipelined(self) -> None:
+        proto, t = self.connect()
+        proto.dataReceived(
+            frame({"action": "pieces", "fname": "a.bin"})
+            + frame({"action": "get", "fname": "a.bin", "offset": 0, "length": 3})
+        )
+        self.pump(t)
+        pieces, rest = split_frame(t.value())
+        header, rest = split_frame(rest)
+        self.assertEqual((pieces["root"], header["length"], rest), (self.entry.root, 3, DATA[:3]))
+
+    def test_upload_rate_limit(self) -> None:
+        """
+        Under a cap, the sender's next chunk waits for the bucket to refill;
+        the bytes sent track rate x time plus the burst.
+        """
+        clock = self.parts.clock
+        big = os.urandom(1_000_000)
+        self.parts.publish("big.bin", big)
+        self.factory.bucket = TokenBucket(100_000, clock, burst=65536)
+        proto, t = self.connect()
+        self.get(proto, fname="big.bin")
+        sent = []
+        for _ in range(40):
+            if t.producer is not None:
+                t.producer.resumeProducing()
+            clock.advance(0.1)
+            sent.append(len(t.value()))
+        # 4 s at 100 kB/s plus the 64 KiB burst and one chunk of debt.
+        self.assertLessEqual(sent[-1], 400_000 + 65536 + 65536 + 200)
+        self.assertGreaterEqual(sent[-1], 400_000 - 65536)
+        while t.producer is not None:
+            t.producer.resumeProducing()
+            clock.advance(0.1)
+        self.assertEqual(split_frame(t.value())[1], big)
+
+    def test_file_shrinks_while_serving(self) -> None:
+        self.parts.publish("big.bin", os.urandom(1_000_000))
+        proto, t = self.connect()
+        self.get(proto, fname="big.bin")
         t.producer.resumeProducing()
-        with open(self.parts.repo / "a.bin", "r+b") as f:
+        with open(self.parts.repo / "big.bin", "r+b") as f:
             f.truncate(1000)
         self.pump(t)
         self.assertTrue(t.disconnecting)

@@ -36,6 +36,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from twistedp2p import errors, wire
+from twistedp2p.peer.ratelimit import PauseReasons, TokenBucket, throttle_download
 from twistedp2p.peer.slots import DOWN, Slots
 from twistedp2p.peer.transfers import Transfers
 
@@ -74,6 +75,10 @@ class SourceInfo:
     file_size: int | None
     sha256: str | None
     version: int | None = None
+    #: The content root and piece size it published (docs/swarm.md), or
+    #: None (seed sources, older peers).
+    root: str | None = None
+    piece_size: int | None = None
 
     @property
     def seed(self) -> bool:
@@ -107,7 +112,16 @@ class SourceInfo:
             version = entry.get("version")
         except wire.WireError as e:
             raise ValueError(e.message)
-        return cls(hostname, ip, port, lname, fname, size, sha, version)
+        root, piece_size = entry.get("root"), entry.get("piece_size")
+        try:
+            wire.piece_size("piece_size", piece_size)
+            usable = wire.is_sha256(root) and sha is not None
+        except wire.WireError:
+            usable = False
+        if not usable:
+            # A source without a usable root still serves whole files.
+            root = piece_size = None
+        return cls(hostname, ip, port, lname, fname, size, sha, version, root, piece_size)
 
 
 def _content_groups(sources: Sequence[SourceInfo]) -> dict[tuple, list[SourceInfo]]:
@@ -395,6 +409,10 @@ class _TransferProtocol(TimeoutMixin):
         self.started: Deferred = Deferred(lambda d: self._abort())
         self.done: Deferred = Deferred()
         self._finished = False
+        #: The download cap (set by L{Download}), and the size limit.
+        self.bucket: TokenBucket | None = None
+        self.max_size: int | None = None
+        self.reasons = PauseReasons(self._pause_transport, self._resume_transport)
 
     def _abort(self) -> None:
         transport = getattr(self, "transport", None)
@@ -428,8 +446,17 @@ class _TransferProtocol(TimeoutMixin):
         Count, forward to the sink and report progress.
         """
         self._signal_started()
-        self.resetTimeout()
+        if not self.reasons.paused:
+            self.resetTimeout()
         self.received += len(data)
+        if self.max_size is not None and self.received > self.max_size:
+            self._fail(
+                errors.FileTooLarge(
+                    f"the source sent more than this peer accepts (--max-file-size {self.max_size})"
+                )
+            )
+            return
+        throttle_download(self.bucket, len(data), self.reasons)
         self.sink(data)
         try:
             self.progress(self.received, self.expected)
@@ -439,15 +466,25 @@ class _TransferProtocol(TimeoutMixin):
     def timeoutConnection(self) -> None:
         self._fail(f"the source stalled: no data for {self._stall:g} s")
 
-    # Backpressure: the writer pauses us, which pauses the transport.
+    # Backpressure: the writer pauses us (and the rate cap may too), which
+    # pauses the transport until every reason is gone.
     def pauseProducing(self) -> None:
-        self.setTimeout(None)
-        self.transport.pauseProducing()
+        self.reasons.add("disk")
 
     def resumeProducing(self) -> None:
-        if not self._finished:
-            self.setTimeout(self._stall)
-        self.transport.resumeProducing()
+        self.reasons.remove("disk")
+
+    def _pause_transport(self) -> None:
+        self.setTimeout(None)
+        if self.transport is not None:
+            self.transport.pauseProducing()
+
+    def _resume_transport(self) -> None:
+        if self._finished:
+            return
+        self.setTimeout(self._stall)
+        if self.transport is not None:
+            self.transport.resumeProducing()
 
 
 class GetProtocol(_TransferProtocol, Int32StringReceiver):
@@ -641,6 +678,13 @@ class FetchResult:
     #: Set by the node: the tracker was told we now share the file.
     published: bool = False
     replaced: bool = False
+    #: Multi-source downloads: C{(hostname, pieces)} for every source that
+    #: delivered pieces, most first; the piece count; the bytes that were
+    #: already on disk (resumed); the verified piece list.
+    contributors: tuple[tuple[str, int], ...] = ()
+    piece_count: int = 0
+    resumed: int = 0
+    pieces: Any = None
 
 
 @dataclass
@@ -658,6 +702,24 @@ class DownloadSettings:
     chunk_size: int = WRITE_CHUNK
     max_pending: int = MAX_PENDING
     jitter: Callable[[], float] = field(default=random.random)
+    #: Multi-source downloads: received bytes that may wait for the writer
+    #: threads before the sources are paused (at least four pieces).
+    swarm_pending: int = 16 * 1024 * 1024
+    #: Multi-source downloads (docs/swarm.md): sources at once, piece
+    #: requests in flight per source, copies of one piece in the endgame.
+    max_sources: int = 4
+    pipeline: int = 4
+    endgame_copies: int = 2
+    #: Failed connections (without a verified piece between them) before a
+    #: source is no longer used for the file, and the base delay between
+    #: attempts (times the number of failures).
+    source_retries: int = 3
+    retry_delay: float = 1.0
+    #: Record the verified pieces at most this often, or after this many.
+    checkpoint_interval: float = 0.5
+    checkpoint_pieces: int = 64
+    #: Refuse files larger than this (``--max-file-size``); None: no limit.
+    max_file_size: int | None = None
 
 
 class Download:
@@ -684,9 +746,11 @@ class Download:
         settings: DownloadSettings | None = None,
         force: bool = False,
         progress: Progress | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
         self.fname = fname
         self.sources = list(sources)
+        self._bucket = bucket
         self.repo = Path(repo)
         self.final = self.repo / fname
         self.part = self.repo / part_name(fname)
@@ -800,6 +864,8 @@ class Download:
 
         kind = SeedGetProtocol if source.seed else GetProtocol
         protocol = kind(source, sink, progress, self._clock, self.settings.stall_timeout)
+        protocol.bucket = self._bucket
+        protocol.max_size = self.settings.max_file_size
         writer.on_error = lambda failure: protocol._fail(
             LocalWriteError(f"cannot write {self.part}: {failure.getErrorMessage()}")
         )

@@ -4,7 +4,9 @@ The files a peer publishes, by shared name, never by path.
 A L{Library} maps each shared name (``fname``) to an L{Entry}: the resolved
 path of the file, its size, modification time and SHA-256.  It is kept in
 ``REPO/.p2p/library.json`` (atomic writes), so a restarted peer still shares
-what it shared before.  Paths come only from the local user (``publish
+what it shared before.  Each entry also carries its piece list (hashed in
+the same read as the whole-file SHA-256, ``docs/swarm.md``), kept in
+``REPO/.p2p/pieces/ROOT`` so that serving it needs no rehash.  Paths come only from the local user (``publish
 LNAME FNAME``) and must resolve inside the repository or a share root;
 remote requests only ever name an ``fname``.
 
@@ -20,7 +22,7 @@ import json
 import os
 import stat
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,12 +31,15 @@ from twisted.logger import Logger
 from twisted.python import runtime
 
 from twistedp2p import errors, wire
+from twistedp2p.peer.pieces import PieceList, hash_file
 
 #: Bytes read per call when hashing a file.
 HASH_CHUNK = 1024 * 1024
 #: The peer's own state directory inside the repository.
 STATE_DIR = ".p2p"
 LIBRARY_FILE = "library.json"
+#: Piece lists by root, inside the state directory.
+PIECES_DIR = "pieces"
 LIBRARY_VERSION = 1
 
 RunInThread = Callable[..., Deferred]
@@ -82,6 +87,12 @@ class Entry:
     published_at: float
     #: Modification time in nanoseconds, for exact change detection.
     mtime_ns: int = 0
+    #: The root over the piece list and its piece size; None until the
+    #: file has been hashed piece by piece (libraries of older versions).
+    root: str | None = None
+    piece_size: int | None = None
+    #: The piece list itself (not in library.json: see L{Library}).
+    pieces: PieceList | None = field(default=None, compare=False, repr=False)
 
     def same_content(self, other: "Entry") -> bool:
         return self.size == other.size and self.sha256 == other.sha256
@@ -98,7 +109,25 @@ class Entry:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "fname": self.fname,
+            "path": self.path,
+            "size": self.size,
+            "mtime": self.mtime,
+            "sha256": self.sha256,
+            "published_at": self.published_at,
+            "mtime_ns": self.mtime_ns,
+            "root": self.root,
+            "piece_size": self.piece_size,
+        }
+
+    def with_pieces(self, pieces: PieceList | None) -> "Entry":
+        """
+        This entry with C{pieces} (and its root), or without any.
+        """
+        if pieces is None:
+            return replace(self, root=None, piece_size=None, pieces=None)
+        return replace(self, root=pieces.root, piece_size=pieces.piece_size, pieces=pieces)
 
     @classmethod
     def from_json(cls, data: Any) -> "Entry":
@@ -116,6 +145,8 @@ class Entry:
                 sha256=data["sha256"],
                 published_at=float(data["published_at"]),
                 mtime_ns=int(data.get("mtime_ns") or int(float(data["mtime"]) * 1e9)),
+                root=data.get("root"),
+                piece_size=data.get("piece_size"),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"bad entry: {e}")
@@ -128,6 +159,13 @@ class Entry:
             raise ValueError("size must be a non-negative integer")
         if not wire.is_sha256(entry.sha256):
             raise ValueError("sha256 must be 64 lowercase hex digits")
+        if entry.root is not None and (
+            not wire.is_sha256(entry.root)
+            or isinstance(entry.piece_size, bool)
+            or not isinstance(entry.piece_size, int)
+            or entry.piece_size < 1
+        ):
+            raise ValueError("root must be 64 hex digits with a positive piece_size")
         return entry
 
 
@@ -138,6 +176,8 @@ class Library:
     @ivar stale_observers: callables C{(entry, reason)} told when an entry
         is dropped because its file changed or moved (so the node can
         unpublish it at the tracker).
+    @ivar max_file_size: refuse to describe files larger than this many
+        bytes (None: no limit).
     """
 
     log = Logger()
@@ -158,6 +198,8 @@ class Library:
         self.stale_observers: list[Callable[[Entry, str], None]] = []
         self.state_dir = self.repo / STATE_DIR
         self.path = self.state_dir / LIBRARY_FILE
+        self.pieces_dir = self.state_dir / PIECES_DIR
+        self.max_file_size: int | None = None
         self._load()
 
     # -- reading --------------------------------------------------------
@@ -249,14 +291,33 @@ class Library:
 
         def work() -> Entry:
             path = self.resolve(lname)
+            self.check_size(os.stat(path).st_size, lname)
             return self._entry_for(fname, path, now)
 
         return self._run(work)
 
-    def describe_known(self, path: str | os.PathLike, fname: str, size: int, sha256: str) -> Deferred:
+    def check_size(self, size: int, what: str) -> None:
+        """
+        @raise errors.FileTooLarge: if C{size} is over L{max_file_size}.
+        """
+        if self.max_file_size is not None and size > self.max_file_size:
+            raise errors.FileTooLarge(
+                f"{what} is {size} bytes, more than this peer accepts"
+                f" (--max-file-size {self.max_file_size})"
+            )
+
+    def describe_known(
+        self,
+        path: str | os.PathLike,
+        fname: str,
+        size: int,
+        sha256: str,
+        pieces: PieceList | None = None,
+    ) -> Deferred:
         """
         An entry for a file whose content we just verified (a finished
         download): resolve and stat it in a thread, without hashing again.
+        C{pieces} is its verified piece list, when the download had one.
 
         @raise errors.P2PError: if its size is not C{size}.
         """
@@ -270,28 +331,75 @@ class Library:
             st = os.stat(real)
             if st.st_size != size:
                 raise errors.P2PError(f"{real}: changed after the download")
-            return Entry(fname, str(real), st.st_size, st.st_mtime, sha256, now, st.st_mtime_ns)
+            entry = Entry(fname, str(real), st.st_size, st.st_mtime, sha256, now, st.st_mtime_ns)
+            if pieces is not None and pieces.size == size and pieces.sha256 == sha256:
+                entry = entry.with_pieces(pieces)
+            return entry
 
         return self._run(work)
 
     def _entry_for(self, fname: str, path: Path, now: float) -> Entry:
         before = os.stat(path)
-        size, digest = sha256_file(path)
+        pieces = hash_file(path)
         after = os.stat(path)
         if (before.st_size, before.st_mtime_ns) != (
             after.st_size,
             after.st_mtime_ns,
-        ) or size != after.st_size:
+        ) or pieces.size != after.st_size:
             raise errors.P2PError(f"{path}: the file changed while it was being hashed; try again")
         return Entry(
             fname=fname,
             path=str(path),
             size=after.st_size,
             mtime=after.st_mtime,
-            sha256=digest,
+            sha256=pieces.sha256,
             published_at=now,
             mtime_ns=after.st_mtime_ns,
-        )
+        ).with_pieces(pieces)
+
+    def ensure_pieces(self) -> Deferred:
+        """
+        Hash piece by piece (in a thread) every entry that has no piece list
+        yet (a library written by an older version, or a lost piece file),
+        and save.  An entry whose file no longer matches it is dropped as
+        stale.
+
+        @return: Deferred firing the list of entries that gained a list.
+        """
+        todo = [e for e in self._entries.values() if e.pieces is None]
+        if not todo:
+            return succeed([])
+
+        def work() -> list[tuple[Entry, Any]]:
+            out: list[tuple[Entry, Any]] = []
+            for entry in todo:
+                reason, f = self._open_checked(entry)
+                if reason is not None:
+                    out.append((entry, reason))
+                    continue
+                try:
+                    pieces = hash_file(entry.path, f=f)
+                finally:
+                    f.close()
+                if pieces.sha256 != entry.sha256 or pieces.size != entry.size:
+                    out.append((entry, "the file changed since it was published"))
+                else:
+                    out.append((entry, pieces))
+            return out
+
+        def hashed(results: list[tuple[Entry, Any]]) -> Deferred:
+            updated = []
+            for entry, outcome in results:
+                if isinstance(outcome, str):
+                    self._drop_stale(entry, outcome)
+                elif self._entries.get(entry.fname) == entry:
+                    fresh = entry.with_pieces(outcome)
+                    self._entries[entry.fname] = fresh
+                    updated.append(fresh)
+            self.log.info("hashed {n} published file(s) piece by piece", n=len(updated))
+            return self._save().addCallback(lambda _: updated)
+
+        return self._run(work).addCallback(hashed)
 
     # -- changing ----------------------------------------------------------
 
@@ -464,35 +572,92 @@ class Library:
             except ValueError as e:
                 self.log.warn("skipping a bad library entry: {error}", error=str(e))
                 continue
-            self._entries[entry.fname] = entry
+            self._entries[entry.fname] = self._load_pieces(entry)
 
     def _save(self) -> Deferred:
+        entries = self.entries()
         snapshot = {
             "version": LIBRARY_VERSION,
-            "files": [e.to_json() for e in self.entries()],
+            "files": [e.to_json() for e in entries],
         }
-        return self._save_lock.run(self._run, self._write, snapshot)
+        pieces = {e.root: e.pieces for e in entries if e.root is not None and e.pieces is not None}
+        return self._save_lock.run(self._run, self._write, snapshot, pieces)
 
-    def _write(self, snapshot: dict[str, Any]) -> None:
+    def _write(self, snapshot: dict[str, Any], pieces: dict[str, PieceList] | None = None) -> None:
         """
-        Write the library atomically: temp file, fsync, rename, fsync dir.
+        Write the piece lists that are new, then the library atomically
+        (temp file, fsync, rename, fsync dir), then drop the piece lists no
+        entry uses any more.
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        pieces = pieces or {}
+        if pieces:
+            self.pieces_dir.mkdir(exist_ok=True)
+            for root, plist in pieces.items():
+                target = self.pieces_dir / root
+                data = plist.to_bytes()
+                try:
+                    current = target.stat().st_size
+                except FileNotFoundError:
+                    current = -1
+                if current != len(data):
+                    _write_atomically(self.pieces_dir, target, data)
         data = json.dumps(snapshot, indent=1, sort_keys=True).encode("utf-8")
-        fd, tmp = tempfile.mkstemp(prefix=LIBRARY_FILE + ".", suffix=".tmp", dir=self.state_dir)
+        _write_atomically(self.state_dir, self.path, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
+            names = os.listdir(self.pieces_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name not in pieces and wire.is_sha256(name):
+                try:
+                    os.unlink(self.pieces_dir / name)
+                except FileNotFoundError:
+                    pass
+
+    def _load_pieces(self, entry: Entry) -> Entry:
+        """
+        Attach an entry's piece list from its file (at start-up).  A missing
+        or damaged list is logged and left for L{ensure_pieces}.
+        """
+        if entry.root is None or entry.piece_size is None:
+            return entry.with_pieces(None)
+        try:
+            data = (self.pieces_dir / entry.root).read_bytes()
+            pieces = PieceList.from_bytes(entry.size, entry.sha256, entry.piece_size, data, entry.root)
+        except (OSError, ValueError) as e:
+            self.log.warn(
+                "the piece list of {fname} is unusable ({error}); it is hashed again",
+                fname=entry.fname,
+                error=str(e),
+            )
+            # Our own cache, not the user's data: a fresh one replaces it.
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
+                os.unlink(self.pieces_dir / entry.root)
+            except OSError:
                 pass
-            raise
-        _fsync_dir(self.state_dir)
+            return entry.with_pieces(None)
+        return entry.with_pieces(pieces)
+
+
+def _write_atomically(directory: Path, target: Path, data: bytes) -> None:
+    """
+    Replace C{target} with C{data}: temp file, fsync, rename, fsync dir.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(directory)
 
 
 def _close_and_entry(found: Any) -> Entry | None:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
 
 from twistedp2p import errors, wire
@@ -21,11 +21,14 @@ from twistedp2p.peer.download import (
     DownloadSettings,
     FetchResult,
     Progress,
+    _unlink_quietly,
     choose_sources,
 )
 from twistedp2p.peer.events import Events
 from twistedp2p.peer.library import Entry, Library
+from twistedp2p.peer.ratelimit import TokenBucket
 from twistedp2p.peer.slots import DOWN, UP, Slots
+from twistedp2p.peer.swarm import PartState, SwarmDownload, find_states, plan_swarm, read_state, state_name
 from twistedp2p.peer.transfers import Transfers
 
 
@@ -59,6 +62,9 @@ class PeerNode:
         ``transfer_finished`` events.
     @ivar link: the L{TrackerLink} (set by the service).
     @ivar p2p_port: the port we serve on (set by the service once bound).
+    @ivar uploads: the upload factory (set by the service), for the
+        served-ranges counters in L{status}.
+    @ivar upload_bucket: the upload cap, for L{status}.
     """
 
     log = Logger()
@@ -76,6 +82,7 @@ class PeerNode:
         connect: Connect,
         settings: DownloadSettings | None = None,
         link: Any = None,
+        download_bucket: TokenBucket | None = None,
     ) -> None:
         self.hostname = hostname
         self.library = library
@@ -87,10 +94,17 @@ class PeerNode:
         self.settings = settings or DownloadSettings()
         self.link = link
         self.p2p_port: int | None = None
+        self.download_bucket = download_bucket
+        self.upload_bucket: TokenBucket | None = None
+        self.uploads: Any = None
         self._run = run_in_thread
         self._connect = connect
         self._fetching: set[str] = set()
         self._running: set[Deferred] = set()
+        #: Multi-source downloads in progress (a stopping peer waits for
+        #: them to record their pieces).
+        self._swarms: set[SwarmDownload] = set()
+        self._stopped = False
         library.stale_observers.append(self._stale)
 
     # -- tracker --------------------------------------------------------------
@@ -112,7 +126,7 @@ class PeerNode:
         The ``publish`` request for an entry (native peers send their shared
         name as ``lname``: local paths never leave the peer).
         """
-        return {
+        fields = {
             "fname": entry.fname,
             "lname": entry.fname,
             "file_size": entry.size,
@@ -120,6 +134,10 @@ class PeerNode:
             "sha256": entry.sha256,
             "allow_overwrite": allow_overwrite,
         }
+        if entry.root is not None and entry.pieces is not None:
+            fields["root"] = entry.root
+            fields["piece_size"] = entry.piece_size
+        return fields
 
     def announce_all(self, protocol: Any) -> Deferred:
         """
@@ -130,6 +148,11 @@ class PeerNode:
 
     async def _announce_all(self, protocol: Any) -> None:
         await self.library.prune()
+        try:
+            await self.library.ensure_pieces()
+        except Exception:
+            # Announce without roots: those files are still served whole.
+            self.log.failure("hashing published files piece by piece failed")
         entries = self.library.entries()
         results = await DeferredList(
             [protocol.request("publish", **self.publish_fields(e, True)) for e in entries],
@@ -144,6 +167,9 @@ class PeerNode:
                 )
         if entries:
             self.log.info("announced {n} published file(s)", n=len(entries))
+        self.resume_pending().addErrback(
+            lambda f: self.log.failure("looking for partial downloads failed", f)
+        )
 
     def _stale(self, entry: Entry, reason: str) -> None:
         self.events.emit(
@@ -272,16 +298,35 @@ class PeerNode:
             d.addBoth(forget)
         return d
 
-    def stop(self) -> None:
+    def start(self) -> None:
         """
-        Cancel every fetch in progress (the peer is stopping); their
-        partial files are removed.
+        The peer (re)starts: partial downloads may be resumed again.
         """
+        self._stopped = False
+
+    def stop(self) -> Deferred:
+        """
+        Cancel every fetch in progress (the peer is stopping).  Whole-file
+        downloads remove their partial files; multi-source ones keep their
+        verified pieces for the next start.
+
+        @return: Deferred firing once every partial download is recorded.
+        """
+        self._stopped = True
+        closing = [swarm.closed for swarm in self._swarms]
         for d in list(self._running):
             d.cancel()
+        if not closing:
+            return succeed(None)
+        return DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)
 
     async def _fetch(
-        self, fname: str, source: str | None, force: bool, progress: Progress | None
+        self,
+        fname: str,
+        source: str | None,
+        force: bool,
+        progress: Progress | None,
+        background: bool = False,
     ) -> FetchResult:
         problem = wire.fname_problem(fname)
         if problem is not None:
@@ -298,6 +343,12 @@ class PeerNode:
             if not isinstance(peer_list, list):
                 peer_list = []
             sources = choose_sources(fname, peer_list, source)
+            limit = self.settings.max_file_size
+            size = sources[0].file_size
+            if limit is not None and size is not None and size > limit:
+                raise errors.FileTooLarge(
+                    f"{fname} is {size} bytes, more than this peer accepts (--max-file-size {limit})"
+                )
             existing = self.library.get(fname)
             if (
                 existing is not None
@@ -307,20 +358,35 @@ class PeerNode:
                 raise errors.Conflict(
                     f"{fname} is already published here for {existing.path}; use --force to replace it"
                 )
-            download = Download(
-                fname,
-                sources,
-                self.repo,
-                connect=self._connect,
-                clock=self.clock,
-                run_in_thread=self._run,
-                slots=self.slots,
-                transfers=self.transfers,
-                settings=self.settings,
-                force=force,
-                progress=progress,
-            )
-            result = await download.run()
+            state_path = self.repo / state_name(fname)
+            state = await self._run(_read_state_quietly, state_path)
+            plan = plan_swarm(sources, prefer_root=state.root if state is not None else None)
+            if plan is not None:
+                result = await self._swarm(fname, plan, force, progress)
+            else:
+                if state is not None:
+                    self.log.info(
+                        "discarding the partial download of {fname} (root {root}):"
+                        " its sources publish no piece list",
+                        fname=fname,
+                        root=state.root[:12],
+                    )
+                    await self._run(_unlink_quietly, state_path)
+                download = Download(
+                    fname,
+                    sources,
+                    self.repo,
+                    connect=self._connect,
+                    clock=self.clock,
+                    run_in_thread=self._run,
+                    slots=self.slots,
+                    transfers=self.transfers,
+                    settings=self.settings,
+                    force=force,
+                    progress=progress,
+                    bucket=self.download_bucket,
+                )
+                result = await download.run()
             published = await self._share_fetched(result)
             result = dataclasses.replace(result, published=published)
             self.events.emit(
@@ -331,13 +397,96 @@ class PeerNode:
                 size=result.size,
                 sha256=result.sha256,
                 verified=result.verified,
+                path=result.path,
+                published=result.published,
+                contributors=[list(c) for c in result.contributors],
+                pieces=result.piece_count,
+                resumed=result.resumed,
+                background=background,
             )
             return result
         finally:
             self._fetching.discard(fname)
 
+    async def _swarm(self, fname: str, plan: Any, force: bool, progress: Progress | None) -> FetchResult:
+        swarm = SwarmDownload(
+            fname,
+            plan,
+            self.repo,
+            connect=self._connect,
+            clock=self.clock,
+            run_in_thread=self._run,
+            slots=self.slots,
+            transfers=self.transfers,
+            settings=self.settings,
+            force=force,
+            progress=progress,
+            bucket=self.download_bucket,
+        )
+        self._swarms.add(swarm)
+        swarm.closed.addBoth(lambda _: self._swarms.discard(swarm))
+        return await swarm.run()
+
+    def resume_pending(self) -> Deferred:
+        """
+        Resume, in the background, every partial multi-source download in
+        the repository that is not being fetched now (at start-up, once the
+        tracker link is up).  Each one emits ``resuming``, then ``fetched``
+        or ``resume_failed``.
+
+        @return: Deferred firing the names resumed.
+        """
+        return Deferred.fromCoroutine(self._resume_pending())
+
+    async def _resume_pending(self) -> list[str]:
+        found = await self._run(find_states, self.repo)
+        names = []
+        for path, state in found:
+            if isinstance(state, str):
+                self.log.warn("ignoring the partial-download state {path}: {why}", path=str(path), why=state)
+                continue
+            if self._stopped or state.fname in self._fetching:
+                continue
+            if os.path.lexists(self.repo / state.fname):
+                self.log.info(
+                    "not resuming {fname}: {path} exists (fetch it with --force to replace it)",
+                    fname=state.fname,
+                    path=str(self.repo / state.fname),
+                )
+                continue
+            names.append(state.fname)
+            self._resume(state)
+        return names
+
+    def _resume(self, state: PartState) -> None:
+        fname = state.fname
+        self.events.emit(
+            "resuming",
+            f"resuming {fname}: {len(state.have)} of {state.count} pieces on disk",
+            fname=fname,
+            have=len(state.have),
+            pieces=state.count,
+        )
+
+        def failed(failure: Any) -> None:
+            if failure.check(CancelledError):
+                return
+            if not failure.check(errors.P2PError):
+                self.log.failure("resuming {fname} failed", failure, fname=fname)
+            self.events.emit(
+                "resume_failed",
+                f"resuming {fname} failed: {failure.getErrorMessage()}; the partial download is kept",
+                fname=fname,
+                reason=failure.getErrorMessage(),
+            )
+
+        d = self._track(Deferred.fromCoroutine(self._fetch(fname, None, False, None, background=True)))
+        d.addErrback(failed)
+
     async def _share_fetched(self, result: FetchResult) -> bool:
-        entry = await self.library.describe_known(result.path, result.fname, result.size, result.sha256)
+        entry = await self.library.describe_known(
+            result.path, result.fname, result.size, result.sha256, pieces=result.pieces
+        )
         await self.library.put(entry)
         try:
             await self._tracker("publish", **self.publish_fields(entry, True))
@@ -399,4 +548,25 @@ class PeerNode:
             ],
             "transfers": self.transfers.snapshot(),
             "completed": dict(self.transfers.completed),
+            "served": {
+                "ranges": getattr(self.uploads, "served_ranges", 0),
+                "bytes": getattr(self.uploads, "served_bytes", 0),
+            },
+            "limits": {
+                "upload_rate": self.upload_bucket.rate if self.upload_bucket is not None else 0,
+                "download_rate": self.download_bucket.rate if self.download_bucket is not None else 0,
+                "max_file_size": self.settings.max_file_size,
+                "max_sources": self.settings.max_sources,
+            },
         }
+
+
+def _read_state_quietly(path: Any) -> PartState | None:
+    """
+    A partial download's state, or None when there is none or it is
+    unreadable (the download then removes it).
+    """
+    try:
+        return read_state(path)
+    except (OSError, ValueError):
+        return None

@@ -28,6 +28,7 @@ from twistedp2p.peer.download import DownloadSettings
 from twistedp2p.peer.events import Events
 from twistedp2p.peer.library import Library
 from twistedp2p.peer.node import PeerNode
+from twistedp2p.peer.ratelimit import TokenBucket, parse_size
 from twistedp2p.peer.slots import Slots
 from twistedp2p.peer.tracker_link import TrackerLink
 from twistedp2p.peer.transfers import Transfers
@@ -67,6 +68,25 @@ def _at_least_one(value: str) -> int:
 _at_least_one.coerceDoc = "An integer, at least 1."  # type: ignore[attr-defined]
 
 
+def _bytes(value: str) -> int:
+    return parse_size(value)
+
+
+_bytes.coerceDoc = (  # type: ignore[attr-defined]
+    "Bytes; the suffixes K, M and G mean KiB, MiB and GiB (1024-based), e.g. 2M."
+)
+
+
+def _rate(value: str) -> int:
+    return parse_size(value)
+
+
+_rate.coerceDoc = (  # type: ignore[attr-defined]
+    "Bytes per second for the whole peer; K, M and G mean KiB, MiB and GiB"
+    " (1024-based), e.g. 2M; 0 means unlimited."
+)
+
+
 class Options(usage.Options):
     """
     Command line of ``twistd p2ppeer``.
@@ -83,6 +103,10 @@ class Options(usage.Options):
         ["listen", None, DEFAULT_LISTEN, "Server endpoint for the P2P port (e.g. tcp:0, tcp:7070)."],
         ["max-sessions", None, 4, "Uploads and downloads at once (K).", _at_least_one],
         ["ttfb-timeout", None, 2.0, "Seconds to wait for a source's first byte.", _positive_seconds],
+        ["max-sources", None, 4, "Sources one download uses at once.", _at_least_one],
+        ["upload-rate", None, 0, "Cap on the peer's total upload rate", _rate],
+        ["download-rate", None, 0, "Cap on the peer's total download rate", _rate],
+        ["max-file-size", None, None, "Refuse to publish or download files larger than this", _bytes],
         *WEB_OPTIONS,
     ]
     optFlags = [["no-shell", None, "Do not read commands from stdin (daemon, compose)."]]
@@ -199,6 +223,10 @@ class PeerService(MultiService):
         on_fatal: Callable[[str], Any] | None = None,
         web: str | None = None,
         web_token: str | None = None,
+        max_sources: int = 4,
+        upload_rate: float = 0,
+        download_rate: float = 0,
+        max_file_size: int | None = None,
     ) -> None:
         MultiService.__init__(self)
         self.reactor = reactor
@@ -208,10 +236,16 @@ class PeerService(MultiService):
             run_in_thread = _thread_runner(reactor)
         self.events = Events(reactor)
         self.library = Library(repo, share_roots, run_in_thread, reactor)
+        self.library.max_file_size = max_file_size
         self.slots = Slots(max_sessions)
         self.transfers = Transfers(reactor, self.events)
         settings = settings or DownloadSettings()
         settings.ttfb_timeout = ttfb_timeout
+        settings.max_sources = max_sources
+        settings.max_file_size = max_file_size
+        #: The peer's total bandwidth caps (None: unlimited).
+        self.upload_bucket = TokenBucket(upload_rate, reactor) if upload_rate else None
+        self.download_bucket = TokenBucket(download_rate, reactor) if download_rate else None
         self.node = PeerNode(
             hostname=hostname,
             library=self.library,
@@ -222,7 +256,9 @@ class PeerService(MultiService):
             run_in_thread=run_in_thread,
             connect=self._connect_source,
             settings=settings,
+            download_bucket=self.download_bucket,
         )
+        self.node.upload_bucket = self.upload_bucket
         self.link = TrackerLink(
             [(t, clientFromString(reactor, t)) for t in trackers],
             hello_fields=lambda: {"hostname": hostname, "p2p_port": self.node.p2p_port},
@@ -233,8 +269,9 @@ class PeerService(MultiService):
         )
         self.node.link = self.link
         self.upload_factory = UploadFactory(
-            self.library, self.slots, self.transfers, reactor, idle_timeout
+            self.library, self.slots, self.transfers, reactor, idle_timeout, bucket=self.upload_bucket
         )
+        self.node.uploads = self.upload_factory
         self.shell = shell
         self.port: Any = None
         self._waiters: list[Deferred] = []
@@ -261,6 +298,7 @@ class PeerService(MultiService):
         Listen first; the link and the shell start once the port is bound.
         """
         Service.startService(self)
+        self.node.start()
         try:
             endpoint = serverFromString(self.reactor, self.listen)
             d = endpoint.listen(self.upload_factory)
@@ -334,13 +372,17 @@ class PeerService(MultiService):
 
     def stopService(self) -> Deferred:
         """
-        Stop the shell and the link, then close the P2P port.
+        Stop the shell and the link, then close the P2P port.  Partial
+        downloads record their verified pieces before the peer exits.
         """
-        self.node.stop()
+        recorded = self.node.stop()
         stopping = MultiService.stopService(self)
         self.upload_factory.disconnect_all()
+        for bucket in (self.upload_bucket, self.download_bucket):
+            if bucket is not None:
+                bucket.stop()
         port, self.port = self.port, None
-        steps = [stopping]
+        steps = [stopping, recorded]
         if port is not None:
             steps.append(maybeDeferred(port.stopListening))
         return DeferredList(steps, consumeErrors=True).addCallback(lambda _: None)
@@ -380,5 +422,9 @@ def makeService(config: Options, reactor: Any = None, **overrides: Any) -> PeerS
         shell=not config["no-shell"],
         web=config["web"],
         web_token=config["web-token"],
+        max_sources=config["max-sources"],
+        upload_rate=config["upload-rate"],
+        download_rate=config["download-rate"],
+        max_file_size=config["max-file-size"],
         **overrides,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shlex
 from collections import deque
+from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -30,9 +31,11 @@ commands:
   publish LNAME FNAME [--force]   share local file LNAME (in the repository or a share root) as FNAME
   unpublish FNAME                 stop sharing FNAME
   fetch FNAME [--from HOSTNAME] [--force]
-                                  download FNAME into the repository (verified), then share it
+                                  download FNAME into the repository (verified, from up to
+                                  --max-sources sources at once; resumes a partial download),
+                                  then share it
   search [PATTERN]                list shared files (substring, or glob with * ? [)
-  status                          tracker link, published files, transfers
+  status                          tracker link, limits, published files, transfers
   help                            this text
   quit                            finish queued commands and exit"""
 
@@ -119,9 +122,34 @@ def format_unpublish(result: Any) -> str:
     return f"unpublished {result.fname} (tracker not reachable; it drops the file with our session)"
 
 
+def human_rate(rate: float) -> str:
+    return "unlimited" if not rate else f"{human_size(rate)}/s"
+
+
+def human_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def format_fetch(result: Any) -> str:
     check = "sha256 verified" if result.verified else f"unverified (seed source), sha256 {result.sha256}"
-    line = f"fetched {result.fname} from {result.source.hostname}: {result.size} bytes, {check} -> {result.path}"
+    contributors = list(getattr(result, "contributors", ()) or ())
+    if len(contributors) > 1:
+        hosts = ", ".join(host for host, _ in contributors)
+        origin = f"{len(contributors)} sources ({hosts})"
+    else:
+        origin = result.source.hostname
+    amount = f"{result.size} bytes"
+    resumed = getattr(result, "resumed", 0)
+    if resumed:
+        amount += f" ({resumed} resumed from disk)"
+    line = f"fetched {result.fname} from {origin}: {amount}, {check} -> {result.path}"
     if not result.published:
         line += " (not announced yet: tracker not reachable)"
     return line
@@ -164,6 +192,18 @@ def format_status(status: dict[str, Any]) -> list[str]:
         f"sessions: {s['in_use']} of {s['limit']} in use"
         f" ({s['uploads']} up, {s['downloads']} down, {s['waiting']} waiting)"
     )
+    limits = status.get("limits")
+    if limits is not None:
+        size = limits.get("max_file_size")
+        lines.append(
+            f"limits: upload {human_rate(limits.get('upload_rate') or 0)},"
+            f" download {human_rate(limits.get('download_rate') or 0)},"
+            f" max file size {'unlimited' if size is None else f'{size} bytes'},"
+            f" {limits.get('max_sources')} sources per download"
+        )
+    served = status.get("served")
+    if served is not None:
+        lines.append(f"served: {served['ranges']} ranges, {served['bytes']} bytes")
     published = status["published"]
     lines.append(f"published: {len(published)}")
     for p in published:
@@ -175,9 +215,13 @@ def format_status(status: dict[str, Any]) -> list[str]:
         total = t["total"]
         pct = f" ({t['percent']:.0f}%)" if t["percent"] is not None else ""
         amount = f"{t['done']}/{total if total is not None else '?'} bytes{pct}"
-        lines.append(
-            f"  {t['direction']} {t['fname']} {arrow} {t['peer']}: {amount}, {human_size(t['rate'])}/s"
-        )
+        rate = t.get("current_rate", t["rate"])
+        line = f"  {t['direction']} {t['fname']} {arrow} {t['peer']}: {amount}, {human_size(rate)}/s"
+        if t["direction"] == "down":
+            line += f", eta {human_seconds(t.get('eta'))}"
+            if t.get("sources") is not None:
+                line += f", {t['sources']} source{'' if t['sources'] == 1 else 's'} active"
+        lines.append(line)
     return lines
 
 
@@ -242,8 +286,31 @@ class PeerShell(LineReceiver):
         if self._running is None:
             self._exit()
 
+    #: Skipping the rest of a too-long line, up to its end.
+    _skipping = False
+    #: What followed a too-long line in the same read, still to be parsed.
+    _after_long = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        # LineReceiver drops the lines that follow a too-long line in the
+        # same read, and parses the rest of a too-long line as a line of its
+        # own.  Here a too-long line gets one error and is skipped up to its
+        # end, and the lines after it still run.
+        while data:
+            if self._skipping:
+                _, end, data = data.partition(self.delimiter)
+                if not end:
+                    return
+                self._skipping = False
+            LineReceiver.dataReceived(self, data)
+            data, self._after_long = self._after_long, b""
+
     def lineLengthExceeded(self, line: bytes) -> None:
-        self.say("error: line too long")
+        if not (self._exited or self._quit_read):
+            # (After quit, input is ignored: long lines too.)
+            self.say("error: line too long")
+        _, end, self._after_long = line.partition(self.delimiter)
+        self._skipping = not end
 
     # -- output ------------------------------------------------------------------
 
@@ -260,6 +327,28 @@ class PeerShell(LineReceiver):
             self.say(event.message)
         elif event.kind == "unpublished" and event.fields.get("reason") != "requested":
             self.say(f"notice: {event.message}")
+        elif event.kind == "resuming":
+            self.say(event.message)
+        elif event.kind == "resume_failed":
+            self.say(f"notice: {event.message}")
+        elif event.kind == "fetched" and event.fields.get("background"):
+            # A download resumed at start-up: no command prints its line.
+            f = event.fields
+            self.say(
+                format_fetch(
+                    SimpleNamespace(
+                        fname=f["fname"],
+                        verified=f["verified"],
+                        sha256=f["sha256"],
+                        size=f["size"],
+                        path=f["path"],
+                        published=f["published"],
+                        contributors=f.get("contributors", ()),
+                        resumed=f.get("resumed", 0),
+                        source=SimpleNamespace(hostname=f["source"]),
+                    )
+                )
+            )
 
     def _progress(self, fname: str) -> Callable[[int, int | None], None]:
         started = self._clock.seconds()
@@ -270,18 +359,35 @@ class PeerShell(LineReceiver):
                 return
             self._bar_time = now
             rate = done / (now - started) if now > started else 0.0
+            extra = ""
+            transfer = self._download_of(fname)
+            if transfer is not None:
+                rate = transfer.current_rate(now)
+                if total:
+                    extra = f" eta {human_seconds(transfer.eta(now))}"
+                if transfer.sources is not None:
+                    extra += f" {transfer.sources} source{'' if transfer.sources == 1 else 's'}"
             if total:
                 width = 30
                 filled = int(width * done / total)
                 bar = "#" * filled + "." * (width - filled)
-                text = f"fetch {fname} [{bar}] {100 * done / total:5.1f}% {human_size(rate)}/s"
+                text = f"fetch {fname} [{bar}] {100 * done / total:5.1f}% {human_size(rate)}/s{extra}"
             else:
-                text = f"fetch {fname} {human_size(done)} {human_size(rate)}/s"
+                text = f"fetch {fname} {human_size(done)} {human_size(rate)}/s{extra}"
             if self._can_write and self.transport is not None:
                 self.transport.write(b"\r" + text.encode("utf-8", "replace") + b"\x1b[K")
                 self._bar_shown = True
 
         return show
+
+    def _download_of(self, fname: str) -> Any:
+        transfers = getattr(self.node, "transfers", None)
+        if transfers is None:
+            return None
+        for t in transfers.active():
+            if t.direction == "down" and t.fname == fname:
+                return t
+        return None
 
     # -- input --------------------------------------------------------------------
 

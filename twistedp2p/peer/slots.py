@@ -65,6 +65,16 @@ class Slots:
             return None
         return self._take(kind)
 
+    def take_if_free(self, kind: str = DOWN) -> Slot | None:
+        """
+        Take a free slot now, or return None without counting a refusal
+        and without queueing (a download's extra source connections: they
+        never make uploads wait).
+        """
+        if self.in_use >= self.limit or self._waiting:
+            return None
+        return self._take(kind)
+
     def acquire(self, kind: str = DOWN) -> Deferred:
         """
         @return: Deferred firing a L{Slot} when one is free; cancelling it

@@ -5,15 +5,23 @@ Transfers in progress, both directions, for ``status`` and the dashboard.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from typing import Any
 
 from twistedp2p.peer.events import Events
+
+#: Seconds of history behind the current rate.
+RATE_WINDOW = 5.0
 
 
 class Transfer:
     """
     One upload or download: bytes moved so far, out of C{total} (None when
     unknown, e.g. from a seed source).
+
+    A multi-source download sets C{sources} (connections active now) and
+    C{resumed} (bytes already on disk when it started, not counted in its
+    rates).
     """
 
     def __init__(
@@ -35,9 +43,35 @@ class Transfer:
         self.done = 0
         self.started = started
         self.finished = False
+        self.sources: int | None = None
+        self.resumed = 0
+        #: (time, done) samples for the current rate.
+        self._samples: deque[tuple[float, int]] = deque([(started, 0)])
 
     def add(self, n: int) -> None:
         self.done += n
+        self._sample()
+
+    def resume_from(self, done: int) -> None:
+        """
+        Start counting from C{done} bytes already on disk.
+        """
+        self.resumed = self.done = done
+        self._samples = deque([(self._table._clock.seconds(), done)])
+
+    def set_done(self, done: int) -> None:
+        self.done = done
+        self._sample()
+
+    def _sample(self) -> None:
+        now = self._table._clock.seconds()
+        samples = self._samples
+        if samples and samples[-1][0] == now:
+            samples[-1] = (now, self.done)
+        else:
+            samples.append((now, self.done))
+        while len(samples) > 2 and samples[1][0] <= now - RATE_WINDOW:
+            samples.popleft()
 
     def finish(self, outcome: str = "done") -> None:
         """
@@ -57,7 +91,32 @@ class Transfer:
         Average bytes per second since the transfer started.
         """
         elapsed = now - self.started
-        return self.done / elapsed if elapsed > 0 else 0.0
+        return max(0, self.done - self.resumed) / elapsed if elapsed > 0 else 0.0
+
+    def current_rate(self, now: float) -> float:
+        """
+        Bytes per second over about the last L{RATE_WINDOW} seconds.
+        """
+        samples = self._samples
+        while len(samples) > 1 and samples[0][0] < now - RATE_WINDOW and samples[1][0] <= now - RATE_WINDOW:
+            samples.popleft()
+        first_time, first_done = samples[0]
+        elapsed = now - first_time
+        if elapsed <= 0:
+            return 0.0
+        return max(0, self.done - first_done) / elapsed
+
+    def eta(self, now: float) -> float | None:
+        """
+        Seconds left at the current rate, or None when unknown.
+        """
+        if self.total is None:
+            return None
+        left = self.total - self.done
+        if left <= 0:
+            return 0.0
+        rate = self.current_rate(now)
+        return left / rate if rate > 0 else None
 
     def to_dict(self, now: float) -> dict[str, Any]:
         return {
@@ -69,6 +128,9 @@ class Transfer:
             "total": self.total,
             "percent": self.percent(),
             "rate": self.rate(now),
+            "current_rate": self.current_rate(now),
+            "eta": self.eta(now),
+            "sources": self.sources,
             "started": self.started,
         }
 
@@ -79,6 +141,7 @@ class Transfers:
     """
 
     def __init__(self, clock: Any, events: Events | None = None) -> None:
+        #: Read by each L{Transfer} for its rate samples.
         self._clock = clock
         self._events = events
         self._ids = itertools.count(1)

@@ -1,15 +1,24 @@
 """
 The peer port: serve published files to other peers.
 
-One request frame (``get`` for native peers; ``get_file`` or ``download``
-for seed-protocol clients), then raw file bytes pulled by the transport
-through a L{FileSender}, so a slow reader never makes us buffer the file.
+Native peers send ``pieces`` (the piece list of a file) and ``get`` (a byte
+range: one header frame, then the raw bytes), and may pipeline several
+requests on one connection: they are answered in order, one at a time.
+Seed-protocol clients send one ``get_file`` or ``download`` and get the raw
+file until we close.  Bytes are pulled by the transport through a
+L{FileSender} (through a L{ThrottledConsumer} under ``--upload-rate``), so a
+slow reader never makes us buffer the file.
+
 Requests only ever name a shared name, which the L{Library} maps to a file;
-nothing here interprets a request as a path.
+nothing here interprets a request as a path.  A connection holds one
+session slot from its first ``get`` until it closes or has had nothing to
+send for L{SESSION_LINGER} seconds.
 """
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from typing import Any
 
 from twisted.internet.protocol import Factory
@@ -20,20 +29,37 @@ from twisted.python.failure import Failure
 
 from twistedp2p import wire
 from twistedp2p.peer.library import Library
+from twistedp2p.peer.ratelimit import ThrottledConsumer, TokenBucket
 from twistedp2p.peer.slots import UP, Slot, Slots
-from twistedp2p.peer.transfers import Transfers
+from twistedp2p.peer.transfers import Transfer, Transfers
 
 #: Seconds a connection may stay idle (no complete request, no progress).
 IDLE_TIMEOUT = 60.0
+#: Requests a connection may have waiting behind the one being served.
+MAX_PIPELINED = 32
+#: Seconds a connection keeps its session slot once it has nothing left to
+#: send: the socket buffers hold several pieces, so a pipelining
+#: downloader's next request often arrives after our queue ran dry.
+SESSION_LINGER = 2.0
 
 
 class ChunkSender(FileSender):
     """
     A L{FileSender} with bigger reads: 16 KiB costs one reactor round per
-    16 KiB on fast links.
+    16 KiB on fast links.  Under an upload cap the chunks stay smaller, so
+    that the cap is followed closely.
     """
 
-    CHUNK_SIZE = 64 * 1024
+    CHUNK_SIZE = 256 * 1024
+    THROTTLED_CHUNK_SIZE = 64 * 1024
+
+    def resumeProducing(self) -> None:
+        FileSender.resumeProducing(self)
+        if self.file is not None and getattr(self.file, "remaining", None) == 0:
+            # A range is done once its last byte is written: finish now
+            # rather than on the transport's next pull, so that the next
+            # pipelined request starts at once.
+            FileSender.resumeProducing(self)
 
 
 class RangeReader:
@@ -73,10 +99,21 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
     factory: "UploadFactory"
 
     def __init__(self) -> None:
+        #: A request is being served (file lookup, or bytes going out).
         self._serving = False
         self._connected = False
         self._closing = False
         self._sender: ChunkSender | None = None
+        #: Frames received while serving, answered in order.
+        self._queue: deque[bytes] = deque()
+        #: The session slot, held while this connection has work.
+        self._slot: Slot | None = None
+        #: The upload session in the transfer table (one per slot hold).
+        self._transfer: Transfer | None = None
+        #: (entry, open file) of the last native get, reused by the next
+        #: ones of this session while the entry and the file are unchanged.
+        self._open: tuple[Any, Any] | None = None
+        self._linger: Any = None
         self.peer = "?"
 
     # -- connection ------------------------------------------------------
@@ -85,16 +122,24 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         self._connected = True
         self.factory.connections.add(self)
         self.peer = describe_peer(self.transport)
+        nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if nodelay is not None:
+            # Headers and pipelined requests are small: never hold them back.
+            nodelay(True)
         self.callLater = self.factory.clock.callLater
         self.setTimeout(self.factory.idle_timeout)
 
     def connectionLost(self, reason: Failure = None) -> None:
         self._connected = False
+        self._queue.clear()
         self.factory.connections.discard(self)
         self.setTimeout(None)
         if self._sender is not None:
             # Real transports already stopped the producer; fake ones may not.
             self._sender.stopProducing()
+        if not self._serving:
+            # Nothing was being sent: whatever this session sent is complete.
+            self._end_session("done")
 
     def timeoutConnection(self) -> None:
         self.log.info("closing idle connection from {peer}", peer=self.peer)
@@ -118,13 +163,54 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
     def stringReceived(self, frame: bytes) -> None:
         if self._closing:
             return
-        if self._serving:
-            # Requests are not pipelined: a frame while we send bytes is a
-            # protocol violation, and we cannot answer in the byte stream.
-            self.log.warn("{peer} sent a request during a transfer; closing", peer=self.peer)
+        if self._sender is None:
+            # A request queued behind bytes that the reader does not take
+            # is no progress: only the bytes moving keep a transfer alive.
+            self.resetTimeout()
+        if len(self._queue) >= MAX_PIPELINED:
+            self.log.warn(
+                "{peer} pipelined more than {n} requests; closing", peer=self.peer, n=MAX_PIPELINED
+            )
             self.transport.abortConnection()
             return
-        self.resetTimeout()
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self._queue.append(frame)
+        self._drain()
+
+    def _drain(self) -> None:
+        """
+        Answer queued requests in order until one has to wait; when nothing
+        is left, end the upload session (free the slot) unless another
+        request comes within L{SESSION_LINGER} seconds.
+        """
+        while self._queue and not self._serving and not self._closing and self._connected:
+            self._handle(self._queue.popleft())
+        if self._serving or self._queue or self._linger is not None:
+            return
+        if self._slot is None or not self._connected or self._closing:
+            self._end_session("done")
+        else:
+            self._linger = self.callLater(self.factory.session_linger, self._lingered)
+
+    def _lingered(self) -> None:
+        self._linger = None
+        self._end_session("done")
+
+    def _end_session(self, outcome: str) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self._close_open_file()
+        transfer, self._transfer = self._transfer, None
+        if transfer is not None:
+            transfer.finish(outcome)
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            slot.release()
+
+    def _handle(self, frame: bytes) -> None:
         message: dict[str, Any] = {}
         try:
             message = wire.decode(frame)
@@ -135,6 +221,8 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             return
         if request.action == "get":
             self._get(request)
+        elif request.action == "pieces":
+            self._pieces(request)
         elif request.action == "get_file":
             self._seed_get(request.fields["lname"])
         elif request.action == "download":
@@ -148,13 +236,29 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
 
     def _close(self) -> None:
         self._closing = True
+        self._queue.clear()
         self.transport.loseConnection()
+
+    # -- native pieces ---------------------------------------------------------
+
+    def _pieces(self, request: wire.Request) -> None:
+        # Answered from memory: the list is metadata, and every get checks
+        # the file again before a byte is sent.
+        fname = request.fields["fname"]
+        entry = self.factory.library.get(fname)
+        if entry is None or entry.pieces is None:
+            why = "is not published here" if entry is None else "has no piece list yet"
+            self._close_with(wire.error("not_found", f"{fname} {why}", request.id))
+            return
+        self.sendString(
+            wire.encode(wire.reply(wire.SUCCESS, request.id, fname=fname, **entry.pieces.to_wire()))
+        )
 
     # -- native get ------------------------------------------------------------
 
     def _get(self, request: wire.Request) -> None:
         fname = request.fields["fname"]
-        slot = self.factory.slots.try_acquire(UP)
+        slot = self._slot or self.factory.slots.try_acquire(UP)
         if slot is None:
             self.log.info("busy: refusing {fname} to {peer}", fname=fname, peer=self.peer)
             self._close_with(
@@ -165,32 +269,64 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
                 )
             )
             return
+        self._slot = slot
         self._serving = True
+        reused = self._reuse(fname)
+        if reused is not None:
+            self._start_get(reused, request)
+            return
+        self._close_open_file()
         d = self.factory.library.open_for_serving(fname)
-        d.addCallback(self._start_get, slot, request)
-        d.addErrback(self._failed_before_sending, slot, request.id)
+        d.addCallback(self._start_get, request)
+        d.addErrback(self._failed_before_sending, request.id)
 
-    def _start_get(self, found: Any, slot: Slot, request: wire.Request) -> None:
+    def _reuse(self, fname: str) -> tuple[Any, Any] | None:
+        """
+        The file this session already opened for C{fname}, if it is still
+        what the library publishes under that name with the same size and
+        modification time (an fstat; the full check ran when it was opened).
+        """
+        if self._open is None:
+            return None
+        entry, f = self._open
+        if self.factory.library.get(fname) is not entry:
+            return None
+        try:
+            st = os.fstat(f.fileno())
+        except (OSError, ValueError):
+            return None
+        if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
+            return None
+        return self._open
+
+    def _close_open_file(self) -> None:
+        opened, self._open = self._open, None
+        if opened is not None:
+            opened[1].close()
+
+    def _start_get(self, found: Any, request: wire.Request) -> None:
         fname = request.fields["fname"]
         if found is None:
             self._serving = False
-            slot.release()
+            self._end_session("failed: not found")
             if self._connected:
                 self._close_with(
                     wire.error("not_found", f"{fname} is not published here", request.id)
                 )
             return
         entry, f = found
+        if self._open is not found:
+            self._close_open_file()
+            self._open = found
         if not self._connected:
-            f.close()
-            slot.release()
+            self._serving = False
+            self._end_session("aborted: connection lost")
             return
         offset = request.fields["offset"]
         length = request.fields["length"]
         if offset > entry.size or (length is not None and offset + length > entry.size):
-            f.close()
-            slot.release()
             self._serving = False
+            self._end_session("failed: bad range")
             self._close_with(
                 wire.error(
                     "bad_field",
@@ -215,11 +351,11 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
                 )
             )
         )
-        self._send(f, slot, fname, length, close_after=False)
+        self._send(f, fname, length, close_after=False, keep_open=True)
 
-    def _failed_before_sending(self, failure: Failure, slot: Slot, request_id: Any) -> None:
-        slot.release()
+    def _failed_before_sending(self, failure: Failure, request_id: Any) -> None:
         self._serving = False
+        self._end_session("failed: internal error")
         self.log.failure("serving a request from {peer} failed", failure, peer=self.peer)
         if self._connected:
             self._close_with(wire.error("internal", "the peer failed to serve that file", request_id))
@@ -231,38 +367,47 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             self.log.info("seed request from {peer} for a bad name; closing", peer=self.peer)
             self._close()
             return
-        slot = self.factory.slots.try_acquire(UP)
+        slot = self._slot or self.factory.slots.try_acquire(UP)
         if slot is None:
             self.log.info("busy: closing seed request from {peer}", peer=self.peer)
             self._close()
             return
+        self._slot = slot
         self._serving = True
 
         def found(result: Any) -> None:
             if result is None or not self._connected:
                 if result is not None:
                     result[1].close()
-                slot.release()
                 self._serving = False
+                self._end_session("failed: not found")
                 self._close()
                 return
             entry, f = result
-            self._send(f, slot, name, entry.size, close_after=True)
+            self._send(f, name, entry.size, close_after=True)
 
         d = self.factory.library.open_for_serving(name)
         d.addCallback(found)
-        d.addErrback(self._failed_seed, slot)
+        d.addErrback(self._failed_seed)
 
-    def _failed_seed(self, failure: Failure, slot: Slot) -> None:
-        slot.release()
+    def _failed_seed(self, failure: Failure) -> None:
         self._serving = False
+        self._end_session("failed: internal error")
         self.log.failure("serving a seed request from {peer} failed", failure, peer=self.peer)
         self._close()
 
     # -- the bytes -------------------------------------------------------------
 
-    def _send(self, f: Any, slot: Slot, fname: str, length: int, close_after: bool) -> None:
-        transfer = self.factory.transfers.start(UP, fname, self.peer, length)
+    def _send(self, f: Any, fname: str, length: int, close_after: bool, keep_open: bool = False) -> None:
+        transfer = self._transfer
+        if transfer is not None and transfer.fname != fname:
+            self._transfer = None
+            transfer.finish("done")
+            transfer = None
+        if transfer is None:
+            transfer = self._transfer = self.factory.transfers.start(UP, fname, self.peer, length)
+        else:
+            transfer.total = (transfer.total or 0) + length
         reader = RangeReader(f, length)
 
         def count(chunk: bytes) -> bytes:
@@ -274,35 +419,45 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             if reader.remaining:
                 # The file shrank under us: the downloader must not mistake
                 # a short stream for a complete one.
-                transfer.finish("aborted: the file shrank")
+                self._end_session("aborted: the file shrank")
                 self.log.warn("{fname} shrank while being served; aborting", fname=fname)
+                self._closing = True
                 self.transport.abortConnection()
                 return
-            transfer.finish("done")
+            self.factory.served_ranges += 1
+            self.factory.served_bytes += length
             if close_after:
+                self._end_session("done")
                 self._close()
             else:
                 self.resetTimeout()
+                self._drain()
 
         def lost(failure: Failure) -> None:
-            transfer.finish("aborted: connection lost")
             self.log.info(
                 "upload of {fname} to {peer} stopped after {done} of {total} bytes",
                 fname=fname,
                 peer=self.peer,
                 done=transfer.done,
-                total=length,
+                total=transfer.total,
             )
+            self._end_session("aborted: connection lost")
 
         def cleanup(result: Any) -> Any:
-            f.close()
-            slot.release()
+            if not keep_open:
+                f.close()
             self._sender = None
             self._serving = False
             return result
 
-        self._sender = sender = ChunkSender()
-        d = sender.beginFileTransfer(reader, self.transport, transform=count)
+        consumer: Any = self.transport
+        sender = ChunkSender()
+        bucket = self.factory.bucket
+        if bucket is not None and bucket.limited:
+            consumer = ThrottledConsumer(self.transport, bucket)
+            sender.CHUNK_SIZE = ChunkSender.THROTTLED_CHUNK_SIZE
+        self._sender = sender
+        d = sender.beginFileTransfer(reader, consumer, transform=count)
         d.addBoth(cleanup)
         d.addCallbacks(finished, lost)
 
@@ -324,14 +479,22 @@ class UploadFactory(Factory):
         transfers: Transfers,
         clock: Any,
         idle_timeout: float = IDLE_TIMEOUT,
+        bucket: TokenBucket | None = None,
+        session_linger: float = SESSION_LINGER,
     ) -> None:
         self.library = library
         self.slots = slots
         self.transfers = transfers
         self.clock = clock
         self.idle_timeout = idle_timeout
+        #: The upload cap (``--upload-rate``), shared by every connection.
+        self.bucket = bucket
+        self.session_linger = session_linger
         #: Open connections, so a stopping peer can close them.
         self.connections: set[UploadProtocol] = set()
+        #: Native ranges (``get``) served in full, and their bytes.
+        self.served_ranges = 0
+        self.served_bytes = 0
 
     def disconnect_all(self) -> None:
         """

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Session:
     """
     One live connection of a peer to a tracker.
@@ -33,7 +33,7 @@ class Session:
         return self.version is None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Publication:
     """
     One file a session has published under a shared name.
@@ -48,9 +48,13 @@ class Publication:
     last_modified: float | str | None = None
     #: None for seed-protocol sources, which are unverified.
     sha256: str | None = None
+    #: The root hash over the piece list (docs/swarm.md), and the piece
+    #: size it was built with; None for seed sources and older peers.
+    root: str | None = None
+    piece_size: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     """
     A publication joined with the session that holds it: one row of a
@@ -63,7 +67,7 @@ class Source:
 
     def to_wire(self) -> dict[str, Any]:
         s, p = self.session, self.publication
-        return {
+        entry = {
             "hostname": s.hostname,
             "ip": s.ip,
             "port": s.p2p_port,
@@ -74,6 +78,10 @@ class Source:
             "sha256": p.sha256,
             "version": s.version,
         }
+        if p.root is not None:
+            entry["root"] = p.root
+            entry["piece_size"] = p.piece_size
+        return entry
 
 
 @dataclass(frozen=True)
@@ -87,8 +95,11 @@ class CatalogueEntry:
     sha256: str | None
     sources: int
     hostnames: tuple[str, ...]
+    #: The root hash shared by these sources, when they published one.
+    root: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
+        # The root only groups entries: the answer keeps its version 1 form.
         return {
             "fname": self.fname,
             "file_size": self.file_size,
@@ -96,6 +107,15 @@ class CatalogueEntry:
             "sources": self.sources,
             "hostnames": list(self.hostnames),
         }
+
+
+def content_key(publication: Publication) -> tuple[int | None, str | None, str | None]:
+    """
+    What makes two publications of one name the same catalogue entry: the
+    root where present (it fixes the size and the bytes), else the size and
+    SHA-256.
+    """
+    return (publication.file_size, publication.sha256, publication.root)
 
 
 def pattern_matcher(pattern: str | None) -> Callable[[str], bool]:
@@ -115,19 +135,19 @@ def pattern_matcher(pattern: str | None) -> Callable[[str], bool]:
 
 def group_catalogue(sources: list[Source], limit: int) -> list[CatalogueEntry]:
     """
-    Group sources into catalogue entries by (fname, file_size, sha256),
-    sorted by name, at most ``limit`` entries.
+    Group sources into catalogue entries by (fname, file_size, sha256,
+    root) (see L{content_key}), sorted by name, at most ``limit`` entries.
     """
-    groups: dict[tuple[str, int | None, str | None], list[Source]] = {}
+    groups: dict[tuple[str, int | None, str | None, str | None], list[Source]] = {}
     for source in sources:
         p = source.publication
-        groups.setdefault((p.fname, p.file_size, p.sha256), []).append(source)
+        groups.setdefault((p.fname,) + content_key(p), []).append(source)
     entries = []
-    for (fname, file_size, sha256), members in sorted(
-        groups.items(), key=lambda kv: (kv[0][0], kv[0][2] or "", kv[0][1] or 0)
+    for (fname, file_size, sha256, root), members in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][2] or "", kv[0][1] or 0, kv[0][3] or "")
     ):
         hosts = tuple(dict.fromkeys(m.session.hostname for m in members))
-        entries.append(CatalogueEntry(fname, file_size, sha256, len(members), hosts))
+        entries.append(CatalogueEntry(fname, file_size, sha256, len(members), hosts, root))
         if len(entries) >= limit:
             break
     return entries

@@ -1,0 +1,140 @@
+"""
+Resume across a kill, with real processes: a ``twistd p2ptracker``, two
+``twistd p2ppeer`` sources (upload-capped, so the transfer lasts a few
+seconds) and a downloading ``twistd p2ppeer`` that is SIGKILLed (or
+SIGTERMed) mid-way and started again.  It resumes on its own at start-up and fetches only the
+pieces its state file did not record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import ShellProcess, free_port
+from twistedp2p.peer.pieces import bitmap_decode
+
+pytestmark = pytest.mark.timeout(120)
+
+MiB = 1024 * 1024
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.procs: list[ShellProcess] = []
+
+    def start(self, name: str, args: list[str], ready: str) -> ShellProcess:
+        proc = ShellProcess(name, args, self.root, self.root / f"{name}.log")
+        self.procs.append(proc)
+        proc.expect(ready)
+        return proc
+
+    def tracker(self) -> ShellProcess:
+        return self.start(
+            "tracker",
+            ["p2ptracker", "--listen", f"tcp:{self.port}:interface=127.0.0.1", "--db", "memory"],
+            r"p2ptracker \S+ listening",
+        )
+
+    def peer(self, name: str, *extra: str) -> ShellProcess:
+        repo = self.root / name
+        repo.mkdir(exist_ok=True)
+        proc = self.start(
+            name,
+            ["p2ppeer", "--tracker", f"tcp:127.0.0.1:{self.port}", "--hostname", name, "--repo", str(repo),
+             "--listen", "tcp:0:interface=127.0.0.1", *extra],
+            rf"p2ppeer {name} serving on port \d+",
+        )
+        proc.expect(r"tracker link: connected")
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.kill()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def served(peer: ShellProcess) -> int:
+    return int(peer.command("status", r"^served: (\d+) ranges").group(1))
+
+
+def recorded_pieces(state: Path, timeout: float = 30.0, at_least: int = 1) -> tuple[int, int]:
+    """
+    Wait until the state file records C{at_least} pieces (it is written by
+    another process: poll it).  @return: (recorded, total).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = json.loads(state.read_text())
+        except (OSError, ValueError):
+            data = None
+        if data is not None:
+            have = len(bitmap_decode(data["have"], data["pieces"]))
+            if have >= at_least:
+                return have, data["pieces"]
+        time.sleep(0.05)
+    raise AssertionError(f"{state} never recorded {at_least} pieces")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_mid_download_resumes_at_start(cluster: Cluster, signum: int) -> None:
+    cluster.tracker()
+    data = os.urandom(12 * MiB)
+    digest = hashlib.sha256(data).hexdigest()
+    sources = []
+    for name in ("alice", "bob"):
+        peer = cluster.peer(name, "--upload-rate", "2M")
+        (cluster.root / name / "data.bin").write_bytes(data)
+        peer.command("publish data.bin data.bin", r"published data\.bin: created")
+        sources.append(peer)
+
+    carol = cluster.peer("carol")
+    carol.send("fetch data.bin")
+    state = cluster.root / "carol" / ".data.bin.part.json"
+    have, total = recorded_pieces(state, at_least=12)
+    assert have < total
+    carol.signal(signum)
+    # (twistd stops cleanly on SIGTERM, then exits with the signal's status.)
+    assert carol.wait(20) == -signum
+    if signum == signal.SIGTERM:
+        # Stopped cleanly: the state was written on the way out.
+        assert "stopped fetching data.bin" in (cluster.root / "carol.log").read_text()
+        have, _ = recorded_pieces(state, timeout=1)
+    assert (cluster.root / "carol" / ".data.bin.part").exists()
+    assert not (cluster.root / "carol" / "data.bin").exists()
+    before = sum(served(s) for s in sources)
+
+    # Started again, it resumes on its own.
+    carol = cluster.peer("carol")
+    m = carol.expect(r"^resuming data\.bin: (\d+) of (\d+) pieces on disk$")
+    assert int(m.group(1)) >= have and int(m.group(2)) == total
+    m = carol.expect(
+        r"^fetched data\.bin from (.+): (\d+) bytes \((\d+) resumed from disk\), sha256 verified -> (.+)$",
+        timeout=60,
+    )
+    assert int(m.group(2)) == len(data)
+    assert int(m.group(3)) >= have * 256 * 1024
+    assert Path(m.group(4)) == cluster.root / "carol" / "data.bin"
+    assert hashlib.sha256((cluster.root / "carol" / "data.bin").read_bytes()).hexdigest() == digest
+    assert not state.exists()
+    assert not (cluster.root / "carol" / ".data.bin.part").exists()
+
+    after = sum(served(s) for s in sources) - before
+    assert 0 < after < total

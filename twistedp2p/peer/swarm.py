@@ -1,0 +1,1562 @@
+"""
+Multi-source downloads (``docs/swarm.md``).
+
+L{plan_swarm} picks the content root a fetch follows (a pure function).
+L{SwarmDownload} fetches the file in pieces from up to C{max_sources}
+sources at once, several pipelined ``get`` requests per connection
+(L{PieceConnection}); every piece is checked against the piece list (which
+itself must hash to the root) before one writer thread puts it in place in
+the preallocated ``.part`` file (L{PieceWriter}).  Which pieces are safely
+on disk is recorded beside it in ``.FNAME.part.json`` (L{PartState}), so an
+interrupted download resumes where it stopped.  The whole-file SHA-256 is
+checked too before the file is moved into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import os
+import tempfile
+from collections import Counter, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout, succeed
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from twistedp2p import errors, wire
+from twistedp2p.peer.download import (
+    Connect,
+    DownloadSettings,
+    FetchResult,
+    LocalWriteError,
+    Progress,
+    SourceInfo,
+    _link_exclusive,
+    _Prebuilt,
+    _reason,
+    _unlink_quietly,
+    part_name,
+)
+from twistedp2p.peer.pieces import MAX_PIECES, PieceList, bitmap_decode, bitmap_encode, piece_count
+from twistedp2p.peer.ratelimit import PauseReasons, TokenBucket, throttle_download
+from twistedp2p.peer.slots import DOWN, Slot, Slots
+from twistedp2p.peer.transfers import Transfers
+
+STATE_VERSION = 1
+#: Bytes a source connection reads at a time (without a download cap).
+READ_SIZE = 1024 * 1024
+#: Written bytes between two flushes of the part file to disk.
+SYNC_BYTES = 32 * 1024 * 1024
+#: Largest piece count a download accepts from a tracker answer (memory
+#: for the piece list and the bitmaps stays small).
+MAX_ACCEPTED_PIECES = 4 * MAX_PIECES
+
+
+class BadSource(errors.TransferFailed):
+    """the source sent data that does not match the published hashes"""
+
+
+# -- which content ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SwarmPlan:
+    """
+    What a multi-source fetch follows: one root (and the size, SHA-256 and
+    piece size it goes with), the sources that published it (asked for the
+    piece list), and the other native sources of the same content (asked
+    for byte ranges only).
+    """
+
+    root: str
+    piece_size: int
+    size: int
+    sha256: str
+    listed: tuple[SourceInfo, ...]
+    others: tuple[SourceInfo, ...]
+
+    @property
+    def sources(self) -> tuple[SourceInfo, ...]:
+        return self.listed + self.others
+
+
+def plan_swarm(sources: Sequence[SourceInfo], prefer_root: str | None = None) -> SwarmPlan | None:
+    """
+    Choose the root of a multi-source fetch among the native sources of one
+    content (as L{choose_sources} returns them): C{prefer_root} (a partial
+    download's) when some source publishes it, else the root most sources
+    publish (ties: the tracker's order).  None when no source publishes a
+    usable root: the fetch then downloads whole files.
+    """
+    natives = [s for s in sources if not s.seed and s.file_size is not None]
+    rooted = [
+        s
+        for s in natives
+        if s.root is not None
+        and s.piece_size is not None
+        and piece_count(s.file_size or 0, s.piece_size) <= MAX_ACCEPTED_PIECES
+    ]
+    if not rooted:
+        return None
+    counts = Counter((s.root, s.piece_size) for s in rooted)
+    keys = list(counts)
+    preferred = [k for k in keys if k[0] == prefer_root]
+    if preferred:
+        chosen = preferred[0]
+    else:
+        chosen = max(keys, key=lambda k: (counts[k], -keys.index(k)))
+    listed = tuple(s for s in rooted if (s.root, s.piece_size) == chosen)
+    others = tuple(s for s in natives if s not in listed)
+    first = listed[0]
+    assert first.file_size is not None and first.sha256 is not None
+    return SwarmPlan(chosen[0], chosen[1], first.file_size, first.sha256, listed, others)
+
+
+# -- the resume state --------------------------------------------------------------------
+
+
+def state_name(fname: str) -> str:
+    """
+    The hidden name of a partial download's state file.
+    """
+    name = f".{fname}.part.json"
+    if len(name.encode("utf-8")) <= 255:
+        return name
+    return "." + hashlib.sha256(fname.encode("utf-8")).hexdigest()[:40] + ".part.json"
+
+
+@dataclass(frozen=True)
+class PartState:
+    """
+    What a partial download keeps beside its ``.part`` file: the content it
+    follows and which pieces are verified and durable on disk.
+    """
+
+    fname: str
+    root: str
+    piece_size: int
+    size: int
+    sha256: str
+    have: frozenset[int]
+
+    @property
+    def count(self) -> int:
+        return piece_count(self.size, self.piece_size)
+
+    def have_bytes(self) -> int:
+        last = self.count - 1
+        tail = self.size - last * self.piece_size if self.count else 0
+        return sum(tail if i == last else self.piece_size for i in self.have)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "fname": self.fname,
+            "root": self.root,
+            "piece_size": self.piece_size,
+            "size": self.size,
+            "sha256": self.sha256,
+            "pieces": self.count,
+            "have": bitmap_encode(self.have, self.count),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> "PartState":
+        """
+        @raise ValueError: naming what is wrong.
+        """
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise ValueError("not a partial-download state of a known version")
+        fname = data.get("fname")
+        problem = wire.fname_problem(fname)
+        if problem is not None:
+            raise ValueError(f"bad name: {problem}")
+        try:
+            size = wire.size("size", data.get("size"))
+            piece_size = wire.piece_size("piece_size", data.get("piece_size"))
+        except wire.WireError as e:
+            raise ValueError(e.message)
+        root, sha = data.get("root"), data.get("sha256")
+        if not (wire.is_sha256(root) and wire.is_sha256(sha)):
+            raise ValueError("root and sha256 must be 64 lowercase hex digits")
+        count = piece_count(size, piece_size)
+        if count > MAX_ACCEPTED_PIECES or data.get("pieces") != count:
+            raise ValueError("the piece count does not match the size")
+        have = data.get("have")
+        if not isinstance(have, str):
+            raise ValueError("have must be a hex bitmap")
+        return cls(fname, root, piece_size, size, sha, frozenset(bitmap_decode(have, count)))
+
+
+def read_state(path: Path) -> PartState | None:
+    """
+    Read a state file (blocking).  @return: None when there is none.
+    @raise ValueError: for a file that is not a valid state.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("not JSON")
+    return PartState.from_json(data)
+
+
+def write_state(path: Path, state: PartState) -> None:
+    """
+    Replace the state file atomically (blocking): temp file, fsync, rename.
+    """
+    data = json.dumps(state.to_json(), sort_keys=True).encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(Path(tmp))
+        raise
+
+
+def find_states(repo: Path) -> list[tuple[Path, PartState | str]]:
+    """
+    Every partial-download state file in C{repo} (blocking): C{(path,
+    state)}, or C{(path, why it is unusable)}.
+    """
+    found: list[tuple[Path, PartState | str]] = []
+    try:
+        names = sorted(os.listdir(repo))
+    except OSError:
+        return found
+    for name in names:
+        if not (name.startswith(".") and name.endswith(".part.json")):
+            continue
+        path = repo / name
+        try:
+            state = read_state(path)
+        except (OSError, ValueError) as e:
+            found.append((path, str(e)))
+            continue
+        if state is not None:
+            if state_name(state.fname) != name:
+                found.append((path, "its name does not match the file it describes"))
+                continue
+            found.append((path, state))
+    return found
+
+
+# -- the writer thread -------------------------------------------------------------------
+
+
+class SerialWorker:
+    """
+    Jobs run in a thread one after the other, in the order given, through
+    C{run_in_thread}; the jobs queued while a batch runs go together in the
+    next one, so a busy reactor costs one round trip per batch, not per job.
+    """
+
+    def __init__(self, run_in_thread: Callable[..., Deferred]) -> None:
+        self._run = run_in_thread
+        self._queue: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred]] = []
+        self._busy = False
+
+    def submit(self, work: Callable[..., Any], *args: Any) -> Deferred:
+        """
+        @return: a Deferred for C{work(*args)}'s outcome.
+        """
+        d: Deferred = Deferred()
+        self._queue.append((work, args, d))
+        self._pump()
+        return d
+
+    def _pump(self) -> None:
+        if self._busy or not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        self._busy = True
+        self._run(_run_batch, [(work, args) for work, args, _ in batch]).addBoth(self._done, batch)
+
+    def _done(self, outcomes: Any, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred]]) -> None:
+        self._busy = False
+        if isinstance(outcomes, Failure):
+            outcomes = [outcomes] * len(batch)
+        for (_, _, d), outcome in zip(batch, outcomes):
+            if isinstance(outcome, Failure):
+                d.errback(outcome)
+            else:
+                d.callback(outcome)
+        self._pump()
+
+
+def _run_batch(jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
+    """
+    (In a thread.)  Run each job; a failing job gives its L{Failure} and
+    the next ones still run.
+    """
+    outcomes: list[Any] = []
+    for work, args in jobs:
+        try:
+            outcomes.append(work(*args))
+        except BaseException:
+            outcomes.append(Failure())
+    return outcomes
+
+
+class PieceWriter:
+    """
+    The ``.part`` file and its state, worked on by serial queues of thread
+    jobs (through C{run_in_thread}): one checks each piece against its
+    SHA-256 and writes it in place (the only writer); another feeds the
+    whole-file SHA-256 in piece order as the written prefix grows (reading
+    back from the file pieces that arrived early), so the two hashes run
+    side by side; a third flushes written data to disk every L{SYNC_BYTES},
+    so that the final fsync before the rename has little left to do.  A
+    checkpoint writes the state atomically; the pieces it claims are hashed
+    again when a download resumes, so it needs no fsync of the part file.
+    """
+
+    log = Logger()
+
+    def __init__(self, part: Path, state_path: Path, pieces: PieceList, run_in_thread: Callable[..., Deferred]) -> None:
+        self.part = part
+        self.state_path = state_path
+        self.pieces = pieces
+        self._writes = SerialWorker(run_in_thread)
+        self._hashes = SerialWorker(run_in_thread)
+        self._syncs = SerialWorker(run_in_thread)
+        self._unsynced = 0
+        self._syncing = False
+        self._fd: int | None = None
+        # Touched only by the jobs of the hash queue:
+        self._written: set[int] = set()
+        self._whole = hashlib.sha256()
+        self._prefix = 0
+
+    def _enqueue(self, work: Callable[..., Any], *args: Any, queue: str = "_writes") -> Deferred:
+        """
+        Run C{work} in a thread after everything queued before it on
+        C{queue}.  @return: a Deferred for its outcome alone.
+        """
+        worker: SerialWorker = getattr(self, queue)
+        return worker.submit(work, *args)
+
+    def _last(self, work: Callable[..., Any], *args: Any) -> Deferred:
+        """
+        Run C{work} once everything queued so far on both queues is done
+        (the hash jobs that pending writes add included).
+        """
+        barrier = self._enqueue(lambda: None)
+        outcome: Deferred = Deferred()
+
+        def synced(_: Any) -> None:
+            self._enqueue(work, *args, queue="_hashes").chainDeferred(outcome)
+
+        def then(_: Any) -> None:
+            self._enqueue(lambda: None, queue="_syncs").addBoth(synced)
+
+        barrier.addBoth(then)
+        return outcome
+
+    # -- jobs --------------------------------------------------------------------
+
+    def open(self, claimed: Iterable[int]) -> Deferred:
+        """
+        Open (or create) the part file at its full size and check the
+        pieces a previous run claimed.  @return: Deferred firing the set of
+        pieces that are really there.
+        """
+        d = self._enqueue(self._open, sorted(claimed))
+
+        def hash_prefix(good: set[int]) -> set[int]:
+            self._enqueue(self._note, sorted(good), -1, b"", queue="_hashes")
+            return good
+
+        return d.addCallback(hash_prefix)
+
+    def _open(self, claimed: list[int]) -> set[int]:
+        try:
+            fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise LocalWriteError(f"cannot write {self.part}: {e.strerror or e}")
+        self._fd = fd
+        try:
+            if not claimed:
+                os.ftruncate(fd, 0)
+            if os.fstat(fd).st_size != self.pieces.size:
+                os.ftruncate(fd, self.pieces.size)
+        except OSError as e:
+            raise LocalWriteError(f"cannot write {self.part}: {e.strerror or e}")
+        good = set()
+        for index in claimed:
+            offset, length = self.pieces.span(index)
+            data = os.pread(fd, length, offset)
+            if len(data) == length and hashlib.sha256(data).digest() == self.pieces.digests[index]:
+                good.add(index)
+        return good
+
+    def write(self, index: int, data: bytes) -> tuple[Deferred, Deferred]:
+        """
+        Check one piece and write it in place.
+
+        @return: two Deferreds: the first fires True (written) or False (it
+            does not match its hash; not written); the second fires None
+            once C{data} is no longer needed (hashed into the whole file, or
+            refused).
+        """
+        written = self._enqueue(self._write, index, data)
+        released: Deferred = Deferred()
+
+        def then(ok: Any) -> Any:
+            if ok is True:
+                self._unsynced += len(data)
+                if self._unsynced >= SYNC_BYTES and not self._syncing:
+                    self._unsynced = 0
+                    self._syncing = True
+                    syncing = self._enqueue(self._sync, queue="_syncs")
+                    syncing.addErrback(lambda f: self.log.failure("flushing {part}", f, part=str(self.part)))
+                    syncing.addBoth(self._synced)
+                hashed = self._enqueue(self._note, [index], index, data, queue="_hashes")
+                hashed.addErrback(lambda f: self.log.failure("hashing {part}", f, part=str(self.part)))
+                hashed.addBoth(lambda _: released.callback(None))
+            else:
+                released.callback(None)
+            return ok
+
+        written.addBoth(then)
+        return written, released
+
+    def _write(self, index: int, data: bytes) -> bool:
+        if hashlib.sha256(data).digest() != self.pieces.digests[index]:
+            return False
+        offset, _ = self.pieces.span(index)
+        assert self._fd is not None
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.pwrite(self._fd, view, offset)
+                view = view[n:]
+                offset += n
+        except OSError as e:
+            raise LocalWriteError(f"cannot write {self.part}: {e.strerror or e}")
+        return True
+
+    def _sync(self) -> None:
+        """
+        (Sync queue.)  Flush what is written so far (it may run while the
+        writer writes further pieces).
+        """
+        fd = self._fd
+        if fd is not None:
+            os.fdatasync(fd)
+
+    def _synced(self, _: Any) -> None:
+        self._syncing = False
+
+    def _note(self, indexes: list[int], index: int, data: bytes) -> None:
+        """
+        (Hash queue.)  Record written pieces and feed the whole-file hash
+        with the pieces now contiguous from the start; C{data} is piece
+        C{index}'s bytes, the others are read back.
+        """
+        self._written.update(indexes)
+        while self._prefix in self._written:
+            i = self._prefix
+            if i == index:
+                chunk = data
+            else:
+                offset, length = self.pieces.span(i)
+                assert self._fd is not None
+                chunk = os.pread(self._fd, length, offset)
+            self._whole.update(chunk)
+            self._prefix += 1
+
+    def checkpoint(self, state: PartState) -> Deferred:
+        """
+        Record C{state} (after the writes queued before it).
+        """
+        return self._enqueue(self._checkpoint, state)
+
+    def _checkpoint(self, state: PartState) -> None:
+        # No fsync of the part file here (it would stall the writes for as
+        # long as the disk takes): a resumed download hashes every piece the
+        # state claims before trusting it, so a piece lost with the page
+        # cache (power loss) is simply fetched again.
+        write_state(self.state_path, state)
+
+    def finish(self) -> Deferred:
+        """
+        Flush and close.  @return: Deferred firing the whole-file SHA-256.
+        """
+        return self._last(self._finish)
+
+    def _finish(self) -> str:
+        if self._prefix != self.pieces.count:
+            raise LocalWriteError(f"{self.part} is missing pieces")
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.fsync(fd)
+            os.close(fd)
+        return self._whole.hexdigest()
+
+    def close(self, state: PartState | None) -> Deferred:
+        """
+        Record C{state} (when given) and close, keeping the files.  Never
+        fails (a failure is logged).
+        """
+
+        def work() -> None:
+            try:
+                if state is not None:
+                    self._checkpoint(state)
+            finally:
+                fd, self._fd = self._fd, None
+                if fd is not None:
+                    os.close(fd)
+
+        return self._last(work).addErrback(
+            lambda f: self.log.failure("saving the partial download {part}", f, part=str(self.part))
+        )
+
+    def discard(self) -> Deferred:
+        """
+        Close and remove the part file and the state.  Never fails.
+        """
+
+        def work() -> None:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                os.close(fd)
+            _unlink_quietly(self.part)
+            _unlink_quietly(self.state_path)
+
+        return self._last(work).addErrback(
+            lambda f: self.log.failure("removing the partial download {part}", f, part=str(self.part))
+        )
+
+
+# -- one source connection --------------------------------------------------------------
+
+
+@dataclass
+class _Request:
+    kind: str  # "pieces" or "get"
+    index: int = -1
+    offset: int = 0
+    length: int = 0
+    #: Another copy of the piece won: read the bytes and drop them.
+    cancelled: bool = False
+
+
+class PieceConnection(Int32StringReceiver, TimeoutMixin):
+    """
+    One connection to a source: ``pieces`` (when the source publishes our
+    root), then pipelined ``get`` requests for single pieces.  Answers come
+    in request order: a header frame, then exactly ``length`` raw bytes.
+
+    Thin: every decision is the L{SwarmDownload}'s.
+    """
+
+    MAX_LENGTH = wire.MAX_REPLY_FRAME
+    log = Logger()
+
+    def __init__(self, swarm: "SwarmDownload", peer: "_Peer", clock: Any, stall_timeout: float) -> None:
+        self.swarm = swarm
+        self.peer = peer
+        self.source = peer.source
+        self.callLater = clock.callLater
+        self._stall = stall_timeout
+        self.inflight: deque[_Request] = deque()
+        self.slot: Slot | None = None
+        self.closed = False
+        #: Fires on the first answer (or on failure): time to first byte.
+        #: Cancelling it (the first-byte timer) fails the connection.
+        self.answered: Deferred = Deferred(lambda d: self.fail(errors.TransferFailed(self.timeout_reason)))
+        self.timeout_reason = "no data in time"
+        self.pieces_delivered = 0
+        self._frames = b""
+        self._left = 0
+        self._body = bytearray()
+        self.reasons = PauseReasons(self._pause_transport, self._resume_transport)
+
+    # -- requests ----------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.setTimeout(self._stall)
+        nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if nodelay is not None:
+            # Pipelined requests are small: never hold them back.
+            nodelay(True)
+        bucket = self.swarm.bucket
+        if (bucket is None or not bucket.limited) and isinstance(getattr(self.transport, "bufferSize", None), int):
+            # Read up to READ_SIZE per call rather than 64 KiB (fewer reactor
+            # rounds on fast links); under a download cap reads stay small,
+            # so that the cap is followed closely.
+            self.transport.bufferSize = READ_SIZE
+        self.swarm.connected(self)
+
+    def ask_pieces(self) -> None:
+        self.inflight.append(_Request("pieces"))
+        self.sendString(wire.encode({"action": "pieces", "fname": self.source.fname}))
+
+    def ask(self, index: int, offset: int, length: int) -> None:
+        if not self.inflight and not self.reasons.paused:
+            self.setTimeout(self._stall)
+        self.inflight.append(_Request("get", index, offset, length))
+        self.sendString(
+            wire.encode({"action": "get", "fname": self.source.fname, "offset": offset, "length": length})
+        )
+
+    def pending(self) -> list[int]:
+        return [r.index for r in self.inflight if r.kind == "get" and not r.cancelled]
+
+    def position(self, index: int) -> int:
+        """
+        How many answers come before piece C{index}'s on this connection.
+        """
+        for n, r in enumerate(self.inflight):
+            if r.index == index:
+                return n
+        return 0
+
+    def cancel(self, index: int) -> None:
+        for r in self.inflight:
+            if r.index == index:
+                r.cancelled = True
+
+    # -- bytes -------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.inflight and not self.reasons.paused:
+            self.resetTimeout()
+        throttle_download(self.swarm.bucket, len(data), self.reasons)
+        if self._frames:
+            # Only a partial frame is ever kept: headers are small.
+            data, self._frames = self._frames + data, b""
+        view = memoryview(data)
+        pos, end = 0, len(data)
+        while pos < end and not self.closed:
+            if self._left:
+                # Raw bytes of a piece: one copy, into the piece's buffer.
+                take = min(self._left, end - pos)
+                self._body += view[pos : pos + take]
+                pos += take
+                self._left -= take
+                if not self._left:
+                    self._body_done()
+                continue
+            if end - pos < 4:
+                break
+            length = int.from_bytes(view[pos : pos + 4], "big")
+            if length > self.MAX_LENGTH:
+                self.fail(errors.TransferFailed(f"the source sent a {length}-byte frame"))
+                return
+            if end - pos - 4 < length:
+                break
+            frame = bytes(view[pos + 4 : pos + 4 + length])
+            pos += 4 + length
+            self._answer(frame)
+        if pos < end and not self.closed and not self._left:
+            self._frames = bytes(view[pos:end])
+
+    def _answer(self, frame: bytes) -> None:
+        if not self.answered.called:
+            self.answered.callback(None)
+        try:
+            message = wire.decode(frame)
+        except wire.WireError as e:
+            self.fail(errors.TransferFailed(f"the source sent a bad frame ({e.message})"))
+            return
+        if not self.inflight:
+            self.fail(errors.TransferFailed("the source sent an answer to no request"))
+            return
+        head = self.inflight[0]
+        status = message.get("status")
+        text = message.get("message") if isinstance(message.get("message"), str) else ""
+        if status == wire.BUSY:
+            self.fail(errors.Busy(f"busy ({text})" if text else "busy"))
+        elif status == wire.ERROR:
+            self.fail(errors.TransferFailed(f"refused: {text or message.get('code') or 'error'}"))
+        elif status != wire.SUCCESS:
+            self.fail(errors.TransferFailed(f"unexpected answer {str(status)[:40]!r}"))
+        elif head.kind == "pieces":
+            self.inflight.popleft()
+            try:
+                pieces = PieceList.from_wire(message, self.swarm.plan.root)
+            except ValueError as e:
+                self.fail(BadSource(f"its piece list is not the published one ({e})"))
+                return
+            if pieces.sha256 != self.swarm.plan.sha256 or pieces.size != self.swarm.plan.size:
+                self.fail(BadSource("its piece list is for other content"))
+                return
+            self.swarm.pieces_received(self, pieces)
+        else:
+            self._header(head, message)
+
+    def _header(self, head: _Request, message: dict[str, Any]) -> None:
+        plan = self.swarm.plan
+        if (
+            message.get("offset") != head.offset
+            or message.get("length") != head.length
+            or message.get("file_size") != plan.size
+        ):
+            self.fail(errors.TransferFailed("the source answered another range than asked"))
+            return
+        if message.get("sha256") != plan.sha256:
+            self.fail(BadSource("the source now has different content than it published"))
+            return
+        self._left = head.length
+        self._body = bytearray()
+        if not self._left:
+            self._body_done()
+
+    def _body_done(self) -> None:
+        head = self.inflight.popleft()
+        data, self._body = self._body, bytearray()
+        if not self.inflight:
+            self.setTimeout(None)
+        self.swarm.piece_received(self, head, data)
+
+    # -- flow control ---------------------------------------------------------------
+
+    def _pause_transport(self) -> None:
+        self.setTimeout(None)
+        if not self.closed and self.transport is not None:
+            self.transport.pauseProducing()
+
+    def _resume_transport(self) -> None:
+        if self.closed or self.transport is None:
+            return
+        if self.inflight:
+            self.setTimeout(self._stall)
+        self.transport.resumeProducing()
+
+    # -- the end -------------------------------------------------------------------
+
+    def timeoutConnection(self) -> None:
+        self.fail(errors.TransferFailed(f"the source stalled: no data for {self._stall:g} s"))
+
+    def fail(self, reason: Exception) -> None:
+        if self.closed:
+            return
+        self._close()
+        if not self.answered.called:
+            self.answered.callback(None)
+        self.swarm.connection_failed(self, reason)
+        self.abort()
+
+    def abort(self) -> None:
+        transport = getattr(self, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+
+    def finish(self) -> None:
+        """
+        The download needs nothing more from this connection.
+        """
+        if self.closed:
+            return
+        busy = bool(self.inflight)
+        self._close()
+        if self.transport is not None:
+            if busy:
+                self.transport.abortConnection()
+            else:
+                self.transport.loseConnection()
+
+    def _close(self) -> None:
+        self.closed = True
+        self.setTimeout(None)
+        self.reasons.clear()
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.setTimeout(None)
+        if not self.closed:
+            waiting = len(self.pending())
+            if waiting:
+                self.fail(errors.TransferFailed(f"the connection was lost with {waiting} piece(s) pending"))
+            else:
+                self.fail(errors.TransferFailed("the source closed the connection"))
+
+
+# -- the download --------------------------------------------------------------------------
+
+
+@dataclass
+class _Peer:
+    """
+    The download's view of one source.
+    """
+
+    source: SourceInfo
+    #: May answer ``pieces`` (it published our root).
+    listed: bool
+    connection: PieceConnection | None = None
+    #: Never used again for this file (bad data, or too many failures).
+    dropped: bool = False
+    #: Do not connect before this time (busy, or a failed connection).
+    retry_at: float = 0.0
+    busy: int = 0
+    failures: int = 0
+    pieces: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.source.label
+
+
+class SwarmDownload:
+    """
+    Fetch one file from several sources following one L{SwarmPlan}.
+
+    @param bucket: the peer's download cap (``--download-rate``), or None.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        fname: str,
+        plan: SwarmPlan,
+        repo: Path,
+        *,
+        connect: Connect,
+        clock: Any,
+        run_in_thread: Callable[..., Deferred],
+        slots: Slots,
+        transfers: Transfers,
+        settings: DownloadSettings | None = None,
+        force: bool = False,
+        progress: Progress | None = None,
+        bucket: TokenBucket | None = None,
+    ) -> None:
+        self.fname = fname
+        self.plan = plan
+        self.repo = Path(repo)
+        self.final = self.repo / fname
+        self.part = self.repo / part_name(fname)
+        self.state_path = self.repo / state_name(fname)
+        self._connect = connect
+        self._clock = clock
+        self._run = run_in_thread
+        self._slots = slots
+        self._transfers = transfers
+        self.settings = settings or DownloadSettings()
+        self.force = force
+        self._progress = progress or (lambda done, total: None)
+        self.bucket = bucket
+        self.peers = [_Peer(s, True) for s in plan.listed] + [_Peer(s, False) for s in plan.others]
+        self.failures: list[tuple[str, str]] = []
+        self.pieces: PieceList | None = None
+        self.writer: PieceWriter | None = None
+        #: Pieces verified and written.
+        self.have: set[int] = set()
+        #: Pieces handed to the writer, not yet confirmed.
+        self._verifying: set[int] = set()
+        #: piece -> connections it is requested on.
+        self._requested: dict[int, set[PieceConnection]] = {}
+        self._heap: list[int] = []
+        self._claimed: frozenset[int] = frozenset()
+        self.resumed_bytes = 0
+        self._writing_bytes = 0
+        self._disk_paused = False
+        self._slot_wait: Deferred | None = None
+        self._retry_call: Any = None
+        self._checkpoint_call: Any = None
+        self._checkpoint_running = False
+        self._dirty = 0
+        self._started_at = 0.0
+        self._transfer: Any = None
+        self._opening = False
+        self._open_done = False
+        # Room for a few batches of pieces on their way to the disk.
+        self._max_pending = max(self.settings.swarm_pending, 4 * plan.piece_size)
+        self._done: Deferred | None = None
+        self._finished = False
+        self._stopping = False
+        #: Fires once the part and the state are closed (after success,
+        #: failure or stop): a stopping peer waits for it.
+        self.closed: Deferred = Deferred()
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(self) -> Deferred:
+        """
+        @return: Deferred firing a L{FetchResult}, or failing with
+            L{errors.AlreadyExists}, L{errors.TransferFailed} (the pieces
+            verified so far are kept for the next fetch),
+            L{errors.VerificationFailed} or L{LocalWriteError}.  Cancelling
+            it stops the download and keeps what is on disk.
+        """
+        self._done = Deferred(lambda d: self.stop())
+        self._started_at = self._clock.seconds()
+        self._start()
+        return self._done
+
+    def _start(self) -> None:
+        if not self.force and os.path.lexists(self.final):
+            self._fail_now(errors.AlreadyExists(f"{self.final} already exists; use --force to replace it"))
+            return
+        d = self._run(self._load_state)
+        d.addCallbacks(self._state_loaded, self._fail_now)
+
+    def _load_state(self) -> frozenset[int]:
+        """
+        (In a thread.)  The pieces a previous run recorded, when it followed
+        the same content; another content's leftovers are removed.
+        """
+        try:
+            state = read_state(self.state_path)
+        except (OSError, ValueError) as e:
+            self.log.warn(
+                "discarding the unreadable partial-download state {path}: {error}",
+                path=str(self.state_path),
+                error=str(e),
+            )
+            state = None
+            _unlink_quietly(self.state_path)
+        if state is None:
+            return frozenset()
+        plan = self.plan
+        if (state.root, state.piece_size, state.size, state.sha256, state.fname) != (
+            plan.root,
+            plan.piece_size,
+            plan.size,
+            plan.sha256,
+            self.fname,
+        ):
+            self.log.info(
+                "discarding the partial download of {fname} (root {old}): its sources now publish root {new}",
+                fname=self.fname,
+                old=state.root[:12],
+                new=plan.root[:12],
+            )
+            _unlink_quietly(self.state_path)
+            _unlink_quietly(self.part)
+            return frozenset()
+        if not self.part.exists():
+            return frozenset()
+        return state.have
+
+    def _state_loaded(self, claimed: frozenset[int]) -> None:
+        if self._finished:
+            return
+        self._claimed = claimed
+        if claimed:
+            self.log.info(
+                "resuming {fname}: {n} of {total} pieces recorded on disk",
+                fname=self.fname,
+                n=len(claimed),
+                total=piece_count(self.plan.size, self.plan.piece_size),
+            )
+        label = self.peers[0].label if len(self.peers) == 1 else f"{len(self.peers)} sources"
+        self._transfer = self._transfers.start(DOWN, self.fname, label, self.plan.size)
+        self._transfer.sources = 0
+        if self.plan.size == 0:
+            # Nothing to fetch: no piece, no source needed.
+            self._set_pieces(PieceList(0, self.plan.sha256, self.plan.piece_size, ()))
+            return
+        self._fill()
+
+    # -- sources and slots --------------------------------------------------------------
+
+    def _active(self) -> list[PieceConnection]:
+        return [p.connection for p in self.peers if p.connection is not None]
+
+    def _candidates(self) -> list[_Peer]:
+        now = self._clock.seconds()
+        out = []
+        for p in self.peers:
+            if p.dropped or p.connection is not None or p.retry_at > now:
+                continue
+            if not p.listed and self.pieces is None:
+                continue
+            out.append(p)
+        return out
+
+    def _fill(self) -> None:
+        """
+        Connect to more sources while there are fewer than C{max_sources}
+        connections, sources to use and work to share.
+        """
+        if self._finished or self._stopping or self._slot_wait is not None:
+            return
+        if self.pieces is not None and not self._unrequested():
+            self._check_done()
+            return
+        while len(self._active()) < self.settings.max_sources:
+            candidates = self._candidates()
+            if not candidates:
+                break
+            if self.pieces is None and self._active():
+                # One piece list at a time; more sources once we have it.
+                break
+            peer = candidates[0]
+            if self._active():
+                slot = self._slots.take_if_free(DOWN)
+                if slot is None:
+                    break
+                self._open(peer, slot)
+                continue
+            wait = self._slot_wait = self._slots.acquire(DOWN)
+
+            def got(slot: Slot, peer: _Peer = peer) -> None:
+                self._slot_wait = None
+                if self._finished or self._stopping or peer.dropped or peer.connection is not None:
+                    slot.release()
+                else:
+                    self._open(peer, slot)
+                self._fill()
+
+            def not_got(failure: Failure) -> None:
+                self._slot_wait = None
+                failure.trap(CancelledError)
+
+            wait.addCallbacks(got, not_got)
+            return
+        self._schedule_retry()
+        self._check_done()
+
+    def _schedule_retry(self) -> None:
+        """
+        Wake up when the next waiting source may be tried again.
+        """
+        if self._finished or self._stopping:
+            return
+        waiting = [p.retry_at for p in self.peers if not p.dropped and p.connection is None and p.retry_at > self._clock.seconds()]
+        if not waiting:
+            return
+        delay = max(0.0, min(waiting) - self._clock.seconds())
+        if self._retry_call is not None and self._retry_call.active():
+            if self._retry_call.getTime() <= self._clock.seconds() + delay:
+                return
+            self._retry_call.cancel()
+        self._retry_call = self._clock.callLater(delay, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_call = None
+        self._fill()
+
+    def _open(self, peer: _Peer, slot: Slot) -> None:
+        connection = PieceConnection(self, peer, self._clock, self.settings.stall_timeout)
+        connection.timeout_reason = f"no data within {self.settings.ttfb_timeout:g} s"
+        connection.slot = slot
+        peer.connection = connection
+        self._update_sources()
+        d = self._connect(peer.source.ip, peer.source.port, _Prebuilt(connection))
+
+        def first_answer() -> Deferred:
+            return connection.answered
+
+        d.addCallback(lambda _: first_answer())
+        d.addTimeout(self.settings.ttfb_timeout, self._clock)
+
+        def failed(failure: Failure) -> None:
+            if connection.closed:
+                return
+            if failure.check(DeferredTimeout):
+                connection.fail(errors.TransferFailed(f"no data within {self.settings.ttfb_timeout:g} s"))
+            elif failure.check(CancelledError):
+                connection.fail(errors.TransferFailed("cancelled"))
+            else:
+                connection.fail(errors.TransferFailed(f"cannot connect ({_reason(failure.value)})"))
+
+        d.addErrback(failed)
+
+    def connected(self, connection: PieceConnection) -> None:
+        """
+        (From the connection.)  Ask for the piece list, or for pieces.
+        """
+        if self._finished or self._stopping:
+            connection.finish()
+            return
+        if self._disk_paused:
+            connection.reasons.add("disk")
+        if connection.peer.listed:
+            # Every source that published our root shows its list first: a
+            # source whose list does not hash to the root is never used.
+            # Piece requests may follow at once (answers come in order).
+            connection.ask_pieces()
+        self._feed(connection)
+
+    def pieces_received(self, connection: PieceConnection, pieces: PieceList) -> None:
+        if self._finished or self._stopping:
+            return
+        if self.pieces is None:
+            self._set_pieces(pieces)
+        self._feed(connection)
+
+    def _set_pieces(self, pieces: PieceList) -> None:
+        self.pieces = pieces
+        self.writer = PieceWriter(self.part, self.state_path, pieces, self._run)
+        self._opening = True
+        self.writer.open(self._claimed).addCallbacks(self._opened, self._write_failed)
+
+    def _opened(self, good: set[int]) -> None:
+        self._opening = False
+        self._open_done = True
+        if self._finished:
+            return
+        assert self.pieces is not None
+        lost = len(self._claimed) - len(good)
+        if lost:
+            self.log.warn(
+                "{n} piece(s) of the partial download of {fname} no longer verify; fetching them again",
+                n=lost,
+                fname=self.fname,
+            )
+        self.have = set(good)
+        self.resumed_bytes = sum(self.pieces.span(i)[1] for i in good)
+        self._transfer.resume_from(self.resumed_bytes)
+        self._heap = [i for i in range(self.pieces.count) if i not in self.have]
+        heapq.heapify(self._heap)
+        if self._stopping:
+            return
+        if not self._work_left():
+            self._check_done()
+            return
+        for connection in self._active():
+            self._feed(connection)
+        self._fill()
+
+    # -- choosing pieces ---------------------------------------------------------------
+
+    def _work_left(self) -> bool:
+        assert self.pieces is not None
+        return len(self.have) < self.pieces.count
+
+    def _unrequested(self) -> bool:
+        """
+        Some piece is neither verified, nor being written, nor requested.
+        """
+        assert self.pieces is not None
+        busy = len(self.have) + len(self._verifying) + len(self._requested)
+        return busy < self.pieces.count
+
+    def _next_piece(self, connection: PieceConnection) -> int | None:
+        heap = self._heap
+        while heap:
+            index = heapq.heappop(heap)
+            if index not in self.have and index not in self._verifying and not self._requested.get(index):
+                return index
+        if connection.inflight:
+            return None
+        # Endgame (every piece is requested, this connection is idle): ask
+        # for the piece expected last, one that fewer than endgame_copies
+        # connections have; the first copy to arrive wins.
+        best: int | None = None
+        latest = -1
+        for index, holders in self._requested.items():
+            if connection in holders or len(holders) >= self.settings.endgame_copies:
+                continue
+            if index in self._verifying or index in self.have:
+                continue
+            depth = max(h.position(index) for h in holders) if holders else 0
+            if depth > latest:
+                best, latest = index, depth
+        return best
+
+    def _feed(self, connection: PieceConnection) -> None:
+        """
+        Keep C{pipeline} pieces requested on C{connection}; close it when
+        nothing is left for it.
+        """
+        if connection.closed or connection.transport is None or self.pieces is None or self._opening:
+            return
+        while len(connection.inflight) < self.settings.pipeline:
+            index = self._next_piece(connection)
+            if index is None:
+                break
+            self._requested.setdefault(index, set()).add(connection)
+            offset, length = self.pieces.span(index)
+            connection.ask(index, offset, length)
+        if not connection.inflight:
+            self._release(connection)
+            connection.finish()
+            self._fill()
+
+    def _return(self, index: int) -> None:
+        """
+        Put a piece back in the pool (its request failed).
+        """
+        if index not in self.have and index not in self._verifying and not self._requested.get(index):
+            heapq.heappush(self._heap, index)
+
+    # -- pieces arriving -------------------------------------------------------------
+
+    def piece_received(self, connection: PieceConnection, request: _Request, data: bytes) -> None:
+        holders = self._requested.get(request.index)
+        if holders is not None:
+            holders.discard(connection)
+            if not holders:
+                del self._requested[request.index]
+        index = request.index
+        if self._finished or self._stopping:
+            return
+        if request.cancelled or index in self.have or index in self._verifying:
+            self._feed(connection)
+            return
+        assert self.writer is not None
+        self._verifying.add(index)
+        self._writing_bytes += len(data)
+        if self._writing_bytes > self._max_pending and not self._disk_paused:
+            self._disk_paused = True
+            for c in self._active():
+                c.reasons.add("disk")
+        written, released = self.writer.write(index, data)
+        written.addCallbacks(self._written, self._write_failed, (connection, index, len(data)))
+        released.addCallback(self._released, len(data))
+        self._feed(connection)
+
+    def _released(self, _: Any, size: int) -> None:
+        self._writing_bytes -= size
+        if self._disk_paused and self._writing_bytes <= self._max_pending // 2:
+            self._disk_paused = False
+            for c in self._active():
+                c.reasons.remove("disk")
+
+    def _written(self, ok: bool, connection: PieceConnection, index: int, size: int) -> None:
+        self._verifying.discard(index)
+        if self._finished:
+            return
+        peer = connection.peer
+        if not ok:
+            self._return(index)
+            reason = BadSource(f"piece {index} does not match its SHA-256")
+            if connection.closed:
+                self._bad_source(peer, reason)
+                self._fill()
+            else:
+                connection.fail(reason)
+            return
+        self.have.add(index)
+        peer.pieces += 1
+        peer.failures = 0
+        for other in list(self._requested.pop(index, ())):
+            # Endgame: another copy is still on its way; drop it.
+            other.cancel(index)
+            if not other.pending():
+                self._release(other)
+                other.finish()
+        self._transfer.add(size)
+        self._dirty += 1
+        self._want_checkpoint()
+        try:
+            # (It may stop this download: nothing of ours runs after it.)
+            self._progress(self._transfer.done, self.plan.size)
+        except Exception:
+            self.log.failure("progress callback failed")
+        if self._finished:
+            return
+        if not self._work_left():
+            self._check_done()
+        else:
+            self._fill()
+
+    def _write_failed(self, failure: Failure, *ignored: Any) -> None:
+        self._opening = False
+        if self._finished:
+            return
+        if not failure.check(LocalWriteError):
+            self.log.failure("writing {part} failed", failure, part=str(self.part))
+            failure = Failure(LocalWriteError(f"cannot write {self.part}: {failure.getErrorMessage()}"))
+        self._fail_now(failure)
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    def _state(self) -> PartState:
+        plan = self.plan
+        return PartState(self.fname, plan.root, plan.piece_size, plan.size, plan.sha256, frozenset(self.have))
+
+    def _want_checkpoint(self) -> None:
+        if self._dirty >= self.settings.checkpoint_pieces:
+            self._checkpoint()
+        elif self._checkpoint_call is None:
+            self._checkpoint_call = self._clock.callLater(self.settings.checkpoint_interval, self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        if self._checkpoint_call is not None:
+            if self._checkpoint_call.active():
+                self._checkpoint_call.cancel()
+            self._checkpoint_call = None
+        if self._finished or self._checkpoint_running or not self._dirty or self.writer is None:
+            return
+        self._dirty = 0
+        self._checkpoint_running = True
+
+        def done(_: Any) -> None:
+            self._checkpoint_running = False
+            if self._dirty and not self._finished:
+                self._want_checkpoint()
+
+        self.writer.checkpoint(self._state()).addCallbacks(done, self._checkpoint_failed)
+
+    def _checkpoint_failed(self, failure: Failure) -> None:
+        self._checkpoint_running = False
+        self.log.failure("recording the progress of {fname} failed", failure, fname=self.fname)
+        self._write_failed(failure)
+
+    # -- failures ----------------------------------------------------------------------
+
+    def _release(self, connection: PieceConnection) -> None:
+        peer = connection.peer
+        if peer.connection is connection:
+            peer.connection = None
+        slot, connection.slot = connection.slot, None
+        if slot is not None:
+            slot.release()
+        for index in connection.pending():
+            holders = self._requested.get(index)
+            if holders is not None:
+                holders.discard(connection)
+                if not holders:
+                    del self._requested[index]
+            self._return(index)
+        self._update_sources()
+
+    def _bad_source(self, peer: _Peer, reason: Exception) -> None:
+        """
+        A source sent data that does not verify: never use it again for
+        this file, and say so.
+        """
+        if not peer.dropped:
+            self.log.warn(
+                "dropping source {source} for {fname}: {reason}; it is not used again for this file",
+                source=peer.label,
+                fname=self.fname,
+                reason=str(reason),
+            )
+        peer.dropped = True
+
+    def connection_failed(self, connection: PieceConnection, reason: Exception) -> None:
+        """
+        (From the connection.)  Give its pieces back and decide when (or
+        whether) to use its source again.
+        """
+        peer = connection.peer
+        self._release(connection)
+        if self._finished or self._stopping:
+            return
+        text = str(reason)
+        now = self._clock.seconds()
+        if isinstance(reason, BadSource):
+            self._bad_source(peer, reason)
+        elif isinstance(reason, errors.Busy):
+            delays = self.settings.busy_delays
+            if peer.busy >= len(delays):
+                peer.dropped = True
+            else:
+                peer.retry_at = now + delays[peer.busy] * (0.5 + self.settings.jitter())
+            peer.busy += 1
+        else:
+            peer.failures += 1
+            if peer.failures >= self.settings.source_retries:
+                peer.dropped = True
+            else:
+                peer.retry_at = now + self.settings.retry_delay * peer.failures
+        self.failures.append((peer.label, text))
+        self.log.info(
+            "{fname}: source {source} failed ({reason}){what}",
+            fname=self.fname,
+            source=peer.label,
+            reason=text,
+            what="; not using it again" if peer.dropped else "",
+        )
+        self._fill()
+
+    def _check_done(self) -> None:
+        if self._finished or self._stopping:
+            return
+        if self.pieces is not None and not self._work_left() and not self._verifying:
+            self._complete()
+            return
+        if self._active() or self._slot_wait is not None or self._opening:
+            return
+        if any(not p.dropped and (p.listed or self.pieces is not None) for p in self.peers):
+            # Sources waiting for a retry.
+            self._schedule_retry()
+            return
+        self._fail_now(errors.TransferFailed(self._summary()))
+
+    def _summary(self) -> str:
+        last: dict[str, str] = {}
+        for label, reason in self.failures:
+            last[label] = reason
+        details = "; ".join(f"{label}: {reason}" for label, reason in last.items())
+        text = f"could not fetch {self.fname} from any source ({details})"
+        if self.have and self.pieces is not None:
+            text += (
+                f"; {len(self.have)} of {self.pieces.count} pieces are kept for the next fetch"
+            )
+        return text
+
+    def _update_sources(self) -> None:
+        if self._transfer is not None:
+            self._transfer.sources = len(self._active())
+
+    # -- the end ----------------------------------------------------------------------
+
+    def _stop_timers(self) -> None:
+        for name in ("_retry_call", "_checkpoint_call"):
+            call = getattr(self, name)
+            if call is not None and call.active():
+                call.cancel()
+            setattr(self, name, None)
+        if self._slot_wait is not None:
+            wait, self._slot_wait = self._slot_wait, None
+            wait.cancel()
+
+    def _close_connections(self) -> None:
+        for connection in self._active():
+            self._release(connection)
+            connection.finish()
+
+    def _complete(self) -> None:
+        self._finished = True
+        self._stop_timers()
+        self._close_connections()
+        assert self.writer is not None
+        d = self.writer.finish()
+        d.addCallback(self._verify_whole)
+        d.addCallback(lambda _: self._run(self._install))
+        d.addCallbacks(self._installed, self._final_failure)
+
+    def _verify_whole(self, digest: str) -> None:
+        if digest != self.plan.sha256:
+            raise errors.VerificationFailed(
+                "the pieces verify but the whole file does not match the published SHA-256"
+                f" ({digest[:12]} != {self.plan.sha256[:12]})"
+            )
+
+    def _install(self) -> bool:
+        """
+        (In a thread.)  Move the verified part into place, then drop the
+        state.  @return: True when an existing file was replaced.
+        """
+        existed = os.path.lexists(self.final)
+        try:
+            if self.force:
+                os.replace(self.part, self.final)
+            else:
+                _link_exclusive(self.part, self.final)
+        except FileExistsError:
+            raise errors.AlreadyExists(
+                f"{self.final} appeared during the download; nothing was overwritten"
+                f" (the download is kept in {self.part.name})"
+            )
+        except OSError as e:
+            raise LocalWriteError(f"cannot move the download to {self.final}: {e.strerror or e}")
+        _unlink_quietly(self.state_path)
+        return existed and self.force
+
+    def _installed(self, replaced: bool) -> None:
+        self._transfer.set_done(self.plan.size)
+        self._transfer.finish("done")
+        contributors = sorted(
+            ((p.source.hostname, p.pieces) for p in self.peers if p.pieces), key=lambda hp: -hp[1]
+        )
+        main = max(self.peers, key=lambda p: (p.pieces, p.listed))
+        assert self.pieces is not None
+        result = FetchResult(
+            fname=self.fname,
+            path=str(self.final),
+            size=self.plan.size,
+            sha256=self.plan.sha256,
+            verified=True,
+            source=main.source,
+            failures=tuple(self.failures),
+            elapsed=self._clock.seconds() - self._started_at,
+            replaced=replaced,
+            contributors=tuple(contributors),
+            piece_count=self.pieces.count,
+            resumed=self.resumed_bytes,
+            pieces=self.pieces,
+        )
+        self.closed.callback(None)
+        assert self._done is not None
+        self._done.callback(result)
+
+    def _final_failure(self, failure: Failure) -> None:
+        """
+        Verification or installation failed after every piece arrived.
+        """
+        if failure.check(errors.AlreadyExists):
+            keep = self.writer.close(None) if self.writer is not None else succeed(None)
+        else:
+            keep = self.writer.discard() if self.writer is not None else succeed(None)
+        self._end(failure, keep)
+
+    def _fail_now(self, reason: Any) -> None:
+        """
+        Give up: keep what verified for the next fetch (or remove the part
+        when nothing did).
+        """
+        if self._finished:
+            return
+        self._finished = True
+        self._stop_timers()
+        self._close_connections()
+        failure = reason if isinstance(reason, Failure) else Failure(reason)
+        if failure.check(errors.VerificationFailed) and self.writer is not None:
+            keep: Deferred = self.writer.discard()
+        else:
+            keep = self._keep()
+        self._end(failure, keep)
+
+    def _keep(self) -> Deferred:
+        """
+        Close the part file, recording the verified pieces; remove it when
+        there are none.  Before the part is open, leave the files as they
+        are (a previous run's pieces are still recorded).
+        """
+        if self.writer is None:
+            return succeed(None)
+        if not self._open_done:
+            return self.writer.close(None)
+        if self.have:
+            return self.writer.close(self._state())
+        return self.writer.discard()
+
+    def _end(self, failure: Failure, keep: Deferred) -> None:
+        if self._transfer is not None:
+            self._transfer.finish(f"failed: {failure.getErrorMessage()}")
+
+        def closed(_: Any) -> None:
+            self.closed.callback(None)
+            if self._done is not None and not self._done.called:
+                self._done.errback(failure)
+
+        keep.addBoth(closed)
+
+    def stop(self) -> Deferred:
+        """
+        Stop now (the peer is stopping, or the fetch was cancelled): close
+        every connection and record what is on disk.  @return: L{closed}.
+        """
+        if self._finished:
+            return self.closed
+        self._finished = self._stopping = True
+        self._stop_timers()
+        self._close_connections()
+        if self._transfer is not None:
+            self._transfer.finish("stopped")
+        if self._open_done and self.pieces is not None:
+            self.log.info(
+                "stopped fetching {fname}: {n} of {total} pieces kept for the next fetch",
+                fname=self.fname,
+                n=len(self.have),
+                total=self.pieces.count,
+            )
+        self._keep().addBoth(lambda _: self.closed.callback(None))
+        return self.closed
