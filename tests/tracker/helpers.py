@@ -33,7 +33,12 @@ class FakeLink:
 
     def __init__(self) -> None:
         self.pings: list[Deferred] = []
+        #: Ids of the heartbeat pings sent and not answered yet.
+        self.heartbeats: list[int] = []
         self.closed = False
+        self._answered: Any = None
+        self._token: Any = None
+        self._next_id = 0
 
     def ping(self) -> Deferred:
         if self.closed:
@@ -42,11 +47,35 @@ class FakeLink:
         self.pings.append(d)
         return d
 
+    def send_heartbeat(self, answered: Any, token: Any) -> int | None:
+        if self.closed:
+            return None
+        self._next_id += 1
+        self._answered = answered
+        self._token = token
+        self.heartbeats.append(self._next_id)
+        return self._next_id
+
+    def answer_heartbeat(self, ping_id: int) -> bool:
+        """
+        Answer one heartbeat ping (it may be an old one); return what the
+        registry said about it.
+        """
+        if ping_id in self.heartbeats:
+            self.heartbeats.remove(ping_id)
+        return self._answered(self._token, ping_id)
+
     def answer_all(self) -> int:
+        """
+        Answer every waiting ping and heartbeat ping, oldest first.
+        """
         pending, self.pings = self.pings, []
         for d in pending:
             d.callback({"status": "success", "message": "pong"})
-        return len(pending)
+        beats, self.heartbeats = self.heartbeats, []
+        for ping_id in beats:
+            self._answered(self._token, ping_id)
+        return len(pending) + len(beats)
 
     def close(self) -> None:
         self.closed = True

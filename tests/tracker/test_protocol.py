@@ -268,6 +268,37 @@ class RequestTests(ProtocolTestBase):
         answer = me.ask({"action": "discover", "hostname": "src", "id": 11})
         self.assertEqual((answer["hostname"], len(answer["files"]), answer["files"][0]["sha256"]), ("src", 1, SHA_A))
 
+    def test_root_published_and_fetched(self):
+        """
+        A native peer's root and piece size reach every fetch answer (seed
+        clients too: they ignore keys they do not know) and the catalogue.
+        """
+        root = "d" * 64
+        src = self.native("src", 4000, ip="10.0.0.3")
+        pub = {"action": "publish", "fname": "a.pdf", "file_size": 3, "last_modified": 1.5,
+               "sha256": SHA_A, "root": root, "piece_size": 262144, "id": 1}
+        self.assertEqual(src.ask(pub)["status"], "created")
+        self.assertEqual(src.ask(dict(pub, id=2))["status"], "unchanged")
+        self.assertEqual(src.ask(dict(pub, piece_size=524288, id=3))["status"], "conflict")
+        me = self.native("me", 4001)
+        [entry] = me.ask({"action": "fetch", "fname": "a.pdf", "id": 5})["peer_list"]
+        self.assertEqual((entry["root"], entry["piece_size"], entry["sha256"]), (root, 262144, SHA_A))
+        [entry] = self.seed("old", 5000).ask({"action": "fetch", "fname": "a.pdf"})["peer_list"]
+        self.assertEqual(entry["root"], root)
+        [row] = me.ask({"action": "search", "pattern": "", "id": 6})["files"]
+        self.assertEqual((row["sha256"], row["sources"]), (SHA_A, 1))
+
+    def test_root_needs_piece_size(self):
+        p = self.native()
+        for partial in ({"root": "d" * 64}, {"piece_size": 262144}):
+            answer = p.ask(dict({"action": "publish", "fname": "a", "sha256": SHA_A, "id": 1}, **partial))
+            self.assertEqual((answer["status"], answer["code"]), ("error", "bad_field"))
+        answer = p.ask({"action": "publish", "fname": "a", "root": "D" * 64, "piece_size": 1, "id": 2})
+        self.assertEqual(answer["code"], "bad_field")
+        answer = p.ask({"action": "publish", "fname": "a", "root": "d" * 64, "piece_size": 0, "id": 3})
+        self.assertEqual(answer["code"], "bad_field")
+        self.assertEqual(self.successResultOf(self.store.sources("a", 10)), [])
+
     def test_fetch_limit(self):
         for i in range(5):
             self.native(f"h{i}", 4000 + i).ask({"action": "publish", "fname": "x", "sha256": SHA_A, "id": 1})
@@ -524,3 +555,77 @@ class WireCacheTests(SynchronousTestCase):
         for s in sources:
             self.assertEqual(wire.decode(cache.encode(s)), s.to_wire())
         self.assertLessEqual(len(cache), 2)
+
+
+class HeartbeatPathTests(ProtocolTestBase):
+    """
+    Heartbeat pings keep no Deferred: the answer goes straight to the
+    registry.
+    """
+
+    def ping_ids(self, p):
+        return [m["id"] for m in p.received() if m.get("action") == "ping"]
+
+    def test_late_pong_keeps_session(self):
+        p = self.native()
+        self.registry.heartbeat()
+        [first] = self.ping_ids(p)
+        self.registry.heartbeat()
+        self.assertEqual(self.registry.peers()[0].missed, 1)
+        self.assertEqual(p.proto._pings, None)
+        # An answer to the older ping still proves the peer alive.
+        p.send({"status": "success", "message": "pong", "id": first})
+        self.assertEqual(self.registry.peers()[0].missed, 0)
+        self.registry.heartbeat()
+        self.assertFalse(p.transport.disconnecting)
+
+    def test_heartbeat_pong_does_not_answer_waiting_ping(self):
+        """
+        An admin ping (a Deferred) and a heartbeat ping in flight together
+        are each matched by their own id.
+        """
+        p = self.native()
+        d = p.proto.ping()
+        self.registry.heartbeat()
+        admin, beat = self.ping_ids(p)
+        p.send({"status": "success", "message": "pong", "id": beat})
+        self.assertNoResult(d)
+        self.assertEqual(self.registry.peers()[0].missed, 0)
+        p.send({"status": "success", "message": "pong", "id": admin})
+        self.assertEqual(self.successResultOf(d)["id"], admin)
+
+    def test_no_ping_after_loss(self):
+        p = self.native()
+        p.lose()
+        self.assertIsNone(p.proto.send_heartbeat(lambda token, ping_id: True, "t"))
+        self.assertEqual(p.received(), [])
+
+
+class MemoryLayoutTests(ProtocolTestBase):
+    """
+    What keeps a connection small: the dispatch table is the class's, the
+    request queue exists only while requests wait, and every attribute a
+    connection ever sets is set by its constructor already (so that
+    CPython shares one key table among all connections' instance dicts).
+    """
+
+    def test_layout_over_a_session(self):
+        p = self.peer()
+        keys = set(vars(p.proto))
+        self.assertNotIn("_handlers", keys)
+        p.ask({"action": "hello", "hostname": "n", "p2p_port": 4000, "version": 1, "id": 1})
+        self.store.hold = True
+        p.send({"action": "publish", "fname": "a", "sha256": SHA_A, "id": 2}, {"action": "ping", "id": 3})
+        self.assertEqual(len(p.proto._queue), 1)
+        self.store.release()
+        self.assertEqual([m["id"] for m in p.received()], [2, 3])
+        self.assertIsNone(p.proto._queue)
+        self.registry.heartbeat()
+        ping = p.received()[0]
+        p.send({"status": "success", "message": "pong", "id": ping["id"]})
+        admin = p.proto.ping()
+        p.send(b"garbage")
+        p.send(struct.pack("!I", 100) + b"partial")
+        p.lose()
+        self.failureResultOf(admin)
+        self.assertEqual(set(vars(p.proto)) - keys, set())

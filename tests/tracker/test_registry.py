@@ -323,6 +323,20 @@ class FetchTests(RegistryTestBase):
         self.assertEqual(self.events[-1][0], "fetch")
         self.assertEqual(self.events[-1][1]["sources"], 1)
 
+    def test_fetch_event_elapsed(self):
+        """
+        The event says how long the lookup took, by the registry's clock.
+        """
+        self.publish(self.b.session_id)
+        slow = Deferred()
+        self.patch(self.store, "sources", lambda fname, limit: slow)
+        d = self.registry.fetch(self.a.session_id, "notes.pdf", 10)
+        self.clock.advance(0.25)
+        slow.callback([])
+        self.successResultOf(d)
+        self.assertEqual(self.events[-1][0], "fetch")
+        self.assertEqual(self.events[-1][1]["elapsed"], 0.25)
+
     def test_not_registered(self):
         d = self.registry.fetch("nope", "x", 10)
         self.assertEqual(self.failureResultOf(d, wire.WireError).value.code, "not_registered")
@@ -380,6 +394,18 @@ class FetchNowTests(RegistryTestBase):
         self.assertEqual(self.events[-1][0], "fetch")
         self.assertEqual(self.events[-1][1]["sources"], 2)
 
+    def test_fetch_event_elapsed(self):
+        view = self.store.read_view
+        real = view.sources
+
+        def slow(fname, limit):
+            self.clock.advance(0.125)
+            return real(fname, limit)
+
+        self.patch(view, "sources", slow)
+        self.registry.fetch_now(self.a.session_id, "notes.pdf", 10)
+        self.assertEqual(self.events[-1][1]["elapsed"], 0.125)
+
     def test_not_registered(self):
         e = self.assertRaises(wire.WireError, self.registry.fetch_now, "nope", "x", 1)
         self.assertEqual(e.code, "not_registered")
@@ -390,17 +416,35 @@ class FetchNowTests(RegistryTestBase):
 
 
 class HeartbeatTests(RegistryTestBase):
+    """
+    Heartbeats as the service runs them: L{Registry.heartbeat_tick} every
+    tick, three ticks (slices) a round, so a tick is 10 s of a 30 s round.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.registry = Registry(self.store, self.clock, "trk", heartbeat=30.0, misses=3, heartbeat_slices=3)
+        self.events = []
+        self.registry.subscribe(lambda kind, fields: self.events.append((kind, fields)))
+
     def start_loop(self):
-        loop = LoopingCall(self.registry.heartbeat)
+        self.assertEqual(self.registry.heartbeat_tick_interval, 10.0)
+        loop = LoopingCall(self.registry.heartbeat_tick)
         loop.clock = self.clock
-        loop.start(30.0, now=False)
+        loop.start(self.registry.heartbeat_tick_interval, now=False)
         self.addCleanup(loop.stop)
+
+    def rounds(self, n=1):
+        """
+        Let C{n} heartbeat intervals pass, tick by tick.
+        """
+        self.clock.pump([10.0] * (3 * n))
 
     def test_answering_session_stays(self):
         s, link = self.hello("n")
         self.start_loop()
         for _ in range(10):
-            self.clock.advance(30)
+            self.rounds()
             self.assertEqual(link.answer_all(), 1)
         self.assertFalse(link.closed)
         self.assertEqual(self.registry.peers()[0].missed, 0)
@@ -410,11 +454,11 @@ class HeartbeatTests(RegistryTestBase):
         self.publish(s.session_id)
         self.start_loop()
         # Round 1 sends a ping; rounds 2 and 3 count misses 1 and 2.
-        self.clock.pump([30, 30, 30])
+        self.rounds(3)
         self.assertFalse(link.closed)
         self.assertEqual(self.registry.peers()[0].missed, 2)
-        self.assertEqual(len(link.pings), 3)
-        self.clock.pump([30])
+        self.assertEqual(len(link.heartbeats), 3)
+        self.rounds()
         self.assertTrue(link.closed)
         self.assertIsNone(self.registry.session(s.session_id))
         self.assertEqual(self.sources("notes.pdf"), [])
@@ -422,23 +466,94 @@ class HeartbeatTests(RegistryTestBase):
         self.assertEqual(evicted["reason"], "missed 3 heartbeat pings")
         self.assertEqual(self.kinds()[-1], "session_down")
 
+    def test_eviction_comes_misses_intervals_after_first_ping(self):
+        """
+        Each session is visited once per interval, at its own tick: the
+        eviction comes exactly C{misses} intervals after its first ping.
+        """
+        s, link = self.hello("n")
+        self.start_loop()
+        while not link.heartbeats:
+            self.clock.advance(10.0)
+        first_ping = self.clock.seconds()
+        while not link.closed:
+            self.clock.advance(10.0)
+        self.assertEqual(self.clock.seconds() - first_ping, 3 * 30.0)
+
     def test_late_answer_resets_misses(self):
         s, link = self.hello("n")
         self.start_loop()
-        self.clock.pump([30, 30, 30])
+        self.rounds(3)
         self.assertEqual(self.registry.peers()[0].missed, 2)
-        link.pings[0].callback({"status": "success"})
+        self.assertTrue(link.answer_heartbeat(link.heartbeats[0]))
         self.assertEqual(self.registry.peers()[0].missed, 0)
-        self.clock.pump([30, 30])
+        # Answering the others now tells nothing new.
+        self.assertFalse(link.answer_heartbeat(link.heartbeats[0]))
+        self.rounds(2)
         self.assertFalse(link.closed)
+
+    def test_unknown_answers_ignored(self):
+        s, link = self.hello("n")
+        self.registry.heartbeat()
+        [ping_id] = link.heartbeats
+        self.assertFalse(link.answer_heartbeat(ping_id + 1))
+        self.assertFalse(link.answer_heartbeat(ping_id - 1))
+        self.assertTrue(link.answer_heartbeat(ping_id))
+        self.assertFalse(link.answer_heartbeat(ping_id))
+        self.registry.heartbeat()
+        [again] = link.heartbeats
+        self.registry.disconnected(s.session_id)
+        self.assertFalse(link.answer_heartbeat(again))
+
+    def test_link_that_cannot_send_counts_misses(self):
+        s, link = self.hello("n")
+        link.closed = True
+        self.start_loop()
+        self.rounds(3)
+        self.assertIsNotNone(self.registry.session(s.session_id))
+        self.rounds()
+        self.assertIsNone(self.registry.session(s.session_id))
 
     def test_seed_sessions_not_pinged(self):
         s, link = self.hello("seed", version=None)
         self.start_loop()
-        self.clock.pump([30] * 5)
+        self.rounds(5)
         self.assertEqual(link.pings, [])
+        self.assertEqual(link.heartbeats, [])
         self.assertFalse(link.closed)
         self.assertIsNotNone(self.registry.session(s.session_id))
+
+    def test_pings_spread_over_the_round(self):
+        """
+        Each tick pings one slice of the sessions: a third of them here,
+        and every session once a round.
+        """
+        links = [self.hello(f"n{i}")[1] for i in range(30)]
+        self.start_loop()
+        per_tick = []
+        for _ in range(3):
+            self.clock.advance(10.0)
+            per_tick.append(sum(link.answer_all() for link in links))
+        self.assertEqual(per_tick, [10, 10, 10])
+        self.rounds()
+        self.assertEqual([link.answer_all() for link in links], [1] * 30)
+
+    def test_renew_once_per_round(self):
+        renewals = []
+        self.patch(self.store, "renew", lambda: renewals.append(self.clock.seconds()) or succeed(False))
+        self.start_loop()
+        start = self.clock.seconds()
+        self.rounds(3)
+        self.assertEqual([t - start for t in renewals], [30.0, 60.0, 90.0])
+
+    def test_default_slices(self):
+        """
+        By default a tick comes every 0.02 s, at most 1000 a round.
+        """
+        for heartbeat, slices in [(60.0, 1000), (2.0, 100), (0.2, 10), (0.05, 2), (0.01, 1)]:
+            registry = Registry(self.store, self.clock, "trk", heartbeat=heartbeat)
+            self.assertEqual(registry.heartbeat_slices, slices)
+            self.assertAlmostEqual(registry.heartbeat_tick_interval * slices, heartbeat)
 
     def test_rtt_and_last_seen(self):
         s, link = self.hello("n")
@@ -470,8 +585,12 @@ class HeartbeatTests(RegistryTestBase):
     def test_renew_failure_logged_and_loop_survives(self):
         self.store.renew_result = IndexUnavailable("down")
         self.start_loop()
-        self.clock.pump([30, 30])
+        self.rounds(2)
         self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(
+            [f for k, f in self.events if k == "store_error"],
+            [{"what": "renewing the index", "error": "down"}] * 2,
+        )
 
     def test_unexpected_renew_failure_logged(self):
         self.store.renew_result = RuntimeError("bug")
@@ -504,6 +623,8 @@ class EvictAndObserverTests(RegistryTestBase):
         self.successResultOf(self.registry.evict(s.session_id, "x"))
         self.assertTrue(link.closed)
         self.assertEqual(len(self.flushLoggedErrors(IndexUnavailable)), 1)
+        [error] = [f for k, f in self.events if k == "store_error"]
+        self.assertEqual(error, {"what": f"removing session {s.session_id}", "error": "the test database is down"})
 
     def test_shutdown(self):
         links = [self.hello(h)[1] for h in "abc"]
@@ -575,3 +696,27 @@ class PingHostTests(RegistryTestBase):
         results = self.successResultOf(self.registry.ping_host("h"))
         self.assertEqual([r.session.p2p_port for r in results], [1, 2])
         self.assertEqual([r.port_open for r in results], [None, None])
+
+
+class MetricsHookTests(RegistryTestBase):
+    """
+    The dashboard's metrics, fed by a real registry: the names they read
+    (C{elapsed} on C{fetch}, C{store_error}) are the ones it emits.
+    """
+
+    def test_fetch_latency_and_store_errors(self):
+        from twistedp2p.web.metrics import TrackerMetrics
+
+        metrics = TrackerMetrics(self.registry)
+        metrics.open()
+        self.addCleanup(metrics.close)
+        a, _ = self.hello("a")
+        b, _ = self.hello("b")
+        self.publish(b.session_id)
+        self.successResultOf(self.registry.fetch(a.session_id, "notes.pdf", 10))
+        sample = metrics.registry.get_sample_value
+        self.assertEqual(sample("p2p_tracker_fetch_latency_seconds_count", {}), 1)
+        self.store.failing = True
+        self.registry.disconnected(a.session_id)
+        self.assertEqual(len(self.flushLoggedErrors(IndexUnavailable)), 1)
+        self.assertEqual(sample("p2p_tracker_store_errors_total", {}), 1)

@@ -2,19 +2,23 @@
 The tracker's command line, store URLs, and service start/stop order.
 """
 
+import io
 import os
+import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python import usage
 from twisted.trial import unittest
 
 from twistedp2p.errors import IndexUnavailable
 from tests.tracker.helpers import temp_dir
 from twistedp2p.tracker import service
-from twistedp2p.tracker.store.factory import DatabaseURL, parse_db_url, store_from_url
+from twistedp2p.tracker.store.factory import DatabaseURL, parse_db_url, postgres_options, store_from_url
 from twistedp2p.tracker.store.memory import MemoryStore
 from twistedp2p.tracker.store.sqlite import SQLiteStore
 
@@ -34,6 +38,23 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertRegex(o["tracker-id"], r"^[0-9a-f]{8}$")
         self.assertNotEqual(o["tracker-id"], parse()["tracker-id"])
         self.assertFalse(o["no-shell"])
+        self.assertEqual((o["lease"], o["db-pool-size"]), (90.0, 3))
+
+    def test_lease_default_follows_heartbeat(self):
+        self.assertEqual(parse("--heartbeat", "0.5")["lease"], 1.5)
+        o = parse("--heartbeat", "0.5", "--lease", "2", "--db-pool-size", "5")
+        self.assertEqual((o["lease"], o["db-pool-size"]), (2.0, 5))
+
+    def test_lease_in_url_checked(self):
+        """
+        A lease in the URL's query string wins over --lease (the store reads
+        it), so it must be longer than the heartbeat too.
+        """
+        parse("--heartbeat", "1", "--db", "postgresql://u@h/db?lease=1.5")
+        e = self.assertRaises(
+            usage.UsageError, parse, "--heartbeat", "2", "--lease", "9", "--db", "postgresql://u@h/db?lease=2"
+        )
+        self.assertIn("lease= in --db (2 s) must be longer than --heartbeat (2 s)", str(e))
 
     def test_values(self):
         o = parse(
@@ -66,6 +87,14 @@ class OptionsTests(unittest.SynchronousTestCase):
             (["--heartbeat-misses", "0"], "at least 1"),
             (["--heartbeat-misses", "1.5"], "heartbeat-misses"),
             (["--ping-timeout", "0"], "greater than 0"),
+            (["--lease", "0"], "greater than 0"),
+            (["--lease", "soon"], "--lease"),
+            (["--lease", "30"], "--lease (30 s) must be longer than --heartbeat (30 s)"),
+            (["--heartbeat", "5", "--lease", "4"], "must be longer than --heartbeat"),
+            (["--db-pool-size", "0"], "at least 1"),
+            (["--db-pool-size", "two"], "--db-pool-size"),
+            (["--db", "postgresql://u@h:notaport/db"], "bad port"),
+            (["--db", "postgresql://u@h/db?pool_size=many"], "pool_size"),
             (["--tracker-id", "a:b"], "--tracker-id"),
             (["--tracker-id", ""], "--tracker-id"),
             (["--db", "mysql://x/y"], "unknown database"),
@@ -124,6 +153,39 @@ class DatabaseURLTests(unittest.SynchronousTestCase):
         else:
             raise unittest.SkipTest("the PostgreSQL store exists; its own tests cover from_url")
 
+    def test_postgres_only_options(self):
+        """
+        lease and pool_size reach a PostgreSQL store and never a SQLite one
+        (an embedded index is not shared: no lease, no pool).
+        """
+        store = store_from_url("memory", clock=reactor, tracker_id="t", lease=7.0, pool_size=9)
+        self.assertIsInstance(store, SQLiteStore)
+        store = store_from_url(
+            "postgresql://u@127.0.0.1:1/db", clock=reactor, tracker_id="t", lease=7.0, pool_size=2
+        )
+        self.assertEqual((store.lease, store.pool_size, store.tracker_id), (7.0, 2, "t"))
+        store = store_from_url("postgresql://u@127.0.0.1:1/db", clock=reactor, tracker_id="t")
+        self.assertEqual((store.lease, store.pool_size), (90.0, 3))
+        # The URL's query string wins.
+        store = store_from_url("postgresql://u@127.0.0.1:1/db?lease=4", clock=reactor, tracker_id="t", lease=7.0)
+        self.assertEqual(store.lease, 4.0)
+
+    def test_postgres_options(self):
+        self.assertEqual(postgres_options("memory"), {})
+        self.assertEqual(postgres_options(None), {})
+        self.assertEqual(postgres_options("postgresql://u@h/db"), {})
+        self.assertEqual(
+            postgres_options("postgresql://u@h/db?lease=5&pool_size=2&sslmode=require"),
+            {"lease": 5.0, "pool_size": 2},
+        )
+
+    def test_postgres_description_hides_password(self):
+        store = store_from_url("postgresql://alice:s3cret@db.example:6543/p2p", clock=reactor, tracker_id="t")
+        self.assertEqual(store.describe(), "PostgreSQL alice@db.example:6543/p2p")
+        tracker = service.TrackerService(reactor, store, "tcp:0", "t")
+        self.assertEqual(tracker.store_description, "PostgreSQL alice@db.example:6543/p2p")
+        self.assertNotIn("s3cret", repr(store))
+
     def test_postgres_from_url_called(self):
         calls = []
 
@@ -151,6 +213,17 @@ class DatabaseURLTests(unittest.SynchronousTestCase):
         self.assertEqual(calls, [("postgres://h/db", {"clock": "clock", "tracker_id": "t", "pool_size": 2})])
 
 
+def _closed_port():
+    """
+    A loopback port nothing listens on (bound, then released).
+    """
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class FailingStore(MemoryStore):
     def start(self):
         return fail(IndexUnavailable("cannot open the index: disk on fire"))
@@ -173,7 +246,29 @@ class ServiceTests(unittest.TestCase):
         self.assertFalse(tracker.running)
 
     @inlineCallbacks
+    def test_make_service_postgres_options(self):
+        """
+        makeService hands --lease and --db-pool-size to the PostgreSQL store
+        (building it does not connect).
+        """
+        config = parse(
+            "--db", "postgresql://u@127.0.0.1:1/db", "--heartbeat", "0.5", "--lease", "2",
+            "--db-pool-size", "4", "--no-shell", "--tracker-id", "a",
+        )
+        tracker = service.makeService(config, reactor)
+        self.assertEqual((tracker.store.lease, tracker.store.pool_size), (2.0, 4))
+        self.assertEqual(tracker.store_description, "PostgreSQL u@127.0.0.1:1/db")
+        config = parse("--db", "memory", "--lease", "60", "--no-shell")
+        self.assertIsInstance(service.makeService(config, reactor).store, SQLiteStore)
+        yield None
+
+    @inlineCallbacks
     def test_store_failure_is_fatal(self):
+        """
+        A known cause (here the index) stops the tracker with its message in
+        one critical log line, without a traceback.
+        """
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         fatal = []
         tracker = service.TrackerService(
             reactor, FailingStore(), "tcp:0:interface=127.0.0.1", "t", on_fatal=fatal.append
@@ -183,8 +278,57 @@ class ServiceTests(unittest.TestCase):
         yield self.assertFailure(waiting, IndexUnavailable)
         yield self.assertFailure(tracker.whenListening(), IndexUnavailable)
         self.assertEqual(fatal, ["cannot open the index: disk on fire"])
-        self.assertEqual(len(self.flushLoggedErrors(IndexUnavailable)), 1)
+        critical = [e for e in logged if e["log_level"] == LogLevel.critical]
+        self.assertEqual(len(critical), 1)
+        self.assertEqual(critical[0]["reason"], "cannot open the index: disk on fire")
+        self.assertNotIn("log_failure", critical[0])
         yield tracker.stopService()
+
+    @inlineCallbacks
+    def test_unexpected_start_failure_has_traceback(self):
+        store = MemoryStore()
+        store.start = lambda: fail(RuntimeError("a bug"))
+        fatal = []
+        tracker = service.TrackerService(reactor, store, "tcp:0:interface=127.0.0.1", "t", on_fatal=fatal.append)
+        tracker.startService()
+        yield self.assertFailure(tracker.whenListening(), RuntimeError)
+        self.assertEqual(fatal, ["a bug"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        yield tracker.stopService()
+
+    @inlineCallbacks
+    def test_postgres_unreachable_is_fatal(self):
+        """
+        A real PostgreSQL store pointed at a closed port: the tracker does
+        not listen and says where it tried, without the password.
+        """
+        url = f"postgresql://u:s3cret@127.0.0.1:{_closed_port()}/db"
+        store = store_from_url(url, clock=reactor, tracker_id="t", lease=2.0, pool_size=1)
+        fatal = []
+        tracker = service.TrackerService(reactor, store, "tcp:0:interface=127.0.0.1", "t", on_fatal=fatal.append)
+        tracker.startService()
+        yield self.assertFailure(tracker.whenListening(), IndexUnavailable)
+        [message] = fatal
+        self.assertRegex(message, r"^cannot use the PostgreSQL index at postgresql://u:\*\*\*@127\.0\.0\.1:\d+/db: ")
+        self.assertNotIn("s3cret", message)
+        yield tracker.stopService()
+
+    def test_exit_nonzero_writes_one_line_to_real_stderr(self):
+        """
+        twistd sends sys.stderr to its log (maybe a file): the one line goes
+        to the process's own stderr.
+        """
+        real = io.StringIO()
+        self.patch(sys, "__stderr__", real)
+        self.patch(sys, "stderr", io.StringIO())
+
+        class Stopped:
+            running = False
+
+        tracker = service.TrackerService(Stopped(), MemoryStore(), "tcp:0", "t")
+        tracker._exit_nonzero("the index is down")
+        self.assertEqual(real.getvalue(), "p2ptracker: cannot start: the index is down\n")
+        self.assertEqual(sys.stderr.getvalue(), "")
 
     @inlineCallbacks
     def test_stop_while_starting(self):
@@ -213,7 +357,7 @@ class ServiceTests(unittest.TestCase):
         def broken():
             raise RuntimeError("bug")
 
-        tracker.registry.heartbeat = broken
+        tracker.registry.heartbeat_tick = broken
         tracker._beat()
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 

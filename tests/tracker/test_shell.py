@@ -75,7 +75,7 @@ class ShellTests(SynchronousTestCase):
 
     def test_long_line(self):
         self.transport.clear()
-        self.shell.dataReceived(b"x" * (TrackerShell.MAX_LENGTH + 10))
+        self.shell.dataReceived(b"x" * (TrackerShell.MAX_LENGTH + 10) + b"\n")
         self.assertTrue(self.transport.value().startswith(b"error: line longer than"))
         self.assertFalse(self.transport.disconnecting)
         self.assertEqual(self.command("peers"), ["no live sessions"])

@@ -30,6 +30,9 @@ from twistedp2p.tracker.registry import ILink, Registry
 
 _SUCCESS = wire.SUCCESS
 _encode = wire.encode
+#: A tracker ping (what C{_encode({"action": "ping", "id": N})} gives),
+#: formatted rather than encoded: heartbeats send one per session.
+_PING = b'{"action":"ping","id":%d}'
 
 
 @implementer(ILink)
@@ -45,6 +48,9 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
     MAX_QUEUED = 128
     #: Seconds a new connection has to say hello.
     HELLO_TIMEOUT = 30.0
+    #: Seconds a frame may take from its first byte to its last: a client
+    #: that stalls inside a frame (half-open) is closed, session or not.
+    FRAME_TIMEOUT = 30.0
 
     log = Logger()
 
@@ -55,6 +61,18 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
     _pending = False
     _in_step = False
     _resume_call = None
+    #: Bytes received that no complete frame has taken yet.
+    _unparsed = 0
+    _frame_call = None
+    _peer = "?"
+    _ip = "0.0.0.0"
+    # Created when first needed: most connections never queue a request
+    # and only admin or contested-hello pings use the Deferred table.
+    _queue: "deque[tuple[dict | None, wire.WireError | None]] | None" = None
+    _pings: dict[int, Deferred] | None = None
+    #: What an answered heartbeat ping is reported to (L{send_heartbeat}).
+    _heartbeat_answered: Callable[[Any, int], bool] | None = None
+    _heartbeat_token: Any = None
 
     def __init__(
         self,
@@ -66,22 +84,42 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         self.registry = registry
         self.clock = clock
         self._wire_cache = wire_cache if wire_cache is not None else SourceWireCache()
-        self.callLater = clock.callLater  # for TimeoutMixin
         self._ping_ids = ping_ids or itertools.count(1).__next__
-        self._queue: deque[tuple[dict | None, wire.WireError | None]] = deque()
-        self._pings: dict[int, Deferred] = {}
+        # Every attribute a connection ever sets is set here first, always
+        # in this order, to its class default.  CPython (3.11+) shares one
+        # table of attribute names among the instances of a class only for
+        # names set while the class has few instances: a name first set
+        # later (on a busy tracker, after thousands of connections) gives
+        # every instance a dict of its own, several hundred bytes each.
+        self.factory = None
+        self.connected = 0
+        self.transport = None
+        self.paused = False
+        self.timeOut = None
+        self._TimeoutMixin__timeoutCall = None
+        self._unprocessed = b""
+        self._compatibilityOffset = 0
+        self.session = None
+        self._session_id = None
+        self._native = False
+        self._lost = False
+        self._pending = False
+        self._in_step = False
+        self._resume_call = None
+        self._unparsed = 0
+        self._frame_call = None
         self._peer = "?"
         self._ip = "0.0.0.0"
-        self._handlers = {
-            "hello": self._hello,
-            "ping": self._client_ping,
-            "publish": self._publish,
-            "unpublish": self._unpublish,
-            "fetch": self._fetch,
-            "list_shared_files": self._list_shared_files,
-            "search": self._search,
-            "discover": self._discover,
-        }
+        self._queue = None
+        self._pings = None
+        self._heartbeat_answered = None
+        self._heartbeat_token = None
+
+    def callLater(self, delay: float, f: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """
+        For L{TimeoutMixin}: our clock, not the global reactor.
+        """
+        return self.clock.callLater(delay, f, *args, **kw)
 
     # -- connection life -----------------------------------------------------
 
@@ -99,15 +137,20 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
     def connectionLost(self, reason: Failure = ConnectionDone()) -> None:
         self._lost = True
         self.setTimeout(None)
-        self._queue.clear()
+        self._queue = None
+        self._heartbeat_answered = None
         if self._resume_call is not None and self._resume_call.active():
             self._resume_call.cancel()
-        pings, self._pings = self._pings, {}
-        for d in pings.values():
+        if self._frame_call is not None and self._frame_call.active():
+            self._frame_call.cancel()
+        pings, self._pings = self._pings, None
+        for d in (pings or {}).values():
             d.errback(ConnectionLost(f"connection to {self._peer} lost"))
         if self._session_id is not None:
+            # The registry logs the session's end: one line is enough.
             self.registry.disconnected(self._session_id)
-        self.log.info("connection from {peer} closed", peer=self._peer)
+        else:
+            self.log.info("connection from {peer} closed", peer=self._peer)
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.log.warn(
@@ -123,22 +166,68 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
 
     def ping(self) -> Deferred:
         """
-        Send a heartbeat ping; fire on its pong.
+        Send a ping; fire on its pong (a contested hello, an admin ping).
         """
         if self._lost or not self._native:
             return fail(ConnectionLost("no native session on this connection"))
         ping_id = self._ping_ids()
-        d: Deferred = Deferred(lambda _: self._pings.pop(ping_id, None))
-        self._pings[ping_id] = d
-        self.sendString(_encode({"action": "ping", "id": ping_id}))
+        pings = self._pings
+        if pings is None:
+            pings = self._pings = {}
+        d: Deferred = Deferred(lambda _: pings.pop(ping_id, None))
+        pings[ping_id] = d
+        self.sendString(_PING % ping_id)
         return d
+
+    def send_heartbeat(self, answered: Callable[[Any, int], bool], token: Any) -> int | None:
+        """
+        Send a heartbeat ping; its answer goes to C{answered(token,
+        ping_id)}.  No Deferred and no per-ping state: this runs for every
+        session every heartbeat.
+        """
+        if self._lost or not self._native:
+            return None
+        ping_id = self._ping_ids()
+        self._heartbeat_answered = answered
+        self._heartbeat_token = token
+        self.sendString(_PING % ping_id)
+        return ping_id
 
     def close(self) -> None:
         self.transport.loseConnection()
 
     # -- frames in -----------------------------------------------------------
 
+    def dataReceived(self, data: bytes) -> None:
+        self._unparsed += len(data)
+        before = self._unparsed
+        Int32StringReceiver.dataReceived(self, data)
+        self._watch_frame(restart=self._unparsed < before)
+
+    def _watch_frame(self, restart: bool) -> None:
+        """
+        Keep a deadline on the incomplete frame, if any: it runs from the
+        frame's first byte (C{restart}: a frame completed, so the one left
+        began in this read), and not while reading is paused.
+        """
+        waiting = self._unparsed > 0 and not self.paused and not self._lost
+        call = self._frame_call
+        if call is not None and (restart or not waiting):
+            self._frame_call = None
+            if call.active():
+                call.cancel()
+        if waiting and self._frame_call is None:
+            self._frame_call = self.clock.callLater(self.FRAME_TIMEOUT, self._frame_timed_out)
+
+    def _frame_timed_out(self) -> None:
+        self._frame_call = None
+        self.log.info(
+            "closing {peer}: a frame did not complete within {timeout:g} s", peer=self._peer, timeout=self.FRAME_TIMEOUT
+        )
+        self.transport.loseConnection()
+
     def stringReceived(self, frame: bytes) -> None:
+        self._unparsed -= self.prefixLength + len(frame)
         try:
             message = wire.decode(frame)
         except wire.WireError as e:
@@ -153,17 +242,26 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         """
         A native peer answered one of our pings.
         """
-        d = self._pings.pop(message.get("id"), None) if isinstance(message.get("id"), int) else None
-        if d is None:
-            self.log.debug("{peer} answered an unknown request {id!r}", peer=self._peer, id=message.get("id"))
-            return
-        d.callback(message)
+        ping_id = message.get("id")
+        if type(ping_id) is int:
+            pings = self._pings
+            d = pings.pop(ping_id, None) if pings else None
+            if d is not None:
+                d.callback(message)
+                return
+            answered = self._heartbeat_answered
+            if answered is not None and answered(self._heartbeat_token, ping_id):
+                return
+        self.log.debug("{peer} answered an unknown request {id!r}", peer=self._peer, id=ping_id)
 
     def _enqueue(self, message: dict | None, error: wire.WireError | None) -> None:
         if self._pending:
-            self._queue.append((message, error))
-            if len(self._queue) >= self.MAX_QUEUED and not self.paused:
-                self.log.warn("{peer} has {n} requests queued: pausing reads", peer=self._peer, n=len(self._queue))
+            queue = self._queue
+            if queue is None:
+                queue = self._queue = deque()
+            queue.append((message, error))
+            if len(queue) >= self.MAX_QUEUED and not self.paused:
+                self.log.warn("{peer} has {n} requests queued: pausing reads", peer=self._peer, n=len(queue))
                 self.pauseProducing()
             return
         self._step(message, error)
@@ -230,7 +328,11 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
             reply = self._error(e.code, e.message, request_id)
         elif failure.check(IndexUnavailable):
             self.log.warn("index unavailable answering {peer}: {error}", peer=self._peer, error=failure.getErrorMessage())
-            reply = self._error("index_unavailable", str(failure.value), request_id)
+            # Say what the code means: peers and seed clients print the text.
+            text = str(failure.value)
+            if not text.lower().startswith("index unavailable"):
+                text = f"index unavailable: {text}"
+            reply = self._error("index_unavailable", text, request_id)
         else:
             self.log.failure("handling {action!r} from {peer}", failure, action=message.get("action"), peer=self._peer)
             reply = self._error("internal", "internal error", request_id)
@@ -244,7 +346,10 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         while queue and not self._pending and not self._lost:
             message, error = queue.popleft()
             self._step(message, error)
-        if self.paused and len(queue) < self.MAX_QUEUED // 2 and not self._lost:
+        if not queue and self._queue is queue:
+            # Most of the time nothing waits: keep no empty deque around.
+            self._queue = None
+        if self.paused and len(queue or ()) < self.MAX_QUEUED // 2 and not self._lost:
             # Resume from the reactor, never from inside our own dataReceived.
             if self._resume_call is None or not self._resume_call.active():
                 self._resume_call = self.clock.callLater(0, self._resume_reading)
@@ -267,7 +372,7 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         action = request.action
         if self._session_id is None and action != "hello" and action != "ping":
             raise wire.WireError("not_registered", f"{action} needs a hello first")
-        return self._handlers[action](request)
+        return self._HANDLERS[action](self, request)
 
     # -- handlers ------------------------------------------------------------
     # Each returns the answer (a dict, or its encoded bytes), a Deferred
@@ -316,6 +421,8 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
 
     def _publish(self, request: wire.Request) -> Deferred:
         f = request.fields
+        if (f["root"] is None) != (f["piece_size"] is None):
+            raise wire.WireError("bad_field", "publish needs both 'root' and 'piece_size', or neither")
         d = self.registry.publish(
             self._session_id,
             f["fname"],
@@ -324,6 +431,8 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
             f["last_modified"],
             f["sha256"],
             f["allow_overwrite"],
+            root=f["root"],
+            piece_size=f["piece_size"],
         )
         d.addCallback(self._published, request)
         return d
@@ -393,6 +502,18 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
             hostname=hostname,
             files=[s.to_wire() for s in sources],
         )
+
+    #: action -> handler: one table for the class, not one per connection.
+    _HANDLERS: dict[str, Callable[["TrackerProtocol", wire.Request], Any]] = {
+        "hello": _hello,
+        "ping": _client_ping,
+        "publish": _publish,
+        "unpublish": _unpublish,
+        "fetch": _fetch,
+        "list_shared_files": _list_shared_files,
+        "search": _search,
+        "discover": _discover,
+    }
 
 
 class SourceWireCache:

@@ -11,6 +11,7 @@ methods and turn the results (or L{WireError}s) into frames.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any, Callable
 
 from twisted.internet.defer import (
@@ -42,10 +43,22 @@ class ILink(Interface):
 
     def ping():
         """
-        Send a heartbeat ping (native sessions only).
+        Send a ping whose answer someone waits for (a contested hello, the
+        admin's ping; native sessions only).
 
         @return: Deferred firing when the pong arrives, failing when the
             connection is lost first.  Cancelling it forgets the ping.
+        """
+
+    def send_heartbeat(answered, token):
+        """
+        Send a heartbeat ping and keep no state for it but C{answered} and
+        C{token}: when an answer to one of this connection's heartbeat
+        pings arrives, call C{answered(token, ping_id)} (with the latest
+        ones given).  Ping ids only grow on one connection.
+
+        @return: the ping's id, or None when nothing could be sent (no
+            native session, or the connection is going away).
         """
 
     def close():
@@ -59,10 +72,14 @@ def not_registered() -> wire.WireError:
     return wire.WireError("not_registered", "say hello first")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LiveSession:
     """
     The registry's record of one live session of this tracker.
+
+    Heartbeat pings are tracked here by id and time, not by a Deferred
+    each: C{ping_floor} to C{ping_id} are the ids of the unanswered ones
+    (a link's ping ids only grow), C{ping_sent} when the latest left.
     """
 
     session: Session
@@ -76,6 +93,11 @@ class LiveSession:
     awaiting: bool = False
     #: Round trip of the latest answered ping, in seconds.
     rtt: float | None = None
+    #: The heartbeat slice (see L{Registry.heartbeat_tick}); native only.
+    slot: int = 0
+    ping_id: int | None = None
+    ping_floor: int | None = None
+    ping_sent: float = 0.0
 
     @property
     def key(self) -> tuple[str, int]:
@@ -101,14 +123,20 @@ class PingResult:
     One live session's answer to L{Registry.ping_host}.
 
     C{rtt} is the wire ping's round trip in seconds, or None when it was not
-    answered in time or the session is a seed client (C{seed} is True: it
-    gets no tracker-initiated messages).  C{port_open} says whether the P2P
-    port accepted a TCP connection (None: no probe configured).
+    answered in time, the session is a seed client (C{seed} is True: it
+    gets no tracker-initiated messages) or another tracker holds it.
+    C{port_open} says whether the P2P port accepted a TCP connection (None:
+    no probe configured), and C{connect_rtt} how long that connect took.
+    C{via} names the tracker holding the session when it is not this one
+    (a tracker sharing the index): no wire ping is possible then, and the
+    port probe is the only check.
     """
 
     session: Session
     rtt: float | None
     port_open: bool | None
+    via: str | None = None
+    connect_rtt: float | None = None
 
     @property
     def seed(self) -> bool:
@@ -125,16 +153,26 @@ class Registry:
     @param store: the L{IIndexStore} that holds the index.
     @param clock: C{IReactorTime}.
     @param tracker_id: prefix of the session ids this tracker hands out.
-    @param heartbeat: seconds between heartbeat rounds (the service runs
-        L{heartbeat}; the value is announced to native peers in hello).
+    @param heartbeat: seconds between heartbeat rounds: between two pings
+        of one session (the value is announced to native peers in hello).
+        The service calls L{heartbeat_tick} every L{heartbeat_tick_interval}
+        seconds, which spreads the pings of a round over the interval.
     @param misses: consecutive unanswered pings that evict a session.
     @param ping_timeout: seconds a holder of a contested hostname and port
         has to answer a ping, and an admin ping to answer.
     @param probe: C{probe(ip, port) -> Deferred[bool]}, whether a P2P port
         accepts TCP connections (L{ping_host}); None to skip that check.
+    @param heartbeat_slices: how many ticks (slices of the sessions) one
+        round takes; default: one tick per L{HEARTBEAT_TICK} seconds, at most
+        L{MAX_HEARTBEAT_SLICES}.
     """
 
     log = Logger()
+    #: The shortest default tick of the heartbeat, in seconds: small
+    #: slices keep each tick's pings (and their answers, which come back
+    #: together) short for the requests that wait behind them.
+    HEARTBEAT_TICK = 0.02
+    MAX_HEARTBEAT_SLICES = 1000
 
     def __init__(
         self,
@@ -145,6 +183,7 @@ class Registry:
         misses: int = 3,
         ping_timeout: float = 5.0,
         probe: Probe | None = None,
+        heartbeat_slices: int | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -160,6 +199,13 @@ class Registry:
         self._renewing = False
         #: The store's synchronous read view, if it has one (the hot path).
         self._view = getattr(store, "read_view", None)
+        if heartbeat_slices is None:
+            heartbeat_slices = int(heartbeat / self.HEARTBEAT_TICK)
+        self.heartbeat_slices = max(1, min(self.MAX_HEARTBEAT_SLICES, heartbeat_slices))
+        # Native sessions by heartbeat slice: each tick visits one slice.
+        self._slices: list[dict[str, LiveSession]] = [{} for _ in range(self.heartbeat_slices)]
+        self._next_slice = 0
+        self._answered = self._heartbeat_answer
 
     # -- observers -----------------------------------------------------------
 
@@ -168,8 +214,11 @@ class Registry:
         Call C{observer(kind, fields)} for every event: C{session_up},
         C{session_down} (C{reason}), C{publish} (C{status}), C{unpublish},
         C{evicted} (C{reason}; followed by its C{session_down}), C{rejected}
-        (C{code}, C{message}) and C{fetch} (C{sources}).  An observer that
-        raises is logged and otherwise ignored.
+        (C{code}, C{message}), C{fetch} (C{sources}, and C{elapsed}: the
+        seconds the lookup took) and C{store_error} (C{what}, C{error}: a
+        store failure no request reports, such as a removal or a renewal
+        that failed).  An observer that raises is logged and otherwise
+        ignored.
         """
         self._observers.append(observer)
 
@@ -250,13 +299,21 @@ class Registry:
         # arriving meanwhile sees this session as the holder.
         self._live[session.session_id] = live
         self._by_key[key] = live
+        if version is not None:
+            live.slot = self._counter % self.heartbeat_slices
+            self._slices[live.slot][session.session_id] = live
         try:
             yield self.store.add_session(session)
         except BaseException:
             self._forget(live)
             raise
         if self._live.get(session.session_id) is not live:
-            # Evicted or disconnected while the store was writing.
+            # Evicted or disconnected while the store was writing.  Its
+            # removal may have completed before this add (a pool of database
+            # connections keeps no order): remove it again, or it outlives
+            # the session in the index.
+            d = self.store.remove_session(session.session_id)
+            d.addErrback(self._log_store_failure, "removing session {session_id}", session.session_id)
             raise wire.WireError("not_registered", "the session ended during hello")
         self.log.info(
             "session {session_id} up: {hostname} {ip}:{port} ({kind})",
@@ -279,6 +336,7 @@ class Registry:
         del self._live[sid]
         if self._by_key.get(live.key) is live:
             del self._by_key[live.key]
+        self._slices[live.slot].pop(sid, None)
         return True
 
     def _end(self, session_id: str) -> tuple[LiveSession | None, Deferred]:
@@ -328,6 +386,7 @@ class Registry:
 
     def _log_store_failure(self, failure: Failure, what: str, session_id: str) -> None:
         self.log.failure("store failed " + what, failure, session_id=session_id)
+        self._emit("store_error", what=what.format(session_id=session_id), error=failure.getErrorMessage())
 
     def shutdown(self, reason: str = "tracker shutting down") -> Deferred:
         """
@@ -354,9 +413,14 @@ class Registry:
         last_modified: float | str | None = None,
         sha256: str | None = None,
         allow_overwrite: bool = False,
+        root: str | None = None,
+        piece_size: int | None = None,
     ) -> Deferred[str]:
         """
         Publish a file for a session.
+
+        C{root} and C{piece_size} identify the content for multi-source
+        downloads (docs/swarm.md); they are kept only together.
 
         @return: Deferred firing C{"created"}, C{"updated"}, C{"unchanged"}
             or C{"conflict"} (see the protocol); the store is written only
@@ -370,7 +434,18 @@ class Registry:
             # Native peers never send local paths: the shared name is what
             # a downloader asks for.
             lname = fname
-        new = Publication(fname, lname, file_size, last_modified, sha256)
+        if root is None or piece_size is None:
+            root = piece_size = None
+        # Many sessions publish the same popular files: share one copy of
+        # each name and hash (interned strings are freed with their last
+        # user).
+        fname = intern(fname)
+        lname = fname if lname == fname else lname
+        if sha256 is not None:
+            sha256 = intern(sha256)
+        if root is not None:
+            root = intern(root)
+        new = Publication(fname, lname, file_size, last_modified, sha256, root, piece_size)
         old = live.publications.get(fname)
         if old is None:
             status = wire.CREATED
@@ -437,13 +512,14 @@ class Registry:
         live = self._live.get(session_id)
         if live is None:
             return fail(not_registered())
+        started = self.clock.seconds() if self._observers else 0.0
         if fname in live.publications:
             d = self.store.sources(fname, limit + 1)
             d.addCallback(_without, session_id, limit)
         else:
             d = self.store.sources(fname, limit)
         if self._observers:
-            d.addCallback(self._fetched, live, fname)
+            d.addCallback(self._fetched, live, fname, started)
         return d
 
     def fetch_now(self, session_id: str, fname: str, limit: int = wire.DEFAULT_LIMIT) -> list[Source] | None:
@@ -462,16 +538,19 @@ class Registry:
         live = self._live.get(session_id)
         if live is None:
             raise not_registered()
+        observed = bool(self._observers)
+        started = self.clock.seconds() if observed else 0.0
         if fname in live.publications:
             sources = _without(view.sources(fname, limit + 1), session_id, limit)
         else:
             sources = view.sources(fname, limit)
-        if self._observers:
-            self._fetched(sources, live, fname)
+        if observed:
+            self._fetched(sources, live, fname, started)
         return sources
 
-    def _fetched(self, sources: list[Source], live: LiveSession, fname: str) -> list[Source]:
-        self._emit("fetch", session=live.session, fname=fname, sources=len(sources))
+    def _fetched(self, sources: list[Source], live: LiveSession, fname: str, started: float) -> list[Source]:
+        elapsed = self.clock.seconds() - started
+        self._emit("fetch", session=live.session, fname=fname, sources=len(sources), elapsed=elapsed)
         return sources
 
     def catalogue(self, pattern: str | None = "", limit: int = wire.DEFAULT_LIMIT) -> Deferred[list[CatalogueEntry]]:
@@ -500,28 +579,91 @@ class Registry:
 
     # -- heartbeats ----------------------------------------------------------
 
+    @property
+    def heartbeat_tick_interval(self) -> float:
+        """
+        Seconds between two calls of L{heartbeat_tick}.
+        """
+        return self.heartbeat_interval / self.heartbeat_slices
+
     def heartbeat(self) -> Deferred[None]:
         """
-        One heartbeat round: count a miss for every native session whose
-        previous ping is unanswered, evict those at C{misses}, ping the
-        rest; then renew the store and resync it when it asks.
+        One whole heartbeat round at once: every slice (see
+        L{heartbeat_tick}), then renew the store.  For tests and tools; the
+        service spreads the round with L{heartbeat_tick}.
 
-        @return: Deferred firing when the store is renewed (never failing;
-            errors are logged).  Pings are not waited for.
+        @return: see L{heartbeat_tick}.
         """
-        for live in list(self._live.values()):
-            if live.session.is_seed:
-                continue
+        now = self.clock.seconds()
+        for sessions in self._slices:
+            self._beat(sessions, now)
+        return self._renew()
+
+    def heartbeat_tick(self) -> Deferred[None]:
+        """
+        One tick of the heartbeat, to be called every
+        L{heartbeat_tick_interval} seconds: it visits the next slice of the
+        native sessions, so each session is visited once per heartbeat
+        interval and a round's pings are spread over the interval instead of
+        leaving at once.  A visit counts a miss when the previous ping is
+        unanswered, evicts the session at C{misses} misses in a row, else
+        pings it.  The tick that ends a round renews the store too (and
+        resyncs it when it asks).
+
+        @return: Deferred firing when the store is renewed, or at once on
+            other ticks (never failing; errors are logged).  Pings are not
+            waited for.
+        """
+        index = self._next_slice
+        self._next_slice = (index + 1) % self.heartbeat_slices
+        self._beat(self._slices[index], self.clock.seconds())
+        if self._next_slice == 0:
+            return self._renew()
+        return succeed(None)
+
+    def _beat(self, sessions: dict[str, LiveSession], now: float) -> None:
+        misses = self.misses
+        # One bound method for every ping, and the session id (which exists
+        # anyway) as the token: no allocation per session or per ping.
+        answered = self._answered
+        for live in list(sessions.values()):
             if live.awaiting:
                 live.missed += 1
-                if live.missed >= self.misses:
-                    self.evict(
-                        live.session.session_id,
-                        f"missed {live.missed} heartbeat pings",
-                    )
+                if live.missed >= misses:
+                    self.evict(live.session.session_id, f"missed {live.missed} heartbeat pings")
                     continue
+            try:
+                ping_id = live.link.send_heartbeat(answered, live.session.session_id)
+            except Exception:
+                self.log.failure("pinging {session_id}", session_id=live.session.session_id)
+                ping_id = None
             live.awaiting = True
-            self._ping(live, None).addCallback(self._heartbeat_answer, live)
+            live.ping_sent = now
+            if ping_id is not None:
+                live.ping_id = ping_id
+                if live.ping_floor is None:
+                    live.ping_floor = ping_id
+
+    def _heartbeat_answer(self, session_id: str, ping_id: int) -> bool:
+        """
+        A heartbeat ping of C{session_id} was answered: the session is alive
+        (a late answer to an earlier unanswered ping counts too).
+
+        @return: False when C{ping_id} is not one of its unanswered pings.
+        """
+        live = self._live.get(session_id)
+        if live is None or live.ping_floor is None or not live.ping_floor <= ping_id <= live.ping_id:
+            return False
+        now = self.clock.seconds()
+        if ping_id == live.ping_id:
+            live.rtt = now - live.ping_sent
+        live.last_seen = now
+        live.awaiting = False
+        live.missed = 0
+        live.ping_id = live.ping_floor = None
+        return True
+
+    def _renew(self) -> Deferred[None]:
         if self._renewing:
             return succeed(None)
         self._renewing = True
@@ -530,11 +672,6 @@ class Registry:
         d.addErrback(self._renew_failed)
         d.addBoth(self._renew_done)
         return d
-
-    def _heartbeat_answer(self, rtt: float | None, live: LiveSession) -> None:
-        if rtt is not None:
-            live.awaiting = False
-            live.missed = 0
 
     def _renewed(self, lost: bool) -> Deferred | None:
         if not lost:
@@ -548,6 +685,7 @@ class Registry:
             self.log.warn("index unavailable during heartbeat: {error}", error=failure.getErrorMessage())
         else:
             self.log.failure("renewing the index failed", failure)
+        self._emit("store_error", what="renewing the index", error=failure.getErrorMessage())
 
     def _renew_done(self, _: Any) -> None:
         self._renewing = False
@@ -584,28 +722,62 @@ class Registry:
     def ping_host(self, hostname: str) -> Deferred[list[PingResult]]:
         """
         For the admin shell: ping every live session with that hostname on
-        the wire (native ones) and probe its P2P port.
+        the wire (native ones of this tracker) and probe its P2P port.
 
-        @return: Deferred firing a list of L{PingResult}, empty when no live
-            session has that hostname.
+        Sessions that other trackers sharing the index hold (as the store's
+        C{sessions()} lists them) cannot be pinged from here: their P2P
+        port is probed directly and the result says which tracker holds
+        them (C{via}).
+
+        @return: Deferred firing a list of L{PingResult}, oldest session
+            first, empty when no live session has that hostname.
         """
-        lives = sorted(
-            (l for l in self._live.values() if l.session.hostname == hostname),
-            key=lambda l: l.session.connected_at,
+        lives = [l for l in self._live.values() if l.session.hostname == hostname]
+        d = self.store.sessions()
+        d.addErrback(self._sessions_unavailable)
+        d.addCallback(self._check_all, hostname, lives)
+        return d
+
+    def _sessions_unavailable(self, failure: Failure) -> list[Session]:
+        failure.trap(IndexUnavailable)
+        self.log.warn(
+            "ping: cannot list other trackers' sessions: {error}", error=failure.getErrorMessage()
         )
-        return DeferredList([self._check(live) for live in lives], consumeErrors=True).addCallback(
+        return []
+
+    def _check_all(self, sessions: list[Session], hostname: str, lives: list[LiveSession]) -> Deferred:
+        checks = [(live.session, self._check(live)) for live in lives]
+        for session in sessions:
+            if session.hostname == hostname and session.tracker_id != self.tracker_id:
+                checks.append((session, self._check_remote(session)))
+        checks.sort(key=lambda check: check[0].connected_at)
+        return DeferredList([d for _, d in checks], consumeErrors=True).addCallback(
             lambda results: [r for ok, r in results if ok]
         )
 
     @inlineCallbacks
     def _check(self, live: LiveSession):
         session = live.session
-        probed = self._probe(session.ip, session.p2p_port)
+        probed = self._timed_probe(session.ip, session.p2p_port)
         rtt = None
         if not session.is_seed:
             rtt = yield self._ping(live, self.ping_timeout)
-        port_open = yield probed
-        return PingResult(session, rtt, port_open)
+        port_open, connect_rtt = yield probed
+        return PingResult(session, rtt, port_open, connect_rtt=connect_rtt)
+
+    @inlineCallbacks
+    def _check_remote(self, session: Session):
+        port_open, connect_rtt = yield self._timed_probe(session.ip, session.p2p_port)
+        return PingResult(session, None, port_open, via=session.tracker_id, connect_rtt=connect_rtt)
+
+    def _timed_probe(self, ip: str, port: int) -> Deferred[tuple[bool | None, float | None]]:
+        """
+        L{_probe}, and the seconds the connect took when the port was open.
+        """
+        started = self.clock.seconds()
+        d = self._probe(ip, port)
+        d.addCallback(lambda open_: (open_, self.clock.seconds() - started if open_ else None))
+        return d
 
     def _probe(self, ip: str, port: int) -> Deferred[bool | None]:
         if self.probe is None:
@@ -613,7 +785,6 @@ class Registry:
         d = self.probe(ip, port)
         d.addErrback(lambda f: self.log.failure("probing {ip}:{port}", f, ip=ip, port=port) or False)
         return d
-
 
 def _without(sources: list[Source], session_id: str, limit: int) -> list[Source]:
     kept = [s for s in sources if s.session.session_id != session_id]

@@ -3,6 +3,11 @@
 
 Start order: the store, then (once it started) the listener, the heartbeat
 and the admin shell.  Stop order: the listener, the sessions, the store.
+
+Several trackers may share one PostgreSQL index (C{--db postgresql://...},
+each with its own C{--tracker-id}): each renews a lease on its records every
+heartbeat (C{--lease}), and the others drop them once it lapses.  See
+docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -17,20 +22,25 @@ from typing import Any, Callable
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from twistedp2p.errors import P2PError
 from twistedp2p.tracker.protocol import TrackerFactory
 from twistedp2p.tracker.registry import Registry
-from twistedp2p.tracker.store.factory import DEFAULT_SQLITE_FILE, parse_db_url, store_from_url
-from twistedp2p.tracker.store.schema import SchemaTooNew
+from twistedp2p.tracker.store.factory import DEFAULT_SQLITE_FILE, postgres_options, store_from_url
 from twistedp2p.web.options import WEB_OPTIONS, check_web_options
 
 DEFAULT_LISTEN = "tcp:9999"
 DEFAULT_BACKLOG = 1024
+#: The default --lease, in heartbeats: a tracker's records outlive two
+#: missed renewals.
+LEASE_HEARTBEATS = 3
+DEFAULT_POOL_SIZE = 3
 _TRACKER_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -105,7 +115,29 @@ class Options(usage.Options):
         ["heartbeat", None, 30.0, "Seconds between heartbeat pings to native peers.", _seconds("heartbeat")],
         ["heartbeat-misses", None, 3, "Unanswered pings in a row that evict a peer.", _at_least_one("heartbeat-misses")],
         ["ping-timeout", None, 5.0, "Seconds a ping may take (contested hello, admin ping).", _seconds("ping-timeout")],
-        ["tracker-id", None, None, "This tracker's id (default: 8 random hex digits)."],
+        [
+            "tracker-id",
+            None,
+            None,
+            "This tracker's id (default: 8 random hex digits).  Give each tracker sharing a "
+            "PostgreSQL index its own, fixed id: a restarted tracker drops its previous run's records.",
+        ],
+        [
+            "lease",
+            None,
+            None,
+            f"PostgreSQL only: seconds other trackers keep this tracker's records after its last "
+            f"renewal (one per heartbeat); longer than --heartbeat "
+            f"(default: {LEASE_HEARTBEATS} x --heartbeat)",
+            _seconds("lease"),
+        ],
+        [
+            "db-pool-size",
+            None,
+            DEFAULT_POOL_SIZE,
+            "PostgreSQL only: database connections for writes (plus one for change notifications).",
+            _at_least_one("db-pool-size"),
+        ],
         *WEB_OPTIONS,
     ]
     optFlags = [["no-shell", None, "Do not read admin commands from stdin."]]
@@ -117,9 +149,19 @@ class Options(usage.Options):
             raise usage.UsageError(f"bad --listen endpoint {self['listen']!r}: {e}")
         self["listen"] = with_backlog(self["listen"])
         try:
-            parse_db_url(self["db"])
+            from_url = postgres_options(self["db"])
         except ValueError as e:
             raise usage.UsageError(f"bad --db: {e}")
+        if self["lease"] is None:
+            self["lease"] = LEASE_HEARTBEATS * self["heartbeat"]
+        # A lease in the URL's query string wins (see PostgresStore.from_url).
+        lease = from_url.get("lease", self["lease"])
+        if not lease > self["heartbeat"]:
+            where = "lease= in --db" if "lease" in from_url else "--lease"
+            raise usage.UsageError(
+                f"{where} ({lease:g} s) must be longer than --heartbeat ({self['heartbeat']:g} s): "
+                f"the lease is renewed once per heartbeat"
+            )
         if self["tracker-id"] is None:
             self["tracker-id"] = secrets.token_hex(4)
         elif not _TRACKER_ID.match(self["tracker-id"]):
@@ -228,11 +270,13 @@ class TrackerService(MultiService):
             "tracker {tracker_id} listening on {address} (index: {store})",
             tracker_id=self.tracker_id,
             address=address,
-            store=type(self.store).__name__,
+            store=self.store_description,
         )
+        # A tick per slice of the sessions: a round's pings are spread over
+        # the heartbeat interval (Registry.heartbeat_tick).
         self._loop = LoopingCall(self._beat)
         self._loop.clock = self.reactor
-        self._loop.start(self.heartbeat, now=False).addErrback(
+        self._loop.start(self.registry.heartbeat_tick_interval, now=False).addErrback(
             lambda f: self.log.failure("the heartbeat loop stopped", f)
         )
         if self.shell:
@@ -271,28 +315,34 @@ class TrackerService(MultiService):
     def _beat(self) -> None:
         # Never raise: a LoopingCall stops at the first exception.
         try:
-            self.registry.heartbeat()
+            self.registry.heartbeat_tick()
         except Exception:
-            self.log.failure("heartbeat round failed")
+            self.log.failure("heartbeat tick failed")
 
     def _start_failed(self, failure: Failure) -> None:
         self._starting = None
         self._listen_failure = failure
-        if failure.check(SchemaTooNew):
-            message = str(failure.value)
+        message = failure.getErrorMessage()
+        if failure.check(P2PError, CannotListenError):
+            # Known causes (database unreachable, schema too new, port in
+            # use): the message says it all, a traceback would only hide it.
+            self.log.critical("the tracker cannot start: {reason}", reason=message)
         else:
-            message = f"{failure.getErrorMessage()}"
-        self.log.failure("the tracker cannot start: {message}", failure, LogLevel.critical, message=message)
+            self.log.failure("the tracker cannot start: {reason}", failure, LogLevel.critical, reason=message)
+        self._on_fatal(message)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.errback(failure)
-        self._on_fatal(message)
 
     def _exit_nonzero(self, message: str) -> None:
         """
-        Stop the reactor and leave the process with status 1.
+        Stop the reactor and leave the process with status 1, saying why
+        in one line on the process's real stderr (twistd sends
+        C{sys.stderr} to its log, which may be a file).
         """
-        sys.stderr.write(f"p2ptracker: cannot start: {message}\n")
+        stderr = sys.__stderr__ or sys.stderr
+        stderr.write(f"p2ptracker: cannot start: {message}\n")
+        stderr.flush()
         if self.reactor.running:
             self.reactor.addSystemEventTrigger("after", "shutdown", _hard_exit, 1)
             self.reactor.stop()
@@ -373,7 +423,13 @@ def makeService(config: Options, reactor: Any = None) -> TrackerService:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    store = store_from_url(config["db"], clock=reactor, tracker_id=config["tracker-id"])
+    store = store_from_url(
+        config["db"],
+        clock=reactor,
+        tracker_id=config["tracker-id"],
+        lease=config["lease"],
+        pool_size=config["db-pool-size"],
+    )
     return TrackerService(
         reactor,
         store,

@@ -22,7 +22,7 @@ _HELP = [
     ("peers", "live sessions: hostname, address, version, since, last seen, files"),
     ("files [PATTERN]", "the catalogue (glob like *.pdf, or a substring)"),
     ("discover HOSTNAME", "files a host published, with size and sha256"),
-    ("ping HOSTNAME", "is that host online, and does its P2P port accept connections"),
+    ("ping HOSTNAME", "is that host online (on any tracker), and does its P2P port accept connections"),
     ("help", "this list"),
     ("quit", "stop the tracker"),
 ]
@@ -120,8 +120,29 @@ class TrackerShell(LineReceiver):
         d.addErrback(self._failed, command)
         d.addBoth(lambda _: self._prompt())
 
+    #: Skipping the rest of a too-long line, up to its end.
+    _skipping = False
+    #: What followed a too-long line in the same read, still to be parsed.
+    _after_long = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        # LineReceiver drops the lines that follow a too-long line in the
+        # same read, and parses the rest of a too-long line as a line of its
+        # own.  Here a too-long line gets one error and is skipped up to its
+        # end, and the lines after it still run.
+        while data:
+            if self._skipping:
+                _, end, data = data.partition(self.delimiter)
+                if not end:
+                    return
+                self._skipping = False
+            LineReceiver.dataReceived(self, data)
+            data, self._after_long = self._after_long, b""
+
     def lineLengthExceeded(self, line: bytes) -> None:
         self.say(f"error: line longer than {self.MAX_LENGTH} bytes")
+        _, end, self._after_long = line.partition(self.delimiter)
+        self._skipping = not end
 
     def _failed(self, failure: Failure, command: str) -> None:
         if failure.check(UsageError, P2PError):
@@ -231,17 +252,36 @@ class TrackerShell(LineReceiver):
             self.say(f"{hostname}: offline")
             return
         for r in results:
-            s = r.session
-            parts = []
-            if r.seed:
-                parts.append("online (seed client, no wire ping)")
-            elif r.rtt is None:
-                parts.append(f"no answer to ping within {self.registry.ping_timeout:g} s")
-            else:
-                parts.append(f"online, rtt {r.rtt * 1000:.2f} ms")
-            if r.port_open is not None:
-                parts.append("p2p port open" if r.port_open else "p2p port closed")
-            self.say(f"{s.hostname} ({s.ip}:{s.p2p_port}): " + ", ".join(parts))
+            self.say(describe_ping(r, self.registry.ping_timeout))
+
+
+def describe_ping(result: PingResult, ping_timeout: float) -> str:
+    """
+    One answer of L{Registry.ping_host} in words, e.g.
+    C{alice (10.0.0.7:4000): online, rtt 0.21 ms, p2p port open}.
+
+    A session another tracker holds gets no wire ping from here: its line
+    says which tracker holds it and how long the TCP connect to its P2P
+    port took.
+    """
+    s = result.session
+    parts = []
+    if result.via is not None:
+        parts.append(f"online (via tracker {result.via})")
+    elif result.seed:
+        parts.append("online (seed client, no wire ping)")
+    elif result.rtt is None:
+        parts.append(f"no answer to ping within {ping_timeout:g} s")
+    else:
+        parts.append(f"online, rtt {result.rtt * 1000:.2f} ms")
+    if result.port_open is not None:
+        if not result.port_open:
+            parts.append("p2p port closed")
+        elif result.via is not None and result.connect_rtt is not None:
+            parts.append(f"p2p port open, connect rtt {result.connect_rtt * 1000:.2f} ms")
+        else:
+            parts.append("p2p port open")
+    return f"{s.hostname} ({s.ip}:{s.p2p_port}): " + ", ".join(parts)
 
 
 class UsageError(Exception):

@@ -139,7 +139,7 @@ class TrackerDashboard:
             fname, n = str(fields.get("fname")), fields.get("sources", 0)
             self.hub.publish(kind, "info", f"{host} looked up {fname}: {n} source(s)", fname=fname, sources=n, **who)
         elif kind == "store_error":
-            # Not emitted by the registry yet (see the metrics module).
+            # A store failure no request reported (a removal, a renewal).
             what, error = str(fields.get("what", "")), str(fields.get("error", ""))
             self.hub.publish(kind, "error", f"index store error {what}: {error}".strip(), what=what, error=error)
             return

@@ -362,3 +362,103 @@ class StoreContract:
         yield again.add_session(b)
         yield again.put(b.session_id, self.pub())
         self.assertEqual(self.hosts((yield again.sources("notes.pdf", 10))), ["b"])
+
+
+class RootContract:
+    """
+    Stores that keep a publication's content root and piece size (schema
+    version 2, docs/swarm.md).  Mixed in with L{StoreContract}; a store that
+    does not keep them yet does not mix this in.
+    """
+
+    ROOT_A = "1" * 64
+    ROOT_B = "2" * 64
+
+    @inlineCallbacks
+    def test_root_kept(self):
+        a, b, c = self.session("a"), self.session("b"), self.session("c")
+        store = yield self.store_with(a, b, c)
+        with_root = Publication("f", "f", 1024, 1.0, SHA_A, self.ROOT_A, 262144)
+        yield store.put(a.session_id, with_root)
+        yield store.put(b.session_id, Publication("f", "f", 1024, 1.0, SHA_A))
+        yield store.put(c.session_id, Publication("f", "f", 1024, 1.0, SHA_A, self.ROOT_A, 262144))
+        sources = yield store.sources("f", 10)
+        self.assertEqual(
+            [(s.publication.root, s.publication.piece_size) for s in sources],
+            [(self.ROOT_A, 262144), (None, None), (self.ROOT_A, 262144)],
+        )
+        self.assertEqual(sources[0].to_wire()["root"], self.ROOT_A)
+        self.assertEqual(sources[0].to_wire()["piece_size"], 262144)
+        self.assertNotIn("root", sources[1].to_wire())
+        self.assertEqual((yield store.host_files("a"))[0].publication, with_root)
+
+    @inlineCallbacks
+    def test_catalogue_groups_by_root(self):
+        a, b, c = self.session("a"), self.session("b"), self.session("c")
+        store = yield self.store_with(a, b, c)
+        yield store.put(a.session_id, Publication("f", "f", 1024, 1.0, SHA_A, self.ROOT_A, 262144))
+        yield store.put(b.session_id, Publication("f", "f", 1024, 1.0, SHA_A, self.ROOT_A, 262144))
+        yield store.put(c.session_id, Publication("f", "f", 1024, 1.0, SHA_A, self.ROOT_B, 524288))
+        entries = yield store.catalogue("", 10)
+        self.assertEqual(
+            [(e.root, e.sources, e.hostnames) for e in entries],
+            [(self.ROOT_A, 2, ("a", "b")), (self.ROOT_B, 1, ("c",))],
+        )
+        # The limit counts distinct contents.
+        self.assertEqual(len((yield store.catalogue("", 1))), 1)
+
+
+class RemovalContract:
+    """
+    Stores whose removals leave every answer at once, before their write
+    completes (the spec: a disconnected or evicted peer's records leave
+    every answer at once).  Mixed in with L{StoreContract}.
+    """
+
+    @inlineCallbacks
+    def test_removed_session_leaves_answers_at_once(self):
+        a, b = self.session("a"), self.session("b")
+        store = yield self.store_with(a, b)
+        yield store.put(a.session_id, self.pub())
+        yield store.put(a.session_id, self.pub("only-a.txt"))
+        yield store.put(b.session_id, self.pub())
+        removed = store.remove_session(a.session_id)
+        # Whether or not the write is done yet, the answers no longer list a.
+        self.assertEqual(self.hosts((yield store.sources("notes.pdf", 10))), ["b"])
+        self.assertEqual((yield store.sources("only-a.txt", 10)), [])
+        self.assertEqual((yield store.host_files("a")), [])
+        self.assertEqual((yield store.sessions()), [b])
+        self.assertEqual([e.fname for e in (yield store.catalogue("", 10))], ["notes.pdf"])
+        self.assertIsNone((yield removed))
+        self.assertEqual(self.hosts((yield store.sources("notes.pdf", 10))), ["b"])
+
+    @inlineCallbacks
+    def test_deleted_publication_leaves_answers_at_once(self):
+        a, b = self.session("a"), self.session("b")
+        store = yield self.store_with(a, b)
+        yield store.put(a.session_id, self.pub())
+        yield store.put(b.session_id, self.pub())
+        deleted = store.delete(a.session_id, "notes.pdf")
+        self.assertEqual(self.hosts((yield store.sources("notes.pdf", 10))), ["b"])
+        self.assertEqual((yield store.host_files("a")), [])
+        self.assertIs((yield deleted), True)
+
+    @inlineCallbacks
+    def test_addition_then_removal_issued_together(self):
+        """
+        A session (or publication) removed before its addition was written
+        never shows up, neither in between nor afterwards.
+        """
+        a, b = self.session("a"), self.session("b")
+        store = yield self.store_with(b)
+        writes = [store.add_session(a), store.put(b.session_id, self.pub())]
+        writes.append(store.remove_session(a.session_id))
+        writes.append(store.delete(b.session_id, "notes.pdf"))
+        self.assertEqual((yield store.sources("notes.pdf", 10)), [])
+        for d in writes:
+            yield d
+        self.assertEqual((yield store.sessions()), [b])
+        self.assertEqual((yield store.sources("notes.pdf", 10)), [])
+        # Added again afterwards: back, as a new record.
+        yield store.put(b.session_id, self.pub())
+        self.assertEqual(self.hosts((yield store.sources("notes.pdf", 10))), ["b"])

@@ -20,11 +20,12 @@ from twistedp2p.tracker.model import (
     Publication,
     Session,
     Source,
+    content_key,
     group_catalogue,
     pattern_matcher,
 )
 from twistedp2p.tracker.store.interface import IIndexStore
-from twistedp2p.tracker.store.schema import SCHEMA_VERSION
+from twistedp2p.tracker.store.schema import LATEST_SCHEMA_VERSION
 
 
 class MemoryIndex:
@@ -198,7 +199,7 @@ class MemoryIndex:
 
     def catalogue(self, pattern: str | None, limit: int) -> list[CatalogueEntry]:
         """
-        Distinct (fname, file_size, sha256) whose name matches C{pattern},
+        Distinct contents (L{content_key}) whose name matches C{pattern},
         sorted by name, at most C{limit}.
         """
         matches = pattern_matcher(pattern)
@@ -208,7 +209,7 @@ class MemoryIndex:
         for name in names:
             entries = self._by_name[name]
             found.extend(entries.values())
-            distinct += len({(s.publication.file_size, s.publication.sha256) for s in entries.values()})
+            distinct += len({content_key(s.publication) for s in entries.values()})
             if distinct >= limit:
                 # Later names sort after every entry already collected.
                 break
@@ -259,7 +260,7 @@ class MemoryStore:
     so C{renew} always answers False.
     """
 
-    schema_version = SCHEMA_VERSION
+    schema_version = LATEST_SCHEMA_VERSION
 
     def __init__(self, tracker_id: str = "memory", index: MemoryIndex | None = None) -> None:
         self.tracker_id = tracker_id

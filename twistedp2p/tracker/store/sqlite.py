@@ -2,10 +2,13 @@
 The embedded index: SQLite through C{adbapi} (one thread), read through an
 in-memory view.
 
-Every write runs in the pool's single thread and commits before the view
-changes and the write's Deferred fires; reads are answered from the view
-(L{MemoryIndex}) without touching the database.  One tracker owns the file:
-C{start()} drops every session a previous run left behind.
+Writes run in the pool's single thread, batched: the writes issued while a
+batch is being written go together in the next one, one transaction for the
+lot (see L{SQLiteStore._write}).  Each write's Deferred fires only after its
+batch committed.  Reads are answered from the view (L{MemoryIndex}) without
+touching the database.  Removals (sessions, publications) leave the view at
+once, before their write; additions enter it once committed.  One tracker
+owns the file: C{start()} drops every session a previous run left behind.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, Sourc
 from twistedp2p.tracker.store.interface import IIndexStore
 from twistedp2p.tracker.store.memory import MemoryIndex
 from twistedp2p.tracker.store.schema import (
-    SCHEMA_VERSION,
+    LATEST_SCHEMA_VERSION,
     SchemaTooNew,
     decode_mtime,
     encode_mtime,
 )
 
-_CREATE_V1 = [
+_CREATE = [
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
     """CREATE TABLE IF NOT EXISTS trackers (
         tracker_id TEXT PRIMARY KEY,
@@ -57,12 +60,32 @@ _CREATE_V1 = [
         file_size BIGINT NULL,
         last_modified TEXT NULL,
         sha256 TEXT NULL,
+        root TEXT NULL,
+        piece_size INTEGER NULL,
         UNIQUE (session_id, fname))""",
     "CREATE INDEX IF NOT EXISTS publications_fname ON publications (fname, seq)",
 ]
 
-#: version -> statements that bring a database from that version to the next.
-_MIGRATIONS: dict[int, list[str]] = {}
+#: Columns added after version 1: name -> SQL type.  Version 2 adds the
+#: content root and its piece size (docs/swarm.md).
+_ADDED_COLUMNS = {2: [("root", "TEXT NULL"), ("piece_size", "INTEGER NULL")]}
+
+
+def _add_columns(cursor: Any, version: int) -> None:
+    """
+    Add the columns of schema C{version} that are missing (idempotent: a
+    migration interrupted half way, or run twice, is completed).
+    """
+    cursor.execute("PRAGMA table_info(publications)")
+    present = {row[1] for row in cursor.fetchall()}
+    for name, kind in _ADDED_COLUMNS[version]:
+        if name not in present:
+            cursor.execute(f"ALTER TABLE publications ADD COLUMN {name} {kind}")
+
+
+#: version -> a step (run with a cursor) that brings a database from that
+#: version to the next.
+_MIGRATIONS: dict[int, Callable[[Any], None]] = {1: lambda cursor: _add_columns(cursor, 2)}
 
 _INSERT_SESSION = (
     "INSERT INTO sessions (session_id, tracker_id, hostname, ip, p2p_port,"
@@ -75,7 +98,7 @@ _INSERT_SESSION = (
 _DELETE_PUBLICATION = "DELETE FROM publications WHERE session_id = ? AND fname = ?"
 _INSERT_PUBLICATION = (
     "INSERT INTO publications (session_id, fname, lname, file_size,"
-    " last_modified, sha256) VALUES (?, ?, ?, ?, ?, ?)"
+    " last_modified, sha256, root, piece_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -99,7 +122,16 @@ def _insert_publication(cursor: Any, session_id: str, p: Publication) -> int:
     cursor.execute(_DELETE_PUBLICATION, (session_id, p.fname))
     cursor.execute(
         _INSERT_PUBLICATION,
-        (session_id, p.fname, p.lname, p.file_size, encode_mtime(p.last_modified), p.sha256),
+        (
+            session_id,
+            p.fname,
+            p.lname,
+            p.file_size,
+            encode_mtime(p.last_modified),
+            p.sha256,
+            p.root,
+            p.piece_size,
+        ),
     )
     return cursor.lastrowid
 
@@ -119,7 +151,7 @@ class SQLiteStore:
         C{adbapi} looks up itself).
     """
 
-    schema_version = SCHEMA_VERSION
+    schema_version = LATEST_SCHEMA_VERSION
     log = Logger()
 
     def __init__(self, path: str, clock: Any, tracker_id: str = "local", reactor: Any = None) -> None:
@@ -134,6 +166,18 @@ class SQLiteStore:
         #: Synchronous reads for the registry's hot path (see
         #: L{Registry.fetch_now}).
         self.read_view = self.index
+        #: Transactions committed by writes (one per batch), for tests and
+        #: metrics.
+        self.commits = 0
+        # Writes waiting for the next batch: (interaction, args, Deferred).
+        self._queued: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+        self._writing = False
+        self._stopping: Deferred[None] | None = None
+        # Removals issued and not yet written, by session id and by
+        # (session id, fname): an addition committing meanwhile stays out of
+        # the view.  Values count the pending removals of that key.
+        self._removing: dict[str, int] = {}
+        self._unpublishing: dict[tuple[str, str], int] = {}
 
     # -- life cycle ----------------------------------------------------------
 
@@ -171,24 +215,29 @@ class SQLiteStore:
     def _setup(self, cursor: Any, now: float) -> None:
         cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'")
         if cursor.fetchone() is None:
-            for statement in _CREATE_V1:
+            for statement in _CREATE:
                 cursor.execute(statement)
-            cursor.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            cursor.execute("INSERT INTO schema_version (version) VALUES (?)", (LATEST_SCHEMA_VERSION,))
         else:
             cursor.execute("SELECT version FROM schema_version")
             row = cursor.fetchone()
             if row is None:
                 raise IndexUnavailable(f"the SQLite index {self.path!r} has an empty schema_version table")
             version = row[0]
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNew(version, where=repr(self.path))
-            while version < SCHEMA_VERSION:
-                for statement in _MIGRATIONS[version]:
-                    cursor.execute(statement)
+            if version > LATEST_SCHEMA_VERSION:
+                raise SchemaTooNew(version, LATEST_SCHEMA_VERSION, where=repr(self.path))
+            while version < LATEST_SCHEMA_VERSION:
+                self.log.info(
+                    "migrating the SQLite index {path} from schema version {version}",
+                    path=self.path,
+                    version=version,
+                )
+                # One transaction (the interaction's): all of it or nothing.
+                _MIGRATIONS[version](cursor)
                 version += 1
                 cursor.execute("UPDATE schema_version SET version = ?", (version,))
             # Idempotent: brings back an index someone dropped by hand.
-            for statement in _CREATE_V1[1:]:
+            for statement in _CREATE[1:]:
                 cursor.execute(statement)
         # A single tracker owns this file: whatever is in it is stale.
         cursor.execute("DELETE FROM publications")
@@ -205,6 +254,7 @@ class SQLiteStore:
 
     def _close_pool(self) -> None:
         pool, self._pool = self._pool, None
+        self._stopping = None
         if pool is not None:
             pool.close()
 
@@ -212,23 +262,91 @@ class SQLiteStore:
         """
         Wait for queued writes, then close the database.
         """
-        pool = self._pool
-        if pool is None:
+        if self._pool is None:
             return succeed(None)
-        # The pool has one thread: this no-op runs after every queued write.
-        d = pool.runInteraction(lambda cursor: None)
-        d.addErrback(lambda f: self.log.failure("closing the SQLite index", f))
-        d.addBoth(lambda _: self._close_pool())
-        return d
+        if self._stopping is None:
+            # Writes run in order: this no-op completes after every write
+            # queued before it.  Later writes are refused.
+            d = self._write(_nothing)
+            self._stopping = d
+            d.addErrback(lambda f: self.log.failure("closing the SQLite index", f))
+            d.addBoth(lambda _: self._close_pool())
+        waiter: Deferred[None] = Deferred()
+        self._stopping.addBoth(_fire_and_pass, waiter)
+        return waiter
 
     # -- writes --------------------------------------------------------------
 
     def _write(self, interaction: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        if self._pool is None:
+        """
+        Queue C{interaction(cursor, *args)}.
+
+        Writes run in the order issued, in batches: a write issued while no
+        batch runs starts one at once; the writes issued while a batch runs
+        (a burst of hellos or of disconnects) wait and all go in the next
+        one, a single transaction (see L{_run_batch}).  Errors: a write
+        SQLite refuses fails alone, with L{IndexUnavailable}, and the rest of
+        its batch commits; when the transaction itself fails (the commit,
+        the disk), every write of the batch fails with L{IndexUnavailable}.
+
+        @return: Deferred firing the interaction's result once its batch
+            committed.
+        """
+        if self._pool is None or self._stopping is not None:
             return _fail_unavailable("the SQLite index is not open")
-        d = self._pool.runInteraction(interaction, *args)
-        d.addErrback(self._unavailable, "the SQLite index failed")
+        d: Deferred[Any] = Deferred()
+        self._queued.append((interaction, args, d))
+        if not self._writing:
+            self._next_batch()
         return d
+
+    def _next_batch(self) -> None:
+        """
+        Write everything queued as one batch (or fail it if the database
+        was closed meanwhile).
+        """
+        batch, self._queued = self._queued, []
+        if not batch:
+            self._writing = False
+            return
+        if self._pool is None:
+            self._writing = False
+            for _, _, d in batch:
+                d.errback(IndexUnavailable("the SQLite index is closed"))
+            return
+        self._writing = True
+        d = self._pool.runInteraction(_run_batch, [(interaction, args) for interaction, args, _ in batch])
+        d.addCallbacks(self._batch_done, self._batch_failed, (batch,), None, (batch,))
+
+    def _batch_done(self, outcomes: list[tuple[bool, Any]], batch: list[Any]) -> None:
+        self.commits += 1
+        for (_, _, d), (ok, value) in zip(batch, outcomes):
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(self._refused(value))
+        # Writes the callbacks issued join whatever queued meanwhile.
+        self._next_batch()
+
+    def _refused(self, failure: Failure) -> Failure:
+        """
+        One write of a batch failed (and was rolled back alone).
+        """
+        if not failure.check(sqlite3.Error):
+            return failure
+        self.log.failure("the SQLite index refused a write", failure)
+        return Failure(IndexUnavailable(f"the SQLite index failed: {failure.value}"))
+
+    def _batch_failed(self, failure: Failure, batch: list[Any]) -> None:
+        if failure.check(sqlite3.Error):
+            self.log.failure("the SQLite index failed writing {n} changes", failure, n=len(batch))
+            message = f"the SQLite index failed: {failure.value}"
+            for _, _, d in batch:
+                d.errback(IndexUnavailable(message))
+        else:
+            for _, _, d in batch:
+                d.errback(failure)
+        self._next_batch()
 
     def _unavailable(self, failure: Failure, what: str) -> Failure:
         failure.trap(sqlite3.Error)
@@ -237,27 +355,55 @@ class SQLiteStore:
 
     def add_session(self, session: Session) -> Deferred[None]:
         d = self._write(_add_session, session)
-        d.addCallback(lambda _: self.index.add_session(session))
+        d.addCallback(self._session_added, session)
         return d
 
+    def _session_added(self, _: Any, session: Session) -> None:
+        # Not if it was removed meanwhile: the removal is already written.
+        if session.session_id not in self._removing:
+            self.index.add_session(session)
+
     def remove_session(self, session_id: str) -> Deferred[None]:
+        self.index.remove_session(session_id)
+        _count(self._removing, session_id)
         d = self._write(_remove_session, session_id)
-        d.addCallback(lambda _: self.index.remove_session(session_id) and None)
+        d.addBoth(self._removed, self._removing, session_id, self.index.remove_session, session_id)
+        d.addCallback(lambda _: None)
         return d
+
+    def _removed(self, result: Any, pending: dict[Any, int], key: Any, hide: Callable[..., Any], *args: Any) -> Any:
+        """
+        A removal was written (or failed: the view still hides the record).
+        Hide it again with C{hide(*args)}, in case a resync brought it back
+        meanwhile.
+        """
+        left = pending[key] - 1
+        if left:
+            pending[key] = left
+        else:
+            del pending[key]
+        hide(*args)
+        return result
 
     def put(self, session_id: str, publication: Publication) -> Deferred[None]:
         d = self._write(_insert_publication_txn, session_id, publication)
-        d.addCallback(lambda seq: self.index.put(session_id, publication, seq) and None)
+        d.addCallback(self._put_done, session_id, publication)
         return d
+
+    def _put_done(self, seq: int, session_id: str, publication: Publication) -> None:
+        if session_id in self._removing or (session_id, publication.fname) in self._unpublishing:
+            return
+        if self.index.session(session_id) is not None:
+            self.index.put(session_id, publication, seq)
 
     def delete(self, session_id: str, fname: str) -> Deferred[bool]:
-        d = self._write(_delete_publication, session_id, fname)
-        d.addCallback(self._deleted, session_id, fname)
-        return d
-
-    def _deleted(self, deleted: bool, session_id: str, fname: str) -> bool:
         in_view = self.index.delete(session_id, fname)
-        return bool(deleted or in_view)
+        key = (session_id, fname)
+        _count(self._unpublishing, key)
+        d = self._write(_delete_publication, session_id, fname)
+        d.addBoth(self._removed, self._unpublishing, key, self.index.delete, session_id, fname)
+        d.addCallback(lambda deleted: bool(deleted or in_view))
+        return d
 
     def resync(self, snapshot: Iterable[tuple[Session, Iterable[Publication]]]) -> Deferred[None]:
         """
@@ -274,6 +420,11 @@ class SQLiteStore:
             self.index.add_session(session)
             for publication, seq in zip(publications, numbers):
                 self.index.put(session.session_id, publication, seq)
+        # Removals issued after the snapshot was taken stay hidden.
+        for session_id in self._removing:
+            self.index.remove_session(session_id)
+        for session_id, fname in self._unpublishing:
+            self.index.delete(session_id, fname)
 
     def renew(self) -> Deferred[bool]:
         """
@@ -302,7 +453,63 @@ def _fail_unavailable(message: str) -> Deferred[Any]:
     return d
 
 
+def _fire_and_pass(result: Any, d: Deferred[None]) -> Any:
+    d.callback(None)
+    return result
+
+
+def _count(pending: dict[Any, int], key: Any) -> None:
+    pending[key] = pending.get(key, 0) + 1
+
+
 # Interactions: run in the pool's thread with an adbapi Transaction (cursor).
+
+
+def _run_batch(cursor: Any, writes: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
+    """
+    Run a batch of writes in one transaction (adbapi commits it).
+
+    All at once first; if one fails, the batch is rolled back and run again
+    with each write in its own savepoint, so that only the writes that fail
+    are lost.  (Savepoints for every write would cost two more statements
+    each, and every statement hands the GIL back and forth with the
+    reactor's thread.)
+
+    @return: per write, C{(True, result)} or C{(False, Failure)}.
+    """
+    _begin(cursor)
+    try:
+        return [(True, interaction(cursor, *args)) for interaction, args in writes]
+    except Exception:
+        failure = Failure()
+    if cursor.connection.in_transaction:
+        cursor.execute("ROLLBACK")
+    if len(writes) == 1:
+        return [(False, failure)]
+    _begin(cursor)
+    outcomes: list[tuple[bool, Any]] = []
+    for interaction, args in writes:
+        cursor.execute("SAVEPOINT write")
+        try:
+            result = interaction(cursor, *args)
+        except Exception:
+            outcomes.append((False, Failure()))
+            cursor.execute("ROLLBACK TO write")
+        else:
+            outcomes.append((True, result))
+        cursor.execute("RELEASE write")
+    return outcomes
+
+
+def _begin(cursor: Any) -> None:
+    if not cursor.connection.in_transaction:
+        # Explicitly: otherwise a first SAVEPOINT would open (and its
+        # RELEASE commit) a transaction of its own.
+        cursor.execute("BEGIN")
+
+
+def _nothing(cursor: Any) -> None:
+    return None
 
 
 def _add_session(cursor: Any, session: Session) -> None:
