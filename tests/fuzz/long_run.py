@@ -159,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(r)
     wall = time.monotonic() - started
     print()
-    print(f"{'fuzzer':<17} {'cases':>8} {'frames':>9} {'answers':>9} {'lines':>7} {'MB fed':>8} {'cpu s':>7}")
+    # frames: request frames the ports received; answers: answers checked;
+    # lines: shell input lines; MB in: shell input; MB served: file bytes
+    # the peer port sent and the model checked.
+    print(
+        f"{'fuzzer':<17} {'cases':>8} {'frames':>9} {'answers':>9} {'lines':>7}"
+        f" {'MB in':>7} {'MB served':>9} {'cpu s':>7}"
+    )
     totals: Counter[str] = Counter()
     total_cases = 0
     for name in WEIGHTS:
@@ -169,14 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         u = row["units"]
         totals.update(u)
         total_cases += row["cases"]
-        fed = (u.get("bytes", 0)) / 1e6
         print(
             f"{name:<17} {row['cases']:>8} {u.get('frames', 0):>9} {u.get('answers', 0):>9}"
-            f" {u.get('lines', 0):>7} {fed:>8.1f} {row['seconds']:>7.1f}"
+            f" {u.get('lines', 0):>7} {u.get('bytes', 0) / 1e6:>7.1f} {u.get('served_bytes', 0) / 1e6:>9.1f}"
+            f" {row['seconds']:>7.1f}"
         )
     print(
         f"{'total':<17} {total_cases:>8} {totals.get('frames', 0):>9} {totals.get('answers', 0):>9}"
-        f" {totals.get('lines', 0):>7} {totals.get('bytes', 0) / 1e6:>8.1f}"
+        f" {totals.get('lines', 0):>7} {totals.get('bytes', 0) / 1e6:>7.1f}"
+        f" {totals.get('served_bytes', 0) / 1e6:>9.1f}"
     )
     print(f"wall time {wall:.0f} s; {len(failures)} failing tasks")
     for r in failures:

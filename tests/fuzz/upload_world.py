@@ -322,7 +322,7 @@ class UploadConn:
                 got = bytes(self.out[self.consumed : self.consumed + len(self.owed)])
                 _expect(got == self.owed[: len(got)], f"conn {self.index}: wrong file bytes at {self.consumed}")
                 self.consumed += len(got)
-                self.world.units["bytes"] += len(got)
+                self.world.units["served_bytes"] += len(got)
                 self.owed = self.owed[len(got) :]
                 if self.owed:
                     return
@@ -502,7 +502,8 @@ class UploadWorld:
         self.failures: list[AssertionError] = []
         #: Stale names the library has dropped (after a request found them).
         self.dropped: set[str] = set()
-        self.units = {"frames": 0, "answers": 0, "bytes": 0, "served": 0, "ops": 0}
+        #: (C{served_bytes}: file bytes written and checked.)
+        self.units = {"frames": 0, "answers": 0, "served_bytes": 0, "served": 0, "ops": 0}
         #: Answers by "status:code", to judge what the generators reach.
         self.outcomes: dict[str, int] = {}
         self._log: list[dict] = []
