@@ -63,3 +63,11 @@ def test_twistd_lists_plugins(tmp_path: Path, editable: bool) -> None:
             cwd=tmp_path,
         )
         assert str(source) not in out
+        # The dashboards' static files are installed, fragments included
+        # (read_static fails on a page whose fragment is missing).
+        out = _run(
+            [bindir / "python", "-c",
+             "from twistedp2p.web.server import read_static; print(sorted(read_static()))"],
+            cwd=tmp_path,
+        )
+        assert "'peer.html'" in out and "'tracker.html'" in out

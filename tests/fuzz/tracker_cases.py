@@ -16,7 +16,7 @@ Two mixes of the same ops:
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from hypothesis import strategies as st
 
@@ -150,16 +150,29 @@ def run_ops(
             _bystander(world)
         for i in range(connections):
             world.connect(IPS[i % len(IPS)], auto_pong=i % 2 == 0)
-        for op in ops:
-            _apply(world, op)
-            world.after_op()
-        world.finish()
-        if outcomes is not None:
-            for k, v in world.outcomes.items():
-                outcomes[k] = outcomes.get(k, 0) + v
-        return dict(world.units)
+        return play(world, ops, _apply, outcomes)
     finally:
         world.close()
+
+
+def play(
+    world: Any, ops: list[tuple], apply: Callable[[Any, tuple[Any, ...]], None], outcomes: dict | None
+) -> dict[str, int]:
+    """
+    The part of a case every world shares: C{apply} each op and check the
+    world after it, then C{world.finish()}; add the world's outcomes to
+    C{outcomes}.  (The caller sets the world up and closes it.)
+
+    @return: what was fed and checked.
+    """
+    for op in ops:
+        apply(world, op)
+        world.after_op()
+    world.finish()
+    if outcomes is not None:
+        for k, v in world.outcomes.items():
+            outcomes[k] = outcomes.get(k, 0) + v
+    return dict(world.units)
 
 
 def _apply(world: TrackerWorld, op: tuple[Any, ...]) -> None:

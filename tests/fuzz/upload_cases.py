@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from tests.fuzz import strategies as S
-from tests.fuzz.tracker_cases import weighted
+from tests.fuzz.tracker_cases import play, weighted
 from tests.fuzz.upload_world import IDLE_TIMEOUT, UploadFixture, UploadWorld
 
 #: Offsets and lengths around the fixture's file sizes (0, 10, 3000,
@@ -88,14 +88,7 @@ def run_ops(
         for _ in range(connections):
             world.connect()
         world.after_op()
-        for op in ops:
-            _apply(world, op)
-            world.after_op()
-        world.finish()
-        if outcomes is not None:
-            for k, v in world.outcomes.items():
-                outcomes[k] = outcomes.get(k, 0) + v
-        return dict(world.units)
+        return play(world, ops, _apply, outcomes)
     finally:
         world.close()
 

@@ -18,10 +18,30 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.test import iosim
 
+from twistedp2p.peer.download import DownloadSettings
 from twistedp2p.peer.events import Events
 from twistedp2p.peer.library import Library
 from twistedp2p.peer.slots import Slots
 from twistedp2p.peer.transfers import Transfers
+
+#: A sha256 for results the shell tests make up.
+SHA_AB = "ab" * 32
+
+#: A L{PeerNode.status} snapshot for the shell tests' fake nodes: one
+#: published file, one upload in progress.
+NODE_STATUS = {
+    "hostname": "me",
+    "p2p_port": 4242,
+    "repo": "/repo",
+    "share_roots": [],
+    "tracker": {"state": "connected", "tracker": "tcp:t:9999", "address": "10.0.0.9", "session": "x:1"},
+    "sessions": {"limit": 4, "in_use": 1, "uploads": 1, "downloads": 0, "waiting": 0,
+                 "peak_uploads": 1, "peak_downloads": 0, "refused": 0},
+    "published": [{"fname": "A", "path": "/repo/a", "size": 7, "sha256": SHA_AB, "mtime": 1.0, "published_at": 2.0}],
+    "transfers": [{"id": 1, "direction": "up", "fname": "A", "peer": "10.0.0.5:555", "done": 3,
+                   "total": 7, "percent": 3 / 7 * 100, "rate": 2048.0, "started": 1.0}],
+    "completed": {"up": 0, "down": 0},
+}
 
 
 def temp_dir(case: Any) -> Path:
@@ -78,6 +98,34 @@ class PeerParts:
         self.library = Library(self.repo, [], sync_run, self.clock)
         self.slots = Slots(max_sessions)
         self.transfers = Transfers(self.clock, self.events)
+
+    def download_options(
+        self,
+        connect: Any,
+        progress: list[tuple[int, Any]],
+        force: bool = False,
+        run_in_thread: Any = sync_run,
+        bucket: Any = None,
+        **settings: Any,
+    ) -> dict[str, Any]:
+        """
+        The keyword arguments of a L{Download} or a L{SwarmDownload} into
+        this repository: C{progress} collects C{(done, total)} calls;
+        C{settings} are L{DownloadSettings} fields (retry jitter 0.5 unless
+        given).
+        """
+        settings.setdefault("jitter", lambda: 0.5)
+        return {
+            "connect": connect,
+            "clock": self.clock,
+            "run_in_thread": run_in_thread,
+            "slots": self.slots,
+            "transfers": self.transfers,
+            "settings": DownloadSettings(**settings),
+            "force": force,
+            "progress": lambda done, total: progress.append((done, total)),
+            "bucket": bucket,
+        }
 
     def publish(self, fname: str, data: bytes) -> Any:
         path = self.repo / fname

@@ -19,7 +19,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from twistedp2p import errors
 from twistedp2p.peer.download import (
     Download,
-    DownloadSettings,
     GetProtocol,
     LocalWriteError,
     PartWriter,
@@ -432,21 +431,8 @@ class DownloadTests(SynchronousTestCase):
         self.progress: list[tuple[int, Any]] = []
 
     def download(self, sources, force=False, **settings) -> Deferred:
-        settings.setdefault("jitter", lambda: 0.5)
-        d = Download(
-            "f",
-            sources,
-            self.parts.repo,
-            connect=self.net.connect,
-            clock=self.clock,
-            run_in_thread=sync_run,
-            slots=self.parts.slots,
-            transfers=self.parts.transfers,
-            settings=DownloadSettings(**settings),
-            force=force,
-            progress=lambda done, total: self.progress.append((done, total)),
-        )
-        return d.run()
+        options = self.parts.download_options(self.net.connect, self.progress, force=force, **settings)
+        return Download("f", sources, self.parts.repo, **options).run()
 
     def assertNoPart(self) -> None:
         self.assertEqual([n for n in os.listdir(self.parts.repo) if n.endswith(".part")], [])

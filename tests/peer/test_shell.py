@@ -27,27 +27,12 @@ from twistedp2p.peer.shell import (
     ArgumentError,
 )
 
-SHA = "ab" * 32
+from tests.peer.helpers import NODE_STATUS as STATUS, SHA_AB as SHA
 
 
 def fetch_result(verified: bool = True, published: bool = True) -> FetchResult:
     src = SourceInfo("lab-3", "10.0.0.3", 4000, "f", "f", 12, SHA if verified else None, 1)
     return FetchResult("f", "/repo/f", 12, SHA, verified, src, published=published)
-
-
-STATUS = {
-    "hostname": "me",
-    "p2p_port": 4242,
-    "repo": "/repo",
-    "share_roots": [],
-    "tracker": {"state": "connected", "tracker": "tcp:t:9999", "address": "10.0.0.9", "session": "x:1"},
-    "sessions": {"limit": 4, "in_use": 1, "uploads": 1, "downloads": 0, "waiting": 0,
-                 "peak_uploads": 1, "peak_downloads": 0, "refused": 0},
-    "published": [{"fname": "A", "path": "/repo/a", "size": 7, "sha256": SHA, "mtime": 1.0, "published_at": 2.0}],
-    "transfers": [{"id": 1, "direction": "up", "fname": "A", "peer": "10.0.0.5:555", "done": 3,
-                   "total": 7, "percent": 3 / 7 * 100, "rate": 2048.0, "started": 1.0}],
-    "completed": {"up": 0, "down": 0},
-}
 
 
 class FakeNode:

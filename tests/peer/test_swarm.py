@@ -17,7 +17,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedp2p import errors
-from twistedp2p.peer.download import DownloadSettings, LocalWriteError, SourceInfo, choose_sources, part_name
+from twistedp2p.peer.download import LocalWriteError, SourceInfo, choose_sources, part_name
 from twistedp2p.peer.pieces import pieces_of
 from twistedp2p.peer.ratelimit import TokenBucket
 from twistedp2p.peer.slots import Slots
@@ -227,21 +227,10 @@ class SwarmTests(SynchronousTestCase):
         return factory
 
     def swarm(self, srcs, force: bool = False, bucket=None, threads=sync_run, **settings) -> SwarmDownload:
-        settings.setdefault("jitter", lambda: 0.5)
-        return SwarmDownload(
-            "f",
-            plan_swarm(srcs),
-            self.parts.repo,
-            connect=self.net.connect,
-            clock=self.clock,
-            run_in_thread=threads,
-            slots=self.parts.slots,
-            transfers=self.parts.transfers,
-            settings=DownloadSettings(**settings),
-            force=force,
-            progress=lambda done, total: self.progress.append((done, total)),
-            bucket=bucket,
+        options = self.parts.download_options(
+            self.net.connect, self.progress, force=force, run_in_thread=threads, bucket=bucket, **settings
         )
+        return SwarmDownload("f", plan_swarm(srcs), self.parts.repo, **options)
 
     def run_swarm(self, srcs, **kw) -> Deferred:
         self.download = self.swarm(srcs, **kw)

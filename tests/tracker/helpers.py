@@ -23,6 +23,23 @@ from twistedp2p.tracker.store.memory import MemoryStore
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 
+#: The file a seed-protocol client publishes in the compatibility tests:
+#: the fields its publish sends and its rows in a fetch's peer list repeat.
+SEED_SAMPLE = {
+    "lname": "/tmp/sample.txt",
+    "fname": "sample.txt",
+    "file_size": 10,
+    "last_modified": "2024-11-04T09:00:00Z",
+}
+
+
+def seed_source_row(hostname: str, ip: str, port: int) -> dict[str, Any]:
+    """
+    The row of C{SEED_SAMPLE} in a fetch's peer list, published by the
+    seed client C{hostname} at C{ip}:C{port} (no sha256, no version).
+    """
+    return {"hostname": hostname, "ip": ip, "port": port, **SEED_SAMPLE, "sha256": None, "version": None}
+
 
 @implementer(ILink)
 class FakeLink:

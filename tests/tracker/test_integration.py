@@ -16,6 +16,7 @@ from twisted.trial import unittest
 
 from twistedp2p import wire
 from twistedp2p.tracker import service
+from tests.tracker.helpers import SEED_SAMPLE, seed_source_row
 
 
 class SeedClient:
@@ -113,16 +114,7 @@ class TrackerIntegrationTests(unittest.TestCase):
                     a.ask({"action": "ping"}),
                     a.ask({"action": "fetch", "fname": "sample.txt"}),
                     a.ask({"action": "hello", "hostname": "peer1", "p2p_port": 5000}),
-                    a.ask(
-                        {
-                            "action": "publish",
-                            "lname": "/tmp/sample.txt",
-                            "fname": "sample.txt",
-                            "file_size": 10,
-                            "last_modified": "2024-11-04T09:00:00Z",
-                            "allow_overwrite": False,
-                        }
-                    ),
+                    a.ask({"action": "publish", **SEED_SAMPLE, "allow_overwrite": False}),
                     b.ask({"action": "hello", "hostname": "peer2", "p2p_port": 5001}),
                     b.ask({"action": "fetch", "fname": "sample.txt"}),
                     b.ask({"action": "list_shared_files"}),
@@ -141,23 +133,7 @@ class TrackerIntegrationTests(unittest.TestCase):
         self.assertEqual(answers[3]["status"], "created")
         self.assertEqual(answers[4]["status"], "success")
         self.assertEqual(
-            answers[5],
-            {
-                "status": "success",
-                "peer_list": [
-                    {
-                        "hostname": "peer1",
-                        "ip": "127.0.0.1",
-                        "port": 5000,
-                        "lname": "/tmp/sample.txt",
-                        "fname": "sample.txt",
-                        "file_size": 10,
-                        "last_modified": "2024-11-04T09:00:00Z",
-                        "sha256": None,
-                        "version": None,
-                    }
-                ],
-            },
+            answers[5], {"status": "success", "peer_list": [seed_source_row("peer1", "127.0.0.1", 5000)]}
         )
         self.assertEqual(answers[6]["files"][0]["hostnames"], ["peer1"])
         self.assertEqual(answers[7], {"status": "success", "peer_list": []})

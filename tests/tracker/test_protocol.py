@@ -15,7 +15,7 @@ from twistedp2p import wire
 from twistedp2p.tracker.protocol import SourceWireCache, TrackerFactory, TrackerProtocol
 from twistedp2p.tracker.registry import Registry
 
-from tests.tracker.helpers import SHA_A, SHA_B, ControlledStore, frame, frames
+from tests.tracker.helpers import SEED_SAMPLE, SHA_A, SHA_B, ControlledStore, frame, frames, seed_source_row
 
 
 class Peer:
@@ -181,39 +181,12 @@ class HelloTests(ProtocolTestBase):
 class RequestTests(ProtocolTestBase):
     def test_seed_session_answers(self):
         src = self.seed("src", 5000, ip="10.0.0.5")
-        answer = src.ask(
-            {
-                "action": "publish",
-                "fname": "sample.txt",
-                "lname": "/tmp/sample.txt",
-                "file_size": 10,
-                "last_modified": "2024-11-04T09:00:00Z",
-                "allow_overwrite": False,
-            }
-        )
+        answer = src.ask({"action": "publish", **SEED_SAMPLE, "allow_overwrite": False})
         self.assertEqual(answer["status"], "created")
         self.assertNotIn("id", answer)
         dst = self.seed("dst", 5001)
         answer = dst.ask({"action": "fetch", "fname": "sample.txt"})
-        self.assertEqual(
-            answer,
-            {
-                "status": "success",
-                "peer_list": [
-                    {
-                        "hostname": "src",
-                        "ip": "10.0.0.5",
-                        "port": 5000,
-                        "lname": "/tmp/sample.txt",
-                        "fname": "sample.txt",
-                        "file_size": 10,
-                        "last_modified": "2024-11-04T09:00:00Z",
-                        "sha256": None,
-                        "version": None,
-                    }
-                ],
-            },
-        )
+        self.assertEqual(answer, {"status": "success", "peer_list": [seed_source_row("src", "10.0.0.5", 5000)]})
         answer = dst.ask({"action": "list_shared_files"})
         self.assertEqual(
             answer,

@@ -10,7 +10,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.testing import EventLoggingObserver, MemoryReactor
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python import usage
 from twisted.trial import unittest
@@ -322,13 +322,12 @@ class ServiceTests(unittest.TestCase):
         self.patch(sys, "__stderr__", real)
         self.patch(sys, "stderr", io.StringIO())
 
-        class Stopped:
-            running = False
-
-        tracker = service.TrackerService(Stopped(), MemoryStore(), "tcp:0", "t")
+        tracker = service.TrackerService(MemoryReactor(), MemoryStore(), "tcp:0", "t")
         tracker._exit_nonzero("the index is down")
         self.assertEqual(real.getvalue(), "p2ptracker: cannot start: the index is down\n")
         self.assertEqual(sys.stderr.getvalue(), "")
+        # The reactor is not running yet: the exit waits for it.
+        self.assertEqual(len(tracker.reactor.whenRunningHooks), 1)
 
     @inlineCallbacks
     def test_stop_while_starting(self):

@@ -346,26 +346,24 @@ def test_peer_dashboard(stack: Stack, browser: Any, tmp_path: Path) -> None:
     expect(page.locator('#library-body tr[data-fname="field-trip.jpg"]')).to_have_count(1)
     expect(page.locator('#picker-body tr[data-lname="photos/field-trip.jpg"] .tag.ok')).to_have_text("field-trip.jpg")
 
+    def publish(lname: str, fname: str, flash: str) -> None:
+        """
+        Fill in the publish form, send it, and expect the C{flash} line.
+        """
+        page.fill("#publish-lname", lname)
+        page.fill("#publish-fname", fname)
+        page.click("#publish-button")
+        expect(page.locator("#publish-flash")).to_have_text(re.compile(flash))
+
     # A bad publish shows the shell's error line and publishes nothing.
-    page.fill("#publish-lname", "../outside.txt")
-    page.fill("#publish-fname", "outside.txt")
-    page.click("#publish-button")
-    expect(page.locator("#publish-flash")).to_have_text(re.compile(r"^error: \.\./outside\.txt: resolves to .* outside"))
-    page.fill("#publish-lname", "notes-v1.txt")
-    page.fill("#publish-fname", "../notes.txt")
-    page.click("#publish-button")
-    expect(page.locator("#publish-flash")).to_have_text(re.compile(r"^error: '\.\./notes\.txt': a shared name"))
+    publish("../outside.txt", "outside.txt", r"^error: \.\./outside\.txt: resolves to .* outside")
+    publish("notes-v1.txt", "../notes.txt", r"^error: '\.\./notes\.txt': a shared name")
     expect(page.locator("#library-body tr[data-fname]")).to_have_count(1)
 
     # Same name, other content: the page asks, then overwrites.
-    page.fill("#publish-fname", "notes.txt")
-    page.click("#publish-button")
-    expect(page.locator("#publish-flash")).to_have_text(re.compile(r"^published notes\.txt: created"))
-    page.fill("#publish-lname", "notes-v2.txt")
-    page.fill("#publish-fname", "notes.txt")
-    page.click("#publish-button")
+    publish("notes-v1.txt", "notes.txt", r"^published notes\.txt: created")
+    publish("notes-v2.txt", "notes.txt", r"^error: notes\.txt is already published")
     expect(page.locator("#publish-confirm")).to_be_visible()
-    expect(page.locator("#publish-flash")).to_have_text(re.compile(r"^error: notes\.txt is already published"))
     page.locator("#publish-confirm button", has_text="Overwrite").click()
     expect(page.locator("#publish-flash")).to_have_text(re.compile(r"^published notes\.txt: updated"))
     expect(page.locator('#library-body tr[data-fname="notes.txt"] td.path')).to_have_text("notes-v2.txt")

@@ -49,6 +49,9 @@ class TrackerApiTests(unittest.TestCase):
             self.assertTrue(body)
         code, _ = await client.get("static/nothing.js")
         self.assertEqual(code, 404)
+        # Fragments of the pages are not served on their own.
+        code, _ = await client.get("static/_log.html")
+        self.assertEqual(code, 404)
         code, _ = await client.get("static/")
         self.assertEqual(code, 404)
 

@@ -372,21 +372,7 @@ class PeerNode:
                         root=state.root[:12],
                     )
                     await self._run(_unlink_quietly, state_path)
-                download = Download(
-                    fname,
-                    sources,
-                    self.repo,
-                    connect=self._connect,
-                    clock=self.clock,
-                    run_in_thread=self._run,
-                    slots=self.slots,
-                    transfers=self.transfers,
-                    settings=self.settings,
-                    force=force,
-                    progress=progress,
-                    bucket=self.download_bucket,
-                )
-                result = await download.run()
+                result = await Download(fname, sources, self.repo, **self._download_options(force, progress)).run()
             published = await self._share_fetched(result)
             result = dataclasses.replace(result, published=published)
             self.events.emit(
@@ -409,23 +395,26 @@ class PeerNode:
             self._fetching.discard(fname)
 
     async def _swarm(self, fname: str, plan: Any, force: bool, progress: Progress | None) -> FetchResult:
-        swarm = SwarmDownload(
-            fname,
-            plan,
-            self.repo,
-            connect=self._connect,
-            clock=self.clock,
-            run_in_thread=self._run,
-            slots=self.slots,
-            transfers=self.transfers,
-            settings=self.settings,
-            force=force,
-            progress=progress,
-            bucket=self.download_bucket,
-        )
+        swarm = SwarmDownload(fname, plan, self.repo, **self._download_options(force, progress))
         self._swarms.add(swarm)
         swarm.closed.addBoth(lambda _: self._swarms.discard(swarm))
         return await swarm.run()
+
+    def _download_options(self, force: bool, progress: Progress | None) -> dict[str, Any]:
+        """
+        What a L{Download} and a L{SwarmDownload} take from this node.
+        """
+        return {
+            "connect": self._connect,
+            "clock": self.clock,
+            "run_in_thread": self._run,
+            "slots": self.slots,
+            "transfers": self.transfers,
+            "settings": self.settings,
+            "force": force,
+            "progress": progress,
+            "bucket": self.download_bucket,
+        }
 
     def resume_pending(self) -> Deferred:
         """
@@ -514,6 +503,22 @@ class PeerNode:
 
         return self._tracker("search", pattern=pattern).addCallback(files)
 
+    def published(self) -> list[dict[str, Any]]:
+        """
+        The published files as ``status`` and the dashboard show them.
+        """
+        return [
+            {
+                "fname": e.fname,
+                "path": e.path,
+                "size": e.size,
+                "sha256": e.sha256,
+                "mtime": e.mtime,
+                "published_at": e.published_at,
+            }
+            for e in self.library.entries()
+        ]
+
     def status(self) -> dict[str, Any]:
         """
         A snapshot for ``status`` and the dashboard (plain JSON-able data).
@@ -535,17 +540,7 @@ class PeerNode:
                 "peak_downloads": self.slots.peak[DOWN],
                 "refused": self.slots.refused,
             },
-            "published": [
-                {
-                    "fname": e.fname,
-                    "path": e.path,
-                    "size": e.size,
-                    "sha256": e.sha256,
-                    "mtime": e.mtime,
-                    "published_at": e.published_at,
-                }
-                for e in self.library.entries()
-            ],
+            "published": self.published(),
             "transfers": self.transfers.snapshot(),
             "completed": dict(self.transfers.completed),
             "served": {

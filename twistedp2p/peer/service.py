@@ -9,7 +9,6 @@ module of the peer that imports the global reactor, as a default.
 from __future__ import annotations
 
 import math
-import os
 import socket
 import sys
 from pathlib import Path
@@ -33,6 +32,7 @@ from twistedp2p.peer.slots import Slots
 from twistedp2p.peer.tracker_link import TrackerLink
 from twistedp2p.peer.transfers import Transfers
 from twistedp2p.peer.upload import IDLE_TIMEOUT, UploadFactory
+from twistedp2p.process import exit_nonzero, stop_reactor
 from twistedp2p.web.options import WEB_OPTIONS, check_web_options
 
 DEFAULT_TRACKER = "tcp:127.0.0.1:9999"
@@ -349,24 +349,14 @@ class PeerService(MultiService):
         return d
 
     def _quit(self) -> None:
-        if self.reactor.running:
-            self.reactor.stop()
+        stop_reactor(self.reactor)
 
     def _exit_nonzero(self, message: str) -> None:
         """
-        Stop the reactor and leave the process with status 1 (twistd starts
-        services before the reactor runs, so this may have to wait).
+        Say why on stderr, stop the reactor and leave the process with
+        status 1.
         """
-        sys.stderr.write(f"p2ppeer: {message}\n")
-
-        def stop() -> None:
-            self.reactor.addSystemEventTrigger("after", "shutdown", _hard_exit, 1)
-            self.reactor.stop()
-
-        if self.reactor.running:
-            stop()
-        else:
-            self.reactor.callWhenRunning(stop)
+        exit_nonzero(self.reactor, f"p2ppeer: {message}")
 
     # -- stop --------------------------------------------------------------------------
 
@@ -393,12 +383,6 @@ def _thread_runner(reactor: Any) -> Callable[..., Deferred]:
         return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args, **kwargs)
 
     return run
-
-
-def _hard_exit(status: int) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
 
 
 def makeService(config: Options, reactor: Any = None, **overrides: Any) -> PeerService:

@@ -19,12 +19,12 @@ from typing import Any, Callable, Sequence
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistedp2p import errors
 from twistedp2p.peer.events import Event
+from twistedp2p.shellbase import ShellLineReceiver
 
 HELP = """\
 commands:
@@ -226,7 +226,7 @@ def format_status(status: dict[str, Any]) -> list[str]:
 
 
 @implementer(IHalfCloseableProtocol)
-class PeerShell(LineReceiver):
+class PeerShell(ShellLineReceiver):
     """
     A line shell over a L{PeerNode}; owns no logic.
 
@@ -235,7 +235,6 @@ class PeerShell(LineReceiver):
     @param is_tty: show a progress bar (carriage returns) during fetches.
     """
 
-    delimiter = b"\n"
     MAX_LENGTH = 64 * 1024
     log = Logger()
 
@@ -286,31 +285,10 @@ class PeerShell(LineReceiver):
         if self._running is None:
             self._exit()
 
-    #: Skipping the rest of a too-long line, up to its end.
-    _skipping = False
-    #: What followed a too-long line in the same read, still to be parsed.
-    _after_long = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        # LineReceiver drops the lines that follow a too-long line in the
-        # same read, and parses the rest of a too-long line as a line of its
-        # own.  Here a too-long line gets one error and is skipped up to its
-        # end, and the lines after it still run.
-        while data:
-            if self._skipping:
-                _, end, data = data.partition(self.delimiter)
-                if not end:
-                    return
-                self._skipping = False
-            LineReceiver.dataReceived(self, data)
-            data, self._after_long = self._after_long, b""
-
-    def lineLengthExceeded(self, line: bytes) -> None:
+    def lineTooLong(self) -> None:
         if not (self._exited or self._quit_read):
             # (After quit, input is ignored: long lines too.)
             self.say("error: line too long")
-        _, end, self._after_long = line.partition(self.delimiter)
-        self._skipping = not end
 
     # -- output ------------------------------------------------------------------
 

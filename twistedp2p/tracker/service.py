@@ -13,7 +13,6 @@ docs/deployment.md.
 from __future__ import annotations
 
 import math
-import os
 import re
 import secrets
 import sys
@@ -30,6 +29,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from twistedp2p.errors import P2PError
+from twistedp2p.process import exit_nonzero, stop_reactor
 from twistedp2p.tracker.protocol import TrackerFactory
 from twistedp2p.tracker.registry import Registry
 from twistedp2p.tracker.store.factory import DEFAULT_SQLITE_FILE, postgres_options, store_from_url
@@ -309,8 +309,7 @@ class TrackerService(MultiService):
         self._stdio = stdio.StandardIO(shell, reactor=self.reactor)
 
     def _quit(self) -> None:
-        if self.reactor.running:
-            self.reactor.stop()
+        stop_reactor(self.reactor)
 
     def _beat(self) -> None:
         # Never raise: a LoopingCall stops at the first exception.
@@ -340,12 +339,7 @@ class TrackerService(MultiService):
         in one line on the process's real stderr (twistd sends
         C{sys.stderr} to its log, which may be a file).
         """
-        stderr = sys.__stderr__ or sys.stderr
-        stderr.write(f"p2ptracker: cannot start: {message}\n")
-        stderr.flush()
-        if self.reactor.running:
-            self.reactor.addSystemEventTrigger("after", "shutdown", _hard_exit, 1)
-            self.reactor.stop()
+        exit_nonzero(self.reactor, f"p2ptracker: cannot start: {message}")
 
     def whenListening(self) -> Deferred:
         """
@@ -407,12 +401,6 @@ class TrackerService(MultiService):
 def _fire_and_pass(result: Any, d: Deferred) -> Any:
     d.callback(None)
     return result
-
-
-def _hard_exit(status: int) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
 
 
 def makeService(config: Options, reactor: Any = None) -> TrackerService:

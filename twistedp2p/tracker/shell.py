@@ -11,11 +11,11 @@ from typing import Any, Callable
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistedp2p.errors import P2PError
+from twistedp2p.shellbase import ShellLineReceiver
 from twistedp2p.tracker.registry import PingResult, Registry
 
 _HELP = [
@@ -57,7 +57,7 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 @implementer(IHalfCloseableProtocol)
-class TrackerShell(LineReceiver):
+class TrackerShell(ShellLineReceiver):
     """
     C{do_*} commands over the registry (after Twisted's stdiodemo).
 
@@ -66,7 +66,6 @@ class TrackerShell(LineReceiver):
     @param interactive: print a prompt (stdin is a terminal).
     """
 
-    delimiter = b"\n"
     prompt = b"tracker> "
     log = Logger()
 
@@ -120,29 +119,8 @@ class TrackerShell(LineReceiver):
         d.addErrback(self._failed, command)
         d.addBoth(lambda _: self._prompt())
 
-    #: Skipping the rest of a too-long line, up to its end.
-    _skipping = False
-    #: What followed a too-long line in the same read, still to be parsed.
-    _after_long = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        # LineReceiver drops the lines that follow a too-long line in the
-        # same read, and parses the rest of a too-long line as a line of its
-        # own.  Here a too-long line gets one error and is skipped up to its
-        # end, and the lines after it still run.
-        while data:
-            if self._skipping:
-                _, end, data = data.partition(self.delimiter)
-                if not end:
-                    return
-                self._skipping = False
-            LineReceiver.dataReceived(self, data)
-            data, self._after_long = self._after_long, b""
-
-    def lineLengthExceeded(self, line: bytes) -> None:
+    def lineTooLong(self) -> None:
         self.say(f"error: line longer than {self.MAX_LENGTH} bytes")
-        _, end, self._after_long = line.partition(self.delimiter)
-        self._skipping = not end
 
     def _failed(self, failure: Failure, command: str) -> None:
         if failure.check(UsageError, P2PError):

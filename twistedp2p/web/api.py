@@ -157,6 +157,15 @@ class Params:
         return check(name, value)
 
 
+def non_negative(name: str, value: int) -> int:
+    """
+    A check for L{Params.integer}: C{value} unless it is negative.
+    """
+    if value < 0:
+        raise ApiError(400, f"{name} must not be negative")
+    return value
+
+
 def text_field(body: Mapping[str, Any], name: str, required: bool = True, default: Any = None) -> Any:
     """
     A string field of a JSON body (C{default} when absent and optional).

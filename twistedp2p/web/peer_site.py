@@ -22,10 +22,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistedp2p import errors, wire
-from twistedp2p.web.api import ApiError, ApiResource, Guard, Params, Routes, bool_field, error_reply, text_field
-from twistedp2p.web.metrics import MetricsPage, PeerMetrics
-from twistedp2p.web.options import is_tcp_endpoint
-from twistedp2p.web.server import WebService, build_root
+from twistedp2p.web.api import Params, Routes, bool_field, error_reply, text_field
+from twistedp2p.web.dashboard import add_log_routes, dashboard_service
+from twistedp2p.web.metrics import PeerMetrics
 from twistedp2p.web.sse import EventHub, Ticker
 
 #: Seconds between transfer progress updates while transfers run.
@@ -230,19 +229,7 @@ class PeerDashboard:
         return status
 
     def library_snapshot(self) -> dict[str, Any]:
-        return {
-            "files": [
-                {
-                    "fname": e.fname,
-                    "path": e.path,
-                    "size": e.size,
-                    "sha256": e.sha256,
-                    "mtime": e.mtime,
-                    "published_at": e.published_at,
-                }
-                for e in self.node.library.entries()
-            ]
-        }
+        return {"files": self.node.published()}
 
     # -- API -----------------------------------------------------------------
 
@@ -256,9 +243,7 @@ class PeerDashboard:
         routes.post("publish", self.publish)
         routes.post("unpublish", self.unpublish)
         routes.post("fetch", self.fetch)
-        routes.get("log", self.recent_log)
-        routes.get("events", self.hub.render_stream, raw=True)
-        return routes
+        return add_log_routes(routes, self.hub)
 
     def files(self, params: Params, body: Any) -> Any:
         return self._run(list_shareable, self.node.library)
@@ -351,17 +336,6 @@ class PeerDashboard:
                              subject=subject, error=reply.body["error"])
         return failure
 
-    def recent_log(self, params: Params, body: Any) -> dict[str, Any]:
-        since = params.integer("since", _non_negative, 0)
-        limit = params.integer("limit", wire.limit, 200)
-        return {"events": self.hub.recent(since, limit)}
-
-
-def _non_negative(name: str, value: int) -> int:
-    if value < 0:
-        raise ApiError(400, f"{name} must not be negative")
-    return value
-
 
 def peer_web_service(
     node: Any,
@@ -387,23 +361,14 @@ def peer_web_service(
         def run_in_thread(f: Callable[..., Any], *args: Any) -> Any:
             return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
-    hub = EventHub(reactor)
-    dashboard = PeerDashboard(node, hub, run_in_thread)
-    metrics = PeerMetrics(node)
-    guard = Guard(token, check_host=is_tcp_endpoint(endpoint))
-    root = build_root("peer.html", ApiResource(dashboard.routes(), guard), MetricsPage(metrics, guard, reactor))
-    service = WebService(
+    dashboard = PeerDashboard(node, EventHub(reactor), run_in_thread)
+    return dashboard_service(
+        dashboard,
+        PeerMetrics(node),
+        "peer.html",
         endpoint,
-        root,
+        token,
         reactor,
-        hub,
-        tickers=[dashboard.ticker],
-        on_start=[dashboard.open, metrics.open],
-        on_stop=[dashboard.close, metrics.close],
         label="peer dashboard",
-        token=token,
         on_fatal=on_fatal,
     )
-    service.dashboard = dashboard  # type: ignore[attr-defined]
-    service.metrics = metrics  # type: ignore[attr-defined]
-    return service

@@ -10,6 +10,7 @@ L{WebService} a tracker or a peer adds as a child when run with C{--web}.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import Any, Callable
 
@@ -36,17 +37,53 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+#: A line of a page that stands for a fragment: C{<!--#include _NAME.html -->}.
+_INCLUDE = re.compile(rb"^([ \t]*)<!--#include ([\w.-]+) -->[ \t]*$", re.MULTILINE)
+
+
 def read_static() -> dict[str, tuple[bytes, str]]:
     """
     The dashboard files shipped in C{twistedp2p/web/static}: name ->
     (bytes, content type).
+
+    Files whose name starts with C{_} are fragments the two pages share
+    (head, event log, footer): they are not served, but pasted into the
+    pages in place of their C{<!--#include _NAME -->} lines, indented like
+    those lines.
     """
+    shipped = {
+        item.name: item.read_bytes()
+        for item in resources.files("twistedp2p.web").joinpath("static").iterdir()
+        if item.is_file()
+    }
     found: dict[str, tuple[bytes, str]] = {}
-    for item in resources.files("twistedp2p.web").joinpath("static").iterdir():
-        suffix = "." + item.name.rsplit(".", 1)[-1] if "." in item.name else ""
-        if item.is_file() and suffix in _TYPES:
-            found[item.name] = (item.read_bytes(), _TYPES[suffix])
+    for name, data in shipped.items():
+        suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
+        if name.startswith("_") or suffix not in _TYPES:
+            continue
+        if suffix == ".html":
+            data = include_fragments(name, data, shipped)
+        found[name] = (data, _TYPES[suffix])
     return found
+
+
+def include_fragments(name: str, page: bytes, files: dict[str, bytes]) -> bytes:
+    """
+    C{page} with each include line replaced by its fragment from C{files}
+    (fragments include nothing themselves).
+
+    @raise ValueError: for a fragment that is not shipped (a packaging
+        mistake: better found at start than as a broken page).
+    """
+
+    def paste(match: re.Match[bytes]) -> bytes:
+        indent, fragment = match.group(1), match.group(2).decode("ascii")
+        if not fragment.startswith("_") or fragment not in files:
+            raise ValueError(f"static/{name} includes {fragment!r}, which is not a fragment in static/")
+        lines = files[fragment].rstrip(b"\n").split(b"\n")
+        return b"\n".join(indent + line if line else line for line in lines)
+
+    return _INCLUDE.sub(paste, page)
 
 
 class _Page(Resource):

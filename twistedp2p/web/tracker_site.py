@@ -16,10 +16,9 @@ from twisted.logger import Logger
 
 from twistedp2p import wire
 from twistedp2p.tracker.shell import describe_ping
-from twistedp2p.web.api import ApiError, ApiResource, Guard, Params, Routes, text_field
-from twistedp2p.web.metrics import MetricsPage, TrackerMetrics
-from twistedp2p.web.options import is_tcp_endpoint
-from twistedp2p.web.server import WebService, build_root
+from twistedp2p.web.api import ApiError, Params, Routes, text_field
+from twistedp2p.web.dashboard import add_log_routes, dashboard_service
+from twistedp2p.web.metrics import TrackerMetrics
 from twistedp2p.web.sse import EventHub, Ticker
 
 #: Seconds between checks for changed heartbeat data in the peer table.
@@ -163,9 +162,7 @@ class TrackerDashboard:
         routes.get("discover", self.discover)
         routes.post("ping", self.ping)
         routes.post("evict", self.evict)
-        routes.get("log", self.recent_log)
-        routes.get("events", self.hub.render_stream, raw=True)
-        return routes
+        return add_log_routes(routes, self.hub)
 
     def status(self, params: Params, body: Any) -> dict[str, Any]:
         r = self.registry
@@ -229,22 +226,11 @@ class TrackerDashboard:
         d.addCallback(lambda _: {"evicted": session_id, "hostname": session.hostname, "reason": why})
         return d
 
-    def recent_log(self, params: Params, body: Any) -> dict[str, Any]:
-        since = params.integer("since", _non_negative, 0)
-        limit = params.integer("limit", wire.limit, 200)
-        return {"events": self.hub.recent(since, limit)}
-
 
 def _hostname(value: Any) -> str:
     if value is None or value == "":
         raise ApiError(400, "a hostname is required")
     return wire.hostname("hostname", value)
-
-
-def _non_negative(name: str, value: int) -> int:
-    if value < 0:
-        raise ApiError(400, f"{name} must not be negative")
-    return value
 
 
 def tracker_web_service(
@@ -265,23 +251,14 @@ def tracker_web_service(
         L{twistedp2p.web.options.check_web_options}).
     @param on_fatal: called with a message if the endpoint cannot listen.
     """
-    hub = EventHub(reactor)
-    dashboard = TrackerDashboard(registry, hub)
-    metrics = TrackerMetrics(registry)
-    guard = Guard(token, check_host=is_tcp_endpoint(endpoint))
-    root = build_root("tracker.html", ApiResource(dashboard.routes(), guard), MetricsPage(metrics, guard, reactor))
-    service = WebService(
+    dashboard = TrackerDashboard(registry, EventHub(reactor))
+    return dashboard_service(
+        dashboard,
+        TrackerMetrics(registry),
+        "tracker.html",
         endpoint,
-        root,
+        token,
         reactor,
-        hub,
-        tickers=[dashboard.ticker],
-        on_start=[dashboard.open, metrics.open],
-        on_stop=[dashboard.close, metrics.close],
         label="tracker dashboard",
-        token=token,
         on_fatal=on_fatal,
     )
-    service.dashboard = dashboard  # type: ignore[attr-defined]
-    service.metrics = metrics  # type: ignore[attr-defined]
-    return service

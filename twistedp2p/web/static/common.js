@@ -194,6 +194,12 @@ const P2P = (() => {
     return node;
   }
 
+  // A table body: a row per item, or one cell saying why there is none.
+  function fillTable(body, items, columns, empty, row) {
+    if (!items.length) return replace(body, el("tr", {}, el("td", { class: "empty", colspan: columns }, empty)));
+    return replace(body, items.map(row));
+  }
+
   function setText(id, text) {
     const node = document.getElementById(id);
     if (node) node.textContent = text;
@@ -298,11 +304,20 @@ const P2P = (() => {
     return label + (e.status ? " · " + e.status : "");
   }
 
+  // The log card (static/_log.html, the same on both pages); `choices`
+  // are the page's [kind, label] pairs for the kind filter, between "all
+  // events" and the warning and error levels.
   function eventLog(options) {
-    const list = document.getElementById(options.list);
-    const filterInput = document.getElementById(options.filter);
-    const kindSelect = document.getElementById(options.kinds);
+    const list = document.getElementById("log");
+    const filterInput = document.getElementById("log-filter");
+    const kindSelect = document.getElementById("log-kinds");
     const max = options.max || 500;
+    replace(
+      kindSelect,
+      [["", "all events"], ...options.choices, ["warn", "warnings"], ["error", "errors"]].map(([value, label]) =>
+        el("option", { value: value }, label)
+      )
+    );
     const rows = [];
     const seen = new Set();
 
@@ -336,7 +351,7 @@ const P2P = (() => {
         seen.delete(old.e.id);
         old.node.remove();
       }
-      setText(options.count, rows.length + " events");
+      setText("log-count", rows.length + " events");
     }
 
     function refilter() {
@@ -367,7 +382,7 @@ const P2P = (() => {
   }
 
   return {
-    api, stream, askToken, token, el, replace, setText, debounce, streamPill,
+    api, stream, askToken, token, el, replace, fillTable, setText, debounce, streamPill,
     bytes, rate, duration, clock, dateTime, when, ago, serverTime, shortSha, shaCell, eventLog, flash,
   };
 })();

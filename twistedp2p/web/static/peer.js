@@ -3,7 +3,17 @@
 
 (() => {
   const { api, el, replace, setText, debounce } = P2P;
-  const log = P2P.eventLog({ list: "log", filter: "log-filter", kinds: "log-kinds", count: "log-count" });
+  const log = P2P.eventLog({
+    choices: [
+      ["link", "tracker link"],
+      ["published", "published"],
+      ["unpublished", "unpublished"],
+      ["fetched", "fetched"],
+      ["transfer_started", "transfers started"],
+      ["transfer_finished", "transfers finished"],
+      ["refused", "refused actions"],
+    ],
+  });
   let myHostname = null;
   let repo = null;
   let lastLibrary = null;
@@ -63,13 +73,12 @@
     lastLibrary = data;
     const files = data.files;
     setText("library-count", files.length ? String(files.length) : "");
-    if (!files.length) {
-      replace("library-body", el("tr", {}, el("td", { class: "empty", colspan: 6 }, "nothing published yet")));
-      return;
-    }
-    replace(
+    P2P.fillTable(
       "library-body",
-      files.map((f) =>
+      files,
+      6,
+      "nothing published yet",
+      (f) =>
         el(
           "tr",
           { dataset: { fname: f.fname } },
@@ -80,7 +89,6 @@
           el("td", { class: "path", title: f.path }, shownPath(f.path)),
           el("td", { class: "actions" }, el("button", { type: "button", class: "danger", onclick: () => unpublish(f.fname) }, "Unpublish"))
         )
-      )
     );
   }
 
@@ -107,13 +115,12 @@
   function renderPicker() {
     const text = pickerFilter.value.trim().toLowerCase();
     const shown = pickerFiles.filter((f) => !text || f.lname.toLowerCase().includes(text));
-    if (!shown.length) {
-      replace("picker-body", el("tr", {}, el("td", { class: "empty", colspan: 3 }, pickerFiles.length ? "no file matches" : "no shareable file in the repository or share roots")));
-      return;
-    }
-    replace(
+    P2P.fillTable(
       "picker-body",
-      shown.slice(0, 300).map((f) =>
+      shown.slice(0, 300),
+      3,
+      pickerFiles.length ? "no file matches" : "no shareable file in the repository or share roots",
+      (f) =>
         el(
           "tr",
           {
@@ -131,7 +138,6 @@
           el("td", { class: "num" }, P2P.bytes(f.size)),
           el("td", {}, f.published_as.length ? el("span", { class: "tag ok" }, f.published_as.join(", ")) : el("span", { class: "muted" }, "–"))
         )
-      )
     );
   }
 
@@ -190,13 +196,12 @@
     }
     const files = r.data.files;
     P2P.flash("search-flash", files.length + " file(s) " + (pattern ? "match " + pattern : "in the catalogue"), "info");
-    if (!files.length) {
-      replace("results-body", el("tr", {}, el("td", { class: "empty", colspan: 6 }, "no file matches")));
-      return;
-    }
-    replace(
+    P2P.fillTable(
       "results-body",
-      files.map((f) => {
+      files,
+      6,
+      "no file matches",
+      (f) => {
         const choice = el(
           "select",
           { "aria-label": "source for " + f.fname },
@@ -218,7 +223,7 @@
           el("td", {}, choice),
           el("td", { class: "actions" }, button)
         );
-      })
+      }
     );
   }
   document.getElementById("search-button").addEventListener("click", search);

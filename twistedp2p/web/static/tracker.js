@@ -4,7 +4,17 @@
 (() => {
   const { api, el, replace, setText, debounce } = P2P;
   let peers = [];
-  const log = P2P.eventLog({ list: "log", filter: "log-filter", kinds: "log-kinds", count: "log-count" });
+  const log = P2P.eventLog({
+    choices: [
+      ["session_up", "sessions up"],
+      ["session_down", "sessions down"],
+      ["publish", "publishes"],
+      ["unpublish", "unpublishes"],
+      ["fetch", "lookups"],
+      ["evicted", "evictions"],
+      ["rejected", "rejected input"],
+    ],
+  });
 
   // -- status ------------------------------------------------------------------
   async function loadStatus() {
@@ -35,13 +45,12 @@
     peers = list;
     setText("peer-count", String(list.length));
     setText("peers-count", list.length ? list.length + " online" : "");
-    if (!list.length) {
-      replace("peers-body", el("tr", {}, el("td", { class: "empty", colspan: 8 }, "no peer is online")));
-      return;
-    }
-    replace(
+    P2P.fillTable(
       "peers-body",
-      list.map((p) =>
+      list,
+      8,
+      "no peer is online",
+      (p) =>
         el(
           "tr",
           { dataset: { session: p.session_id, hostname: p.hostname } },
@@ -65,7 +74,6 @@
             el("button", { type: "button", class: "danger", onclick: (e) => evict(p, e.currentTarget) }, "Evict")
           )
         )
-      )
     );
   }
 
@@ -153,13 +161,12 @@
     const files = r.data.files;
     if (!pattern) setText("file-count", String(files.length));
     setText("catalogue-count", files.length + (pattern ? " matching" : " distinct files"));
-    if (!files.length) {
-      replace("catalogue-body", el("tr", {}, el("td", { class: "empty", colspan: 5 }, pattern ? "no file matches" : "nothing published yet")));
-      return;
-    }
-    replace(
+    P2P.fillTable(
       "catalogue-body",
-      files.map((f) =>
+      files,
+      5,
+      pattern ? "no file matches" : "nothing published yet",
+      (f) =>
         el(
           "tr",
           { dataset: { fname: f.fname } },
@@ -169,7 +176,6 @@
           el("td", { class: "num sources" }, String(f.sources)),
           el("td", { class: "muted" }, f.hostnames.join(", "))
         )
-      )
     );
   }
   const refreshCatalogue = debounce(loadCatalogue, 200);
