@@ -289,6 +289,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "rss_last_kib": points[-1][1],
                 "rss_max_kib": max(p[1] for p in points),
                 "rss_slope_kib_min": slope([(t / 60, r) for t, r, _ in points]),
+                # A warm-up (caches, allocator arenas) shows in the first
+                # half; a leak keeps its slope in the second.
+                "rss_slope_2nd_half_kib_min": slope([(t / 60, r) for t, r, _ in points if t >= churned / 2]),
+                "series": points,
                 "fds_start": start_fds[name],
                 "fds_first": points[0][2],
                 "fds_last": points[-1][2],
@@ -308,13 +312,14 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"{result['interval']:g} s; load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "",
         "| process | samples | RSS first (MiB) | RSS last (MiB) | RSS max (MiB) | RSS slope (KiB/min) "
-        "| fds at start | fds first/last sample | fds slope (/min) | fds after the churn |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| RSS slope, 2nd half (KiB/min) | fds at start | fds first/last sample | fds slope (/min) | fds after the churn |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, p in result["processes"].items():
         lines.append(
             f"| {name} | {p['samples']} | {p['rss_first_kib'] / 1024:.1f} | {p['rss_last_kib'] / 1024:.1f} "
-            f"| {p['rss_max_kib'] / 1024:.1f} | {p['rss_slope_kib_min']:+.1f} | {p['fds_start']} "
+            f"| {p['rss_max_kib'] / 1024:.1f} | {p['rss_slope_kib_min']:+.1f} | {p['rss_slope_2nd_half_kib_min']:+.1f} "
+            f"| {p['fds_start']} "
             f"| {p['fds_first']}/{p['fds_last']} | {p['fds_slope_min']:+.2f} | {p['fds_after']} |"
         )
     total_ops = sum(v for k, v in ops.items() if k != "transfer_bytes")
