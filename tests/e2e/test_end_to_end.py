@@ -13,60 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import LogWatcher, ShellProcess, free_port
+from tests.e2e.harness import Cluster, LogWatcher
 
 pytestmark = pytest.mark.timeout(180)
 
 SIZE = 5 * 1024 * 1024 + 123
 
 
-class Cluster:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.procs: list[ShellProcess] = []
-        self.port = free_port()
-        self.tracker: ShellProcess | None = None
-
-    def start_tracker(self, *extra: str) -> ShellProcess:
-        args = [
-            "p2ptracker",
-            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-            "--db", str(self.root / "tracker.sqlite3"),
-            "--heartbeat", "0.5",
-            "--heartbeat-misses", "2",
-            *extra,
-        ]
-        tracker = ShellProcess("tracker", args, self.root, self.root / "tracker.log")
-        self.procs.append(tracker)
-        tracker.expect(r"p2ptracker \S+ listening on 127\.0\.0\.1:%d" % self.port)
-        self.tracker = tracker
-        return tracker
-
-    def start_peer(self, name: str, *extra: str) -> ShellProcess:
-        repo = self.root / name
-        repo.mkdir(exist_ok=True)
-        args = [
-            "p2ppeer",
-            "--tracker", f"tcp:127.0.0.1:{self.port}",
-            "--hostname", name,
-            "--repo", str(repo),
-            "--listen", "tcp:0:interface=127.0.0.1",
-            *extra,
-        ]
-        peer = ShellProcess(name, args, self.root, self.root / f"{name}.log")
-        self.procs.append(peer)
-        peer.expect(rf"p2ppeer {name} serving on port \d+")
-        peer.expect(r"tracker link: connected")
-        return peer
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.kill()
+#: Fast heartbeats, so a hung peer is evicted within a couple of seconds.
+TRACKER_ARGS = ("--heartbeat", "0.5", "--heartbeat-misses", "2")
 
 
 @pytest.fixture
 def cluster(tmp_path: Path):
-    c = Cluster(tmp_path)
+    c = Cluster(tmp_path, TRACKER_ARGS)
     try:
         yield c
     finally:
@@ -130,6 +90,7 @@ def test_publish_fetch_discover_ping_evict(cluster: Cluster) -> None:
     log = LogWatcher(cluster.root / "tracker.log")
     alice.signal(signal.SIGSTOP)
     log.expect("evicted session", timeout=15)
+    log.close()
     tracker.command("ping alice", r"^alice: offline$")
     tracker.command("discover alice", r"^alice: no published files")
 

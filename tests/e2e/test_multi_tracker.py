@@ -14,7 +14,8 @@ PostgreSQL index (a throwaway database, dropped afterwards), with real
     is lost.
 
 Skipped when PostgreSQL cannot be reached (unless P2P_REQUIRE_POSTGRES=1).
-Every wait is bounded and waits for an output or log line.
+Every wait is bounded and waits for an output or log line, except
+L{until} (see there why).
 """
 
 from __future__ import annotations
@@ -227,6 +228,13 @@ def until(ask: Callable[[], bool], timeout: float, what: str) -> float:
     """
     Ask again (each question waits for its answer line) until C{ask()} is
     true; a short pause between questions keeps the shells unflooded.
+
+    This stays a (bounded) poll on purpose: what it waits for has no event
+    to await.  A dead tracker's records leave the others' answers when its
+    lease passes *by their clocks*, a filter applied at read time that
+    nothing announces; and the end of a resync or of a re-announce through
+    another tracker is a database write that no process prints or logs.
+    Every other wait in this module awaits an output or log line.
 
     @return: the seconds it took.
     """

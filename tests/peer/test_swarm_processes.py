@@ -17,48 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import ShellProcess, free_port
+from tests.e2e.harness import Cluster, FileWatch, ShellProcess
 from twistedp2p.peer.pieces import bitmap_decode
 
 pytestmark = pytest.mark.timeout(120)
 
 MiB = 1024 * 1024
-
-
-class Cluster:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.procs: list[ShellProcess] = []
-
-    def start(self, name: str, args: list[str], ready: str) -> ShellProcess:
-        proc = ShellProcess(name, args, self.root, self.root / f"{name}.log")
-        self.procs.append(proc)
-        proc.expect(ready)
-        return proc
-
-    def tracker(self) -> ShellProcess:
-        return self.start(
-            "tracker",
-            ["p2ptracker", "--listen", f"tcp:{self.port}:interface=127.0.0.1", "--db", "memory"],
-            r"p2ptracker \S+ listening",
-        )
-
-    def peer(self, name: str, *extra: str) -> ShellProcess:
-        repo = self.root / name
-        repo.mkdir(exist_ok=True)
-        proc = self.start(
-            name,
-            ["p2ppeer", "--tracker", f"tcp:127.0.0.1:{self.port}", "--hostname", name, "--repo", str(repo),
-             "--listen", "tcp:0:interface=127.0.0.1", *extra],
-            rf"p2ppeer {name} serving on port \d+",
-        )
-        proc.expect(r"tracker link: connected")
-        return proc
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.kill()
 
 
 @pytest.fixture
@@ -76,36 +40,41 @@ def served(peer: ShellProcess) -> int:
 
 def recorded_pieces(state: Path, timeout: float = 30.0, at_least: int = 1) -> tuple[int, int]:
     """
-    Wait until the state file records C{at_least} pieces (it is written by
-    another process: poll it).  @return: (recorded, total).
+    Wait until the state file records C{at_least} pieces.  The downloader
+    replaces it by a rename after each batch of pieces: each rename in its
+    directory wakes us (L{FileWatch}), no polling.  @return: (recorded,
+    total).
     """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            data = json.loads(state.read_text())
-        except (OSError, ValueError):
-            data = None
-        if data is not None:
-            have = len(bitmap_decode(data["have"], data["pieces"]))
-            if have >= at_least:
-                return have, data["pieces"]
-        time.sleep(0.05)
-    raise AssertionError(f"{state} never recorded {at_least} pieces")
+    with FileWatch(state.parent) as watch:
+        while True:
+            try:
+                data = json.loads(state.read_text())
+            except (OSError, ValueError):
+                data = None
+            if data is not None:
+                have = len(bitmap_decode(data["have"], data["pieces"]))
+                if have >= at_least:
+                    return have, data["pieces"]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{state} never recorded {at_least} pieces")
+            watch.wait(left)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_mid_download_resumes_at_start(cluster: Cluster, signum: int) -> None:
-    cluster.tracker()
+    cluster.start_tracker(db="memory")
     data = os.urandom(12 * MiB)
     digest = hashlib.sha256(data).hexdigest()
     sources = []
     for name in ("alice", "bob"):
-        peer = cluster.peer(name, "--upload-rate", "2M")
+        peer = cluster.start_peer(name, "--upload-rate", "2M")
         (cluster.root / name / "data.bin").write_bytes(data)
         peer.command("publish data.bin data.bin", r"published data\.bin: created")
         sources.append(peer)
 
-    carol = cluster.peer("carol")
+    carol = cluster.start_peer("carol")
     carol.send("fetch data.bin")
     state = cluster.root / "carol" / ".data.bin.part.json"
     have, total = recorded_pieces(state, at_least=12)
@@ -122,7 +91,7 @@ def test_killed_mid_download_resumes_at_start(cluster: Cluster, signum: int) -> 
     before = sum(served(s) for s in sources)
 
     # Started again, it resumes on its own.
-    carol = cluster.peer("carol")
+    carol = cluster.start_peer("carol")
     m = carol.expect(r"^resuming data\.bin: (\d+) of (\d+) pieces on disk$")
     assert int(m.group(1)) >= have and int(m.group(2)) == total
     m = carol.expect(
