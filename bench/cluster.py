@@ -58,7 +58,7 @@ from typing import Any
 
 from bench import frames
 from bench.loadgen import Conn, Engine, emit, register
-from bench.procs import BenchError, Children, Process, raise_nofile, rss_bytes
+from bench.procs import BenchError, Children, Process, cpu_seconds, raise_nofile, rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -196,6 +196,33 @@ class Probe:
         self.client.close()
 
 
+def postgres_pids() -> list[int]:
+    """
+    The PostgreSQL server's processes on this machine (read from /proc,
+    for their CPU time only).
+    """
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() in ("postgres", "postmaster"):
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def _cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            pass
+    return total
+
+
 def _generators(kids: Children, ports: list[int], sessions: int, concurrency: int, tag: str) -> list[Process]:
     gens = []
     count = -(-sessions // PER_GEN)
@@ -270,15 +297,22 @@ def cluster_run(workdir: Path, url: str, trackers: int, sessions: int, heartbeat
         time.sleep(0.5)
         rss0 = [rss_bytes(t.pid) for t in ts]
         log(f"cluster: {trackers} trackers up (ports {ports}); registering {sessions:,} sessions")
+        pg = postgres_pids()
+        cpu0 = [_cpu([t.pid]) for t in ts] + [_cpu(pg)]
+        wall0 = time.monotonic()
         gens = _generators(kids, ports, sessions, concurrency, "cl")
         reg = _register(gens, sessions, timeout=1800)
+        wall = time.monotonic() - wall0
+        cpu1 = [_cpu([t.pid]) for t in ts] + [_cpu(pg)]
+        out["reg_cpu"] = [100 * (b - a) / wall for a, b in zip(cpu0, cpu1)]
         out["registered"] = reg["ok"]
         out["reg_failed"] = reg["failed"]
         out["reg_failures"] = reg["failures"]
         out["reg_rate"] = reg["ok"] / reg["seconds"]
         out["reg_seconds"] = reg["seconds"]
         log(f"cluster: {reg['ok']:,} registered in {reg['seconds']:.1f} s ({out['reg_rate']:,.0f}/s), "
-            f"{reg['failed']} failed {reg['failures']} {reg['examples']}")
+            f"{reg['failed']} failed {reg['failures']} {reg['examples']}; CPU % trackers "
+            f"{[round(c) for c in out['reg_cpu'][:-1]]}, PostgreSQL {out['reg_cpu'][-1]:.0f}")
         if reg["ok"] == 0:
             raise BenchError(f"no session registered: {reg['failures']} {reg['examples']}")
         # Which sessions are live: every one whose generator reported it ready.
@@ -457,7 +491,9 @@ def notes(runs: list[dict[str, Any]], opts: argparse.Namespace) -> list[str]:
     out = []
     for n, r in enumerate(runs, 1):
         out.append(
-            f"run {n}: {r['registered']:,} sessions registered in {r['reg_seconds']:.1f} s; sources counted by "
+            f"run {n}: {r['registered']:,} sessions registered in {r['reg_seconds']:.1f} s (CPU meanwhile, % of one "
+            f"core: trackers {', '.join(format(c, '.0f') for c in r['reg_cpu'][:-1])}, PostgreSQL server "
+            f"{r['reg_cpu'][-1]:.0f}); sources counted by "
             f"`search` per tracker {r['visible_counts']}; tracker RSS after {', '.join(_fmt(v) for v in r['rss_mib'])} MiB; "
             f"{r['pings']:,} heartbeat pings answered; {r['lost_while_held']} sessions lost while held; storm: "
             f"each tracker empty after {', '.join('never' if e is None else format(e, '.2f') for e in r['empty_after'])} s, "
