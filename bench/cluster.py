@@ -51,6 +51,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -384,28 +385,39 @@ def cluster_run(workdir: Path, url: str, trackers: int, sessions: int, heartbeat
         lease_deadline = t_close + lease
         zero_at: list[float | None] = [None] * trackers
         at_deadline: list[int | None] = [None] * trackers
-        last = list(before)
-        while True:
-            sent = time.monotonic()
-            for i, probe in enumerate(probes):
-                if zero_at[i] is not None and at_deadline[i] is not None:
-                    continue
-                asked = time.monotonic()
-                n = sum(probe.counts().values())
-                last[i] = n
-                if n == 0 and zero_at[i] is None:
-                    zero_at[i] = asked
-                if sent >= lease_deadline and at_deadline[i] is None:
-                    at_deadline[i] = n
-            if all(z is not None for z in zero_at):
-                break
-            if sent >= lease_deadline and all(a is not None for a in at_deadline):
-                break
-            time.sleep(0.1)
+        errors: list[str] = []
+
+        def watch(i: int) -> None:
+            # One thread per tracker: a slow answer of one does not delay
+            # the others' polls.
+            probe = probes[i]
+            try:
+                while True:
+                    sent = time.monotonic()
+                    n = sum(probe.counts().values())
+                    if n == 0 and zero_at[i] is None:
+                        zero_at[i] = time.monotonic()
+                    if sent >= lease_deadline and at_deadline[i] is None:
+                        at_deadline[i] = n
+                    if zero_at[i] is not None or at_deadline[i] is not None:
+                        return
+                    time.sleep(0.1)
+            except Exception as e:  # reported below
+                errors.append(f"tracker {i}: {type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=watch, args=(i,), daemon=True) for i in range(trackers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(lease + 120)
+        if errors:
+            raise BenchError("storm: " + "; ".join(errors))
+        if any(t.is_alive() for t in threads):
+            raise BenchError("storm: a tracker did not answer its searches")
         for i in range(trackers):
             if at_deadline[i] is None:
                 # Empty before the deadline: nothing can come back.
-                at_deadline[i] = 0
+                at_deadline[i] = 0 if zero_at[i] is not None else None
         out["empty_after"] = [None if z is None else z - t_close for z in zero_at]
         out["ghosts"] = at_deadline
         log(f"cluster: storm: empty after {out['empty_after']} s, ghosts at the lease deadline "

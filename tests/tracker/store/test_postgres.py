@@ -27,7 +27,7 @@ from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, group
 from twistedp2p.tracker.store import pg_sql
 from twistedp2p.tracker.store.pg_link import Link, LinkDown, parse_url
 from twistedp2p.tracker.store.pg_view import IndexView, session_to_row
-from twistedp2p.tracker.store.postgres import PostgresStore, catalogue_query, glob_to_regex
+from twistedp2p.tracker.store.postgres import MAX_BATCH, PostgresStore, catalogue_query, glob_to_regex
 from twistedp2p.tracker.store.schema import LATEST_SCHEMA_VERSION, SchemaTooNew
 from tests.pgutil import base_dsn, postgres_skip_reason, run_sql, throwaway_database
 from tests.tracker.store.contract import SHA_A, SHA_B, RemovalContract, RootContract, StoreContract
@@ -372,6 +372,30 @@ class BatchTests(DatabaseMixin, unittest.TestCase):
         yield other.whenSynced()
         self.assertEqual((yield other.sources("notes.pdf", 100)), [])
         self.assertEqual(len((yield other.sessions())), 25)
+
+    @inlineCallbacks
+    def test_a_storm_of_removals(self):
+        """
+        Removals that follow each other go as few statements and
+        notifications (several, when one cannot carry them all), and every
+        tracker drops every session.
+        """
+        store = yield self.started("A", clock=task.Clock())
+        other = yield self.started("B", clock=task.Clock())
+        sessions = [session("A", n, f"h{n}") for n in range(1, 1201)]
+        yield gatherResults([store.add_session(s) for s in sessions])
+        yield gatherResults([store.put(s.session_id, pub()) for s in sessions])
+        yield other.whenSynced()
+        self.assertEqual(len((yield other.sources("notes.pdf", 2000))), 1200)
+        before = store.batches
+        yield gatherResults([store.remove_session(s.session_id) for s in sessions])
+        # The first alone, then at most MAX_BATCH per batch.
+        self.assertEqual(store.batches - before, 1 + -(-1199 // MAX_BATCH))
+        yield other.whenSynced()
+        self.assertEqual((yield other.sources("notes.pdf", 2000)), [])
+        self.assertEqual((yield other.sessions()), [])
+        self.assertEqual(self.rows("SELECT count(*) FROM sessions"), [(0,)])
+        self.assertEqual(self.rows("SELECT count(*) FROM publications"), [(0,)])
 
     @inlineCallbacks
     def test_a_refused_write_fails_alone(self):

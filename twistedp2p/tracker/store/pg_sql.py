@@ -234,6 +234,14 @@ WITH gone AS (DELETE FROM sessions WHERE session_id = %(sid)s RETURNING 1)
 SELECT (SELECT count(*) FROM gone), pg_notify(%(channel)s, %(payload)s)
 """
 
+#: Several sessions at once: the removals that follow each other in one
+#: batch.  The store builds the payload, C{S-} and a list of C{[token,
+#: session_id]} pairs, one per removal (see postgres.py).
+REMOVE_SESSIONS = """
+WITH gone AS (DELETE FROM sessions WHERE session_id = ANY (%(sids)s::text[]) RETURNING 1)
+SELECT (SELECT count(*) FROM gone), pg_notify(%(channel)s, %(payload)s)
+"""
+
 #: Insert or replace; a replace takes a new seq.  The payload is spliced
 #: around the seq the database assigns: C{head || seq || tail}.
 PUT = """

@@ -25,7 +25,10 @@ commit in the order they were issued.  If a statement of a batch is refused
 (a publication of a session another tracker deleted), the transaction rolls
 back and its writes are sent again one by one, so that only the refused
 one fails.  Writes that need the statement's rows (C{renew}, C{resync}) go
-alone.
+alone.  Removals of sessions that follow each other in a batch (a storm of
+disconnects) become one statement and one notification per 7,900 bytes of
+payload.  C{renew} goes to the front of the queue: a long queue of writes
+must not let this tracker's lease lapse.
 
 Removals (C{remove_session}, C{delete}) leave this tracker's view at once,
 before their write, as in the SQLite store; a notification of an addition
@@ -37,6 +40,7 @@ writer's token::
 
     s+ [token, session_id, tracker_id, hostname, ip, p2p_port, version, connected_at]
     s- [token, session_id]
+    S- [[token, session_id], ...]              removals of one batch, together
     p+ [token, seq, session_id, fname, lname, file_size, last_modified, sha256, root, piece_size]
     p? [token, seq]          a publication too long to carry: read it by seq
     p- [token, session_id, fname, rows deleted]
@@ -105,7 +109,7 @@ from twistedp2p.tracker.store.schema import LATEST_SCHEMA_VERSION, SchemaTooNew,
 CHANNEL = sql.CHANNEL
 
 #: Most writes in one batch (one query).
-MAX_BATCH = 500
+MAX_BATCH = 1000
 
 #: Errors of a statement (not of the connection): in a batch, the batch
 #: rolls back and its writes are sent again one by one.
@@ -527,6 +531,11 @@ class PostgresStore:
     def _apply(self, payload: str) -> Deferred[None] | None:
         kind, _, body = payload.partition(" ")
         args = json.loads(body)
+        if kind == "S-":
+            for token, session_id in args:
+                self.view.remove_session(session_id)
+                self._echo(token)
+            return None
         token = args[0]
         view = self.view
         answer = None
@@ -639,7 +648,10 @@ class PostgresStore:
         self._waiters[token] = waiter
         params["channel"] = CHANNEL
         op = _Op(statement, params, token, what, waiter, solo)
-        self._queue.append(op)
+        if statement is sql.RENEW:
+            self._queue.appendleft(op)
+        else:
+            self._queue.append(op)
         self._pump()
         return op.result
 
@@ -659,10 +671,11 @@ class PostgresStore:
                 batch.append(queue.popleft())
         self._batch = batch
         self.batches += 1
-        if len(batch) == 1:
-            d = self._pool.runQuery(batch[0].statement, batch[0].params)
+        parts = _statements(batch)
+        if len(parts) == 1:
+            d = self._pool.runQuery(*parts[0])
         else:
-            d = self._pool.runBatch([(op.statement, op.params) for op in batch])
+            d = self._pool.runBatch(parts)
         d.addCallbacks(self._batch_written, self._batch_failed, (batch,), None, (batch,))
 
     def _batch_landed(self) -> None:
@@ -1080,6 +1093,51 @@ class _Op:
         #: Sent on its own (after its batch was refused).
         self.alone = False
         self.result: Deferred[Any] = Deferred()
+
+
+def _statements(batch: list[_Op]) -> list[tuple[str, dict[str, Any]]]:
+    """
+    The statements of a batch: one per write, except that removals of
+    sessions that follow each other go together (L{sql.REMOVE_SESSIONS}),
+    as many per statement as one notification can carry.
+    """
+    parts: list[tuple[str, dict[str, Any]]] = []
+    run: list[_Op] = []
+
+    def flush() -> None:
+        if len(run) == 1:
+            parts.append((run[0].statement, run[0].params))
+        elif run:
+            pairs = [[op.token, op.params["sid"]] for op in run]
+            start, size = 0, 0
+            for i, pair in enumerate(pairs):
+                length = len(json.dumps(pair)) + 2
+                if size + length > sql.MAX_PAYLOAD - 10 and i > start:
+                    parts.append(_removals(pairs[start:i]))
+                    start, size = i, 0
+                size += length
+            parts.append(_removals(pairs[start:]))
+        run.clear()
+
+    for op in batch:
+        if op.statement is sql.REMOVE_SESSION:
+            run.append(op)
+            continue
+        flush()
+        parts.append((op.statement, op.params))
+    flush()
+    return parts
+
+
+def _removals(pairs: list[list[str]]) -> tuple[str, dict[str, Any]]:
+    if len(pairs) == 1:
+        token, session_id = pairs[0]
+        return sql.REMOVE_SESSION, {"sid": session_id, "payload": _payload("s-", token, session_id), "channel": CHANNEL}
+    return sql.REMOVE_SESSIONS, {
+        "sids": [session_id for _, session_id in pairs],
+        "payload": "S- " + json.dumps(pairs),
+        "channel": CHANNEL,
+    }
 
 
 def _count(pending: dict[Any, int], key: Any) -> None:
