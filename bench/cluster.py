@@ -187,8 +187,8 @@ class Probe:
             found[entry["fname"]] = found.get(entry["fname"], 0) + int(entry.get("sources") or 0)
         return found
 
-    def fetch(self, fname: str) -> list[dict[str, Any]]:
-        reply = self.client.request("fetch", fname=fname, limit=10_000)
+    def fetch(self, fname: str, limit: int = 10_000) -> list[dict[str, Any]]:
+        reply = self.client.request("fetch", fname=fname, limit=limit)
         if reply.get("status") != "success":
             raise BenchError(f"fetch {fname} failed: {reply}")
         return reply.get("peer_list", [])
@@ -387,21 +387,27 @@ def cluster_run(workdir: Path, url: str, trackers: int, sessions: int, heartbeat
         at_deadline: list[int | None] = [None] * trackers
         errors: list[str] = []
 
+        names = sorted({group_name(i) for i in range(0, sessions, GROUP)})
+
         def watch(i: int) -> None:
             # One thread per tracker: a slow answer of one does not delay
-            # the others' polls.
+            # the others' polls.  Polls are cheap (is any source left?
+            # fetch with limit 1) so as not to load the trackers; the count
+            # is taken once, by the first poll after the lease deadline.
             probe = probes[i]
             try:
                 while True:
-                    sent = time.monotonic()
-                    n = sum(probe.counts().values())
-                    if n == 0 and zero_at[i] is None:
-                        zero_at[i] = time.monotonic()
-                    if sent >= lease_deadline and at_deadline[i] is None:
-                        at_deadline[i] = n
-                    if zero_at[i] is not None or at_deadline[i] is not None:
+                    if time.monotonic() >= lease_deadline:
+                        at_deadline[i] = sum(len(probe.fetch(name)) for name in names)
+                        if at_deadline[i] == 0 and zero_at[i] is None:
+                            zero_at[i] = time.monotonic()
                         return
-                    time.sleep(0.1)
+                    if not any(probe.fetch(name, 1) for name in names):
+                        zero_at[i] = time.monotonic()
+                        # Nothing can come back: no session reconnects.
+                        at_deadline[i] = 0
+                        return
+                    time.sleep(0.05)
             except Exception as e:  # reported below
                 errors.append(f"tracker {i}: {type(e).__name__}: {e}")
 
