@@ -640,7 +640,7 @@ class PostgresStore:
             write, else with what the notification answers (the rows
             deleted, for C{p-}; None otherwise).
         """
-        if not self._ready or self._pool is None:
+        if not self._running or not self._ready or self._pool is None:
             self._lose(what)
             why = "the index is not started" if not self._running else "the index connection is down"
             return fail(IndexUnavailable(f"{what}: {why}"))
