@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import select
 import shlex
