@@ -27,10 +27,10 @@ from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, group
 from twistedp2p.tracker.store import pg_sql
 from twistedp2p.tracker.store.pg_link import Link, LinkDown, parse_url
 from twistedp2p.tracker.store.pg_view import IndexView, session_to_row
-from twistedp2p.tracker.store.postgres import PostgresStore, catalogue_query, glob_to_regex
+from twistedp2p.tracker.store.postgres import MAX_BATCH, PostgresStore, catalogue_query, glob_to_regex
 from twistedp2p.tracker.store.schema import LATEST_SCHEMA_VERSION, SchemaTooNew
 from tests.pgutil import base_dsn, postgres_skip_reason, run_sql, throwaway_database
-from tests.tracker.store.contract import SHA_A, SHA_B, RootContract, StoreContract
+from tests.tracker.store.contract import SHA_A, SHA_B, RemovalContract, RootContract, StoreContract
 
 SKIP = postgres_skip_reason()
 
@@ -97,7 +97,7 @@ class DatabaseMixin:
         return run_sql(self.url, statement, params)
 
 
-class PostgresStoreContractTests(DatabaseMixin, StoreContract, RootContract, unittest.TestCase):
+class PostgresStoreContractTests(DatabaseMixin, RemovalContract, StoreContract, RootContract, unittest.TestCase):
     """
     The contract.  The clock is a L{task.Clock} that never moves: no lease
     passes and no timeout fires, so a query or notification that got lost
@@ -338,6 +338,90 @@ class SharedDatabaseTests(DatabaseMixin, unittest.TestCase):
         yield a.resync([(s, [pub()])])
         self.assertFalse((yield a.renew()))
         yield self.assertCoherent(a, b)
+
+
+class BatchTests(DatabaseMixin, unittest.TestCase):
+    """
+    Writes issued while a batch is in flight go together in the next one.
+    """
+
+    @inlineCallbacks
+    def test_a_burst_is_one_batch(self):
+        store = yield self.started("A", clock=task.Clock())
+        other = yield self.started("B", clock=task.Clock())
+        before = store.batches
+        sessions = [session("A", n, f"h{n}") for n in range(1, 51)]
+        # The first write leaves at once; the 49 issued meanwhile wait for
+        # it and go together.
+        yield gatherResults([store.add_session(s) for s in sessions])
+        self.assertEqual(store.batches - before, 2)
+        before = store.batches
+        yield gatherResults([store.put(s.session_id, pub()) for s in sessions])
+        self.assertEqual(store.batches - before, 2)
+        self.assertEqual(self.rows("SELECT count(*) FROM publications"), [(50,)])
+        # Every change reached the other tracker, in order.
+        yield other.whenSynced()
+        seqs = [source.seq for source in (yield other.sources("notes.pdf", 100))]
+        self.assertEqual(len(seqs), 50)
+        self.assertEqual(seqs, sorted(seqs))
+        removals = [store.remove_session(s.session_id) for s in sessions[:25]]
+        deletions = [store.delete(s.session_id, "notes.pdf") for s in sessions[25:]]
+        self.assertEqual((yield store.sources("notes.pdf", 100)), [])
+        yield gatherResults(removals)
+        self.assertEqual((yield gatherResults(deletions)), [True] * 25)
+        yield other.whenSynced()
+        self.assertEqual((yield other.sources("notes.pdf", 100)), [])
+        self.assertEqual(len((yield other.sessions())), 25)
+
+    @inlineCallbacks
+    def test_a_storm_of_removals(self):
+        """
+        Removals that follow each other go as few statements and
+        notifications (several, when one cannot carry them all), and every
+        tracker drops every session.
+        """
+        store = yield self.started("A", clock=task.Clock())
+        other = yield self.started("B", clock=task.Clock())
+        sessions = [session("A", n, f"h{n}") for n in range(1, 1201)]
+        yield gatherResults([store.add_session(s) for s in sessions])
+        yield gatherResults([store.put(s.session_id, pub()) for s in sessions])
+        yield other.whenSynced()
+        self.assertEqual(len((yield other.sources("notes.pdf", 2000))), 1200)
+        before = store.batches
+        yield gatherResults([store.remove_session(s.session_id) for s in sessions])
+        # The first alone, then at most MAX_BATCH per batch.
+        self.assertEqual(store.batches - before, 1 + -(-1199 // MAX_BATCH))
+        yield other.whenSynced()
+        self.assertEqual((yield other.sources("notes.pdf", 2000)), [])
+        self.assertEqual((yield other.sessions()), [])
+        self.assertEqual(self.rows("SELECT count(*) FROM sessions"), [(0,)])
+        self.assertEqual(self.rows("SELECT count(*) FROM publications"), [(0,)])
+
+    @inlineCallbacks
+    def test_a_refused_write_fails_alone(self):
+        """
+        A publication for a session no longer in the database makes its
+        batch roll back; the batch's writes are sent again one by one and
+        only that one fails.
+        """
+        store = yield self.started("A", clock=task.Clock())
+        a, gone = session("A", 1, "a"), session("A", 2, "gone")
+        yield store.add_session(a)
+        yield store.add_session(gone)
+        self.rows("DELETE FROM sessions WHERE session_id = %s", (gone.session_id,))
+        first = store.whenSynced()
+        writes = [store.put(a.session_id, pub("x")), store.put(gone.session_id, pub("y")),
+                  store.put(a.session_id, pub("z"))]
+        yield first
+        yield writes[0]
+        yield self.assertFailure(writes[1], IndexUnavailable)
+        yield writes[2]
+        self.assertEqual(
+            self.rows("SELECT fname FROM publications ORDER BY seq"), [("x",), ("z",)]
+        )
+        self.assertEqual(hosts((yield store.sources("z", 10))), ["a"])
+        # The loss is noticed: the next renewal asks for a resync.
+        self.assertTrue((yield store.renew()))
 
 
 class _Half(Protocol):
@@ -685,6 +769,78 @@ class URLTests(unittest.SynchronousTestCase):
         settings = parse_url("postgresql://u@127.0.0.1/d")[0]
         link = Link(reactor, task.Clock(), settings, "test")
         self.failureResultOf(link.runQuery("SELECT 1"), LinkDown)
+
+
+class _DeadConnection:
+    """
+    A psycopg2 connection whose socket libpq dropped during an outage:
+    not closed, but its descriptor is -1.
+    """
+
+    closed = 0
+    notifies: list = []
+
+    def fileno(self):
+        return -1
+
+    def poll(self):
+        import psycopg2.extensions
+
+        return psycopg2.extensions.POLL_OK
+
+
+class _FDReactor:
+    """
+    addReader/removeReader as the epoll reactor does them: a descriptor of
+    -1 cannot be watched.
+    """
+
+    def __init__(self):
+        self.readers = set()
+
+    def addReader(self, reader):
+        if reader.fileno() < 0:
+            raise ValueError("file descriptor cannot be a negative integer (-1)")
+        self.readers.add(reader)
+
+    def removeReader(self, reader):
+        self.readers.discard(reader)
+
+    def addWriter(self, writer):
+        self.addReader(writer)
+
+    def removeWriter(self, writer):
+        self.readers.discard(writer)
+
+    def callLater(self, delay, f, *args, **kwargs):
+        return task.Clock().callLater(delay, f, *args, **kwargs)
+
+
+class DeadSocketTests(unittest.SynchronousTestCase):
+    """
+    A read event on a connection whose socket is gone reports a lost
+    connection to the reactor instead of raising (which the reactor would
+    log as "Unhandled Error ... ValueError").
+    """
+
+    def link(self):
+        settings = parse_url("postgresql://u@127.0.0.1/d")[0]
+        link = Link(_FDReactor(), task.Clock(), settings, "test")
+        link._connection = _DeadConnection()
+        return link
+
+    def test_read_returns_connection_lost(self):
+        from twisted.internet.error import ConnectionLost
+
+        reason = self.link().doRead()
+        self.assertIsInstance(reason, ConnectionLost)
+
+    def test_query_finished_on_a_dead_socket(self):
+        link = self.link()
+        cursor = object()
+        link._cursors.add(cursor)
+        link.cursorFinished(cursor)
+        self.assertEqual(link.reactor.readers, set())
 
 
 _names = st.text(alphabet="abAB.*?[]!-_%x^\\", min_size=0, max_size=8)

@@ -398,19 +398,77 @@ class Link(Connection):
         self._went_down(reason)
 
     def doRead(self) -> Any:
-        # The server closed an idle connection: psycopg2 raises from poll().
-        # Returning the error makes the reactor call connectionLost with it,
-        # instead of logging a traceback.
+        """
+        txpostgres' C{Connection.doRead}, made safe for a connection that
+        died under it: the server closed it (psycopg2 raises from
+        C{poll()}), or libpq dropped the socket during an outage, leaving a
+        connection that is not C{closed} but whose descriptor is -1, which
+        the reactor refuses (C{ValueError}) when asked to watch it again.
+        Either way the error is returned, so that the reactor calls
+        C{connectionLost} with it instead of logging "Unhandled Error".
+        """
         try:
-            return Connection.doRead(self)
+            self.reactor.removeReader(self)
+            connection = self._connection
+            if connection is None or connection.closed:
+                return ConnectionDone(f"{self.name}: the connection is closed")
+            self.continuePolling()
+            self.checkForNotifies()
+            return self._watch()
         except psycopg2.Error as e:
             return e
+        except ValueError as e:
+            # A descriptor of -1 reached the reactor.
+            return ConnectionLost(f"{self.name}: {e}")
+
+    def _watch(self) -> Any:
+        """
+        Watch the connection for notifications again, if it is still
+        usable; @return: None, or the reason it is not.
+        """
+        connection = self._connection
+        if connection is None or connection.closed:
+            return None
+        if connection.fileno() < 0:
+            return ConnectionLost(f"{self.name}: the server connection's socket is gone")
+        self.reactor.addReader(self)
+        return None
 
     def doWrite(self) -> Any:
         try:
-            return Connection.doWrite(self)
+            self.reactor.removeWriter(self)
+            connection = self._connection
+            if connection is None or connection.closed:
+                return ConnectionDone(f"{self.name}: the connection is closed")
+            self.continuePolling()
+            return None
         except psycopg2.Error as e:
             return e
+        except ValueError as e:
+            return ConnectionLost(f"{self.name}: {e}")
+
+    def fileno(self) -> int:
+        # txpostgres answers -1 for a closed connection; a connection that
+        # lost its socket without being closed must not raise either.
+        connection = self._connection
+        if connection is None or connection.closed:
+            return -1
+        try:
+            return connection.fileno()
+        except psycopg2.Error:
+            return -1
+
+    def cursorFinished(self, cursor: Any) -> None:
+        """
+        A query finished: watch the connection for notifications again,
+        unless it died meanwhile (then the next poll reports it).
+        """
+        self._cursors.discard(cursor)
+        connection = self._connection
+        if connection is None or connection.closed or self.fileno() < 0:
+            return
+        self.reactor.addReader(self)
+        self.checkForNotifies()
 
     def checkForNotifies(self) -> None:
         """
@@ -458,6 +516,27 @@ class Link(Connection):
         if broken or is_connection_failure(failure):
             self._went_down(failure)
         return failure
+
+    def runBatch(self, parts: list[tuple[str, dict[str, Any]]]) -> Deferred[Any]:
+        """
+        Run several statements as one query: one round trip, and one
+        implicit transaction (PostgreSQL runs a multi-statement query
+        atomically), all or nothing.  The parameters are interpolated on
+        this side (as psycopg2 always does), each statement with its own.
+
+        @return: Deferred firing the rows of the last statement.
+        """
+        if self._state != _UP or self._connection is None:
+            return fail(LinkDown(f"{self.name} is {self._state}"))
+        try:
+            cursor = self._connection.cursor()
+            try:
+                query = b";\n".join(cursor.mogrify(statement, params) for statement, params in parts)
+            finally:
+                cursor.close()
+        except Exception:
+            return fail()
+        return self.runQuery(query)
 
     def _bounded(self, d: Deferred[Any], seconds: float, what: str) -> Deferred[Any]:
         """
@@ -518,6 +597,17 @@ class Pool(ConnectionPool):
     def _runQuery(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         link = self._take()
         d = link.runQuery(*args, **kwargs)
+        return d.addBoth(self._putBackAndPassthrough, link)
+
+    def runBatch(self, parts: list[tuple[str, dict[str, Any]]]) -> Deferred[Any]:
+        """
+        L{Link.runBatch} on a link of the pool.
+        """
+        return self._semaphore.run(self._runBatch, parts)
+
+    def _runBatch(self, parts: list[tuple[str, dict[str, Any]]]) -> Deferred[Any]:
+        link = self._take()
+        d = link.runBatch(parts)
         return d.addBoth(self._putBackAndPassthrough, link)
 
     def _runOperation(self, *args: Any, **kwargs: Any) -> Deferred[Any]:

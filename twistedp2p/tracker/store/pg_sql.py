@@ -8,7 +8,8 @@ only text ever pasted into SQL is the constant notification channel.
 Each write is a single statement (or a single multi-statement string, which
 PostgreSQL runs as one implicit transaction), so a write needs one round
 trip and no client-side BEGIN/COMMIT, and a connection lost mid-write leaves
-nothing half done.  Each write also sends exactly one notification on
+nothing half done.  The store sends the writes issued while a batch is in
+flight together, as one multi-statement query (one round trip, one commit).  Each write also sends exactly one notification on
 L{CHANNEL} carrying the writer's token, committed atomically with it; see
 L{twistedp2p.tracker.store.postgres} for the payloads.
 """
@@ -233,6 +234,14 @@ WITH gone AS (DELETE FROM sessions WHERE session_id = %(sid)s RETURNING 1)
 SELECT (SELECT count(*) FROM gone), pg_notify(%(channel)s, %(payload)s)
 """
 
+#: Several sessions at once: the removals that follow each other in one
+#: batch.  The store builds the payload, C{S-} and a list of C{[token,
+#: session_id]} pairs, one per removal (see postgres.py).
+REMOVE_SESSIONS = """
+WITH gone AS (DELETE FROM sessions WHERE session_id = ANY (%(sids)s::text[]) RETURNING 1)
+SELECT (SELECT count(*) FROM gone), pg_notify(%(channel)s, %(payload)s)
+"""
+
 #: Insert or replace; a replace takes a new seq.  The payload is spliced
 #: around the seq the database assigns: C{head || seq || tail}.
 PUT = """
@@ -249,11 +258,15 @@ WITH row AS (
 SELECT seq, pg_notify(%(channel)s, %(head)s || seq || %(tail)s) FROM row
 """
 
+#: The notification carries the number of rows deleted (0 or 1) after the
+#: session id and name: the writer's answer, which in a batch (see
+#: L{twistedp2p.tracker.store.postgres}) only the notification brings back.
 DELETE = """
 WITH gone AS (
     DELETE FROM publications WHERE session_id = %(sid)s AND fname = %(fname)s RETURNING 1
-)
-SELECT (SELECT count(*) FROM gone), pg_notify(%(channel)s, %(payload)s)
+), n AS (SELECT count(*) AS n FROM gone)
+SELECT n.n, pg_notify(%(channel)s, 'p- ' || json_build_array(
+    %(token)s::text, %(sid)s::text, %(fname)s::text, n.n)::text) FROM n
 """
 
 #: A notification and nothing else: a barrier (see C{whenSynced}).

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 from itertools import islice
+from sys import intern
 from typing import Any, Iterable, Sequence
 
 from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, Source, group_catalogue
@@ -32,14 +33,17 @@ def session_from_row(row: Sequence[Any]) -> Session:
     A L{Session} from a row in L{SESSION_COLUMNS} order.
     """
     session_id, tracker_id, hostname, ip, port, version, connected_at = row
+    # Every row decoded from a notification brings its own copies of the
+    # strings: share the ones many sessions have in common (interned
+    # strings are freed with their last user).
     return Session(
         session_id=session_id,
         hostname=hostname,
-        ip=ip,
+        ip=intern(ip),
         p2p_port=int(port),
         version=None if version is None else int(version),
         connected_at=float(connected_at),
-        tracker_id=tracker_id,
+        tracker_id=intern(tracker_id),
     )
 
 
@@ -57,6 +61,14 @@ def publication_from_row(row: Sequence[Any]) -> tuple[int, str, Publication]:
     order (C{last_modified} still JSON-encoded, as stored).
     """
     seq, session_id, fname, lname, file_size, last_modified, sha256, root, piece_size = row
+    # Many sessions publish the same files: one copy of each name and hash
+    # (as the registry keeps them).
+    fname = intern(fname)
+    lname = fname if lname == fname else lname
+    if sha256 is not None:
+        sha256 = intern(sha256)
+    if root is not None:
+        root = intern(root)
     publication = Publication(
         fname=fname,
         lname=lname,

@@ -17,14 +17,33 @@ LISTEN/NOTIFY on one more, dedicated connection (the listener):
     the whole view from one snapshot query, so nothing committed meanwhile
     is missed.
 
+Batches.  Writes issued while a batch is in flight wait, and all go in the
+next batch: one multi-statement query, so one round trip and one commit for
+a burst of hellos, publications or disconnects (each write keeps its own
+statement and notification).  One batch is in flight at a time, so writes
+commit in the order they were issued.  If a statement of a batch is refused
+(a publication of a session another tracker deleted), the transaction rolls
+back and its writes are sent again one by one, so that only the refused
+one fails.  Writes that need the statement's rows (C{renew}, C{resync}) go
+alone.  Removals of sessions that follow each other in a batch (a storm of
+disconnects) become one statement and one notification per 7,900 bytes of
+payload.  C{renew} goes to the front of the queue: a long queue of writes
+must not let this tracker's lease lapse.
+
+Removals (C{remove_session}, C{delete}) leave this tracker's view at once,
+before their write, as in the SQLite store; a notification of an addition
+committed before the removal does not bring the record back meanwhile.
+Other trackers drop it when the removal's notification arrives.
+
 Notification payloads are C{KIND JSON-ARRAY}, the array starting with the
 writer's token::
 
     s+ [token, session_id, tracker_id, hostname, ip, p2p_port, version, connected_at]
     s- [token, session_id]
+    S- [[token, session_id], ...]              removals of one batch, together
     p+ [token, seq, session_id, fname, lname, file_size, last_modified, sha256, root, piece_size]
     p? [token, seq]          a publication too long to carry: read it by seq
-    p- [token, session_id, fname]
+    p- [token, session_id, fname, rows deleted]
     t  [token, tracker_id, lease_expires, [tracker_id of trackers removed]]
     T  [token, tracker_id, lease_expires]     a tracker (re)started: forget its records
     r  [token, tracker_id]   a tracker resynced: reload its records
@@ -88,6 +107,13 @@ from twistedp2p.tracker.store.pg_view import (
 from twistedp2p.tracker.store.schema import LATEST_SCHEMA_VERSION, SchemaTooNew, encode_mtime
 
 CHANNEL = sql.CHANNEL
+
+#: Most writes in one batch (one query).
+MAX_BATCH = 1000
+
+#: Errors of a statement (not of the connection): in a batch, the batch
+#: rolls back and its writes are sent again one by one.
+_REFUSED = (psycopg2.IntegrityError, psycopg2.DataError, psycopg2.ProgrammingError, psycopg2.NotSupportedError)
 
 #: Failures that mean "the database cannot be reached or did not answer".
 _UNREACHABLE = (psycopg2.Error, LinkDown, QueryTimeout, ConnectionDone, ConnectionLost, DNSLookupError)
@@ -165,6 +191,20 @@ class PostgresStore:
         self._losses = 0
         self._repaired = 0
         self._connected_waiters: list[Deferred[None]] = []
+        #: Synchronous reads for the registry's hot path (see
+        #: L{Registry.fetch_now}).
+        self.read_view = self.view
+        # Writes not sent yet, and the batch in flight (None: none).
+        self._queue: deque[_Op] = deque()
+        self._batch: list[_Op] | None = None
+        self._batch_done_waiters: list[Deferred[None]] = []
+        #: Batches sent (queries that carried writes), for tests and metrics.
+        self.batches = 0
+        # Removals issued and not confirmed yet, by session id and by
+        # (session id, fname), counting each: notifications of additions
+        # committed before them stay out of the view.
+        self._removing: dict[str, int] = {}
+        self._unpublishing: dict[tuple[str, str], int] = {}
 
     @classmethod
     def from_url(cls, url: str, clock: Any, tracker_id: str, **options: Any) -> PostgresStore:
@@ -319,6 +359,16 @@ class PostgresStore:
             self._close()
             return succeed(None)
         self._running = False
+        self._fail_queue("the index is stopping")
+        if self._batch is not None:
+            # Let the batch in flight land first: signing off then removes
+            # whatever it wrote.
+            waiter: Deferred[None] = Deferred()
+            self._batch_done_waiters.append(waiter)
+            return waiter.addCallback(lambda _: self._sign_off())
+        return self._sign_off()
+
+    def _sign_off(self) -> Deferred[None]:
         if self._pool is None or not any(link.is_up for link in self._pool.links):
             self._close()
             return succeed(None)
@@ -347,6 +397,7 @@ class PostgresStore:
         self._epoch += 1
         self._inbox.clear()
         self._busy = False
+        self._fail_queue("the index was closed")
         if self._listener is not None:
             self._listener.close()
         if self._pool is not None:
@@ -393,6 +444,7 @@ class PostgresStore:
             raise LinkDown("the listener went down while loading the view")
         trackers, sessions, publications = rows[0]
         self.view.load(trackers, sessions, publications)
+        self._rehide()
         self._ready = True
         self.log.info(
             "index view loaded: {sessions} sessions, {publications} publications, {trackers} trackers",
@@ -412,6 +464,7 @@ class PostgresStore:
         self._inbox.clear()
         self._busy = False
         self._lose("the listener connection was lost")
+        self._fail_queue("the index connection was lost")
         self._fail_waiters("the index connection was lost")
         self._check_connected()
 
@@ -478,17 +531,28 @@ class PostgresStore:
     def _apply(self, payload: str) -> Deferred[None] | None:
         kind, _, body = payload.partition(" ")
         args = json.loads(body)
+        if kind == "S-":
+            for token, session_id in args:
+                self.view.remove_session(session_id)
+                self._echo(token)
+            return None
         token = args[0]
         view = self.view
+        answer = None
         if kind == "s+":
-            view.add_session(session_from_row(args[1:]))
+            # Not while this tracker's removal of it is pending: the
+            # removal committed after this addition.
+            if args[1] not in self._removing:
+                view.add_session(session_from_row(args[1:]))
         elif kind == "s-":
             view.remove_session(args[1])
         elif kind == "p+":
             seq, session_id, publication = publication_from_row(args[1:])
-            view.put(session_id, publication, seq)
+            self._put_unless_removed(session_id, publication, seq)
         elif kind == "p-":
             view.delete(args[1], args[2])
+            if len(args) > 3:
+                answer = args[3]
         elif kind == "t":
             view.set_lease(args[1], args[2])
             for gone in args[3]:
@@ -505,8 +569,23 @@ class PostgresStore:
             return self._reload(sql.TRACKER_SNAPSHOT, {"tid": args[1]}, self._replace_tracker(args[1]), token)
         elif kind != "y":
             self.log.warn("ignoring an index notification of unknown kind {kind!r}", kind=kind)
-        self._echo(token)
+        self._echo(token, answer)
         return None
+
+    def _put_unless_removed(self, session_id: str, publication: Publication, seq: int) -> None:
+        if session_id in self._removing or (session_id, publication.fname) in self._unpublishing:
+            return
+        self.view.put(session_id, publication, seq)
+
+    def _rehide(self) -> None:
+        """
+        Hide again the records whose removal this tracker issued and is
+        not confirmed yet (after the view was reloaded from the database).
+        """
+        for session_id in self._removing:
+            self.view.remove_session(session_id)
+        for session_id, fname in self._unpublishing:
+            self.view.delete(session_id, fname)
 
     def _reload(self, query: str, params: dict[str, Any], install: Callable[[Any], None], token: str) -> Deferred[None]:
         listener = self._listener
@@ -520,19 +599,21 @@ class PostgresStore:
         # Gone already (replaced or deleted): a later notification says so.
         for row in rows:
             seq, session_id, publication = publication_from_row(row)
-            self.view.put(session_id, publication, seq)
+            self._put_unless_removed(session_id, publication, seq)
 
     def _replace_tracker(self, tracker_id: str) -> Callable[[Any], None]:
         def install(rows: list[tuple[Any, ...]]) -> None:
             trackers, sessions, publications = rows[0]
             self.view.replace_tracker(tracker_id, trackers, sessions, publications)
+            if tracker_id == self.tracker_id:
+                self._rehide()
 
         return install
 
-    def _echo(self, token: str) -> None:
+    def _echo(self, token: str, answer: Any = None) -> None:
         waiter = self._waiters.pop(token, None)
         if waiter is not None:
-            waiter.callback(None)
+            waiter.callback(answer)
 
     # -- writes ------------------------------------------------------------------
 
@@ -546,38 +627,114 @@ class PostgresStore:
         self._losses += 1
         self.log.debug("index records may be lost ({why})", why=why)
 
-    def _write(self, statement: str, params: dict[str, Any], token: str, what: str) -> Deferred[list[Any]]:
+    def _write(
+        self, statement: str, params: dict[str, Any], token: str, what: str, solo: bool = False
+    ) -> Deferred[Any]:
         """
-        Run one write; fire with its rows once its notification has been
-        applied to the view.
+        Queue one write for the next batch.
+
+        @param solo: the write needs its statement's rows: it goes in a
+            batch of its own.
+        @return: Deferred firing once the write's notification has been
+            applied to the view: with the statement's rows for a C{solo}
+            write, else with what the notification answers (the rows
+            deleted, for C{p-}; None otherwise).
         """
-        if not self._ready or self._pool is None:
+        if not self._running or not self._ready or self._pool is None:
             self._lose(what)
             why = "the index is not started" if not self._running else "the index connection is down"
             return fail(IndexUnavailable(f"{what}: {why}"))
-        waiter: Deferred[None] = Deferred()
+        waiter: Deferred[Any] = Deferred()
         self._waiters[token] = waiter
         params["channel"] = CHANNEL
-        d = self._pool.runQuery(statement, params)
-        d.addCallbacks(
-            self._written,
-            self._write_failed,
-            callbackArgs=(token, waiter, what),
-            errbackArgs=(token, waiter, what),
-        )
-        return d
+        op = _Op(statement, params, token, what, waiter, solo)
+        if statement is sql.RENEW:
+            self._queue.appendleft(op)
+        else:
+            self._queue.append(op)
+        self._pump()
+        return op.result
 
-    def _written(self, rows: list[Any], token: str, waiter: Deferred[None], what: str) -> Deferred[list[Any]]:
-        timer = self._clock.callLater(self.timeout, self._echo_missing, token, what)
+    def _pump(self) -> None:
+        """
+        Send the next batch, unless one is in flight.
+        """
+        if self._batch is not None or not self._queue:
+            return
+        if not self._ready or self._pool is None:
+            self._fail_queue("the index connection is down")
+            return
+        queue = self._queue
+        batch = [queue.popleft()]
+        if not (batch[0].solo or batch[0].alone):
+            while queue and len(batch) < MAX_BATCH and not (queue[0].solo or queue[0].alone):
+                batch.append(queue.popleft())
+        self._batch = batch
+        self.batches += 1
+        parts = _statements(batch)
+        if len(parts) == 1:
+            d = self._pool.runQuery(*parts[0])
+        else:
+            d = self._pool.runBatch(parts)
+        d.addCallbacks(self._batch_written, self._batch_failed, (batch,), None, (batch,))
+
+    def _batch_landed(self) -> None:
+        self._batch = None
+        waiters, self._batch_done_waiters = self._batch_done_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _batch_written(self, rows: list[Any], batch: list[_Op]) -> None:
+        self._batch_landed()
+        # One timer for the whole batch's notifications.
+        timer = self._clock.callLater(self.timeout, self._echoes_missing, batch)
+        left = [len(batch)]
 
         def echoed(result: Any) -> Any:
-            if timer.active():
+            left[0] -= 1
+            if not left[0] and timer.active():
                 timer.cancel()
             return result
 
-        waiter.addBoth(echoed)
-        waiter.addCallback(lambda _: rows)
-        return waiter
+        for op in batch:
+            waiter = op.waiter
+            waiter.addBoth(echoed)
+            if op.solo:
+                waiter.addCallback(lambda _, rows=rows: rows)
+            waiter.chainDeferred(op.result)
+        self._pump()
+
+    def _echoes_missing(self, batch: list[_Op]) -> None:
+        for op in batch:
+            self._echo_missing(op.token, op.what)
+
+    def _batch_failed(self, failure: Failure, batch: list[_Op]) -> None:
+        self._batch_landed()
+        if len(batch) > 1 and failure.check(*_REFUSED):
+            # The transaction rolled back: send each write again on its
+            # own, so that only the refused one fails.
+            for op in reversed(batch):
+                op.alone = True
+                self._queue.appendleft(op)
+        else:
+            for op in batch:
+                self._op_failed(failure, op)
+        self._pump()
+
+    def _op_failed(self, failure: Failure, op: _Op) -> None:
+        try:
+            result = self._write_failed(failure, op.token, op.waiter, op.what)
+        except Exception:
+            result = Failure()
+        op.result.errback(result)
+
+    def _fail_queue(self, why: str) -> None:
+        """
+        Fail every write not sent yet.
+        """
+        queue, self._queue = self._queue, deque()
+        for op in queue:
+            self._op_failed(Failure(LinkDown(why)), op)
 
     def _echo_missing(self, token: str, what: str) -> None:
         waiter = self._waiters.pop(token, None)
@@ -589,7 +746,7 @@ class PostgresStore:
         if self._listener is not None:
             self._listener.reset("a change was not echoed in time")
 
-    def _write_failed(self, failure: Failure, token: str, waiter: Deferred[None], what: str) -> Failure:
+    def _write_failed(self, failure: Failure, token: str, waiter: Deferred[Any], what: str) -> Failure:
         self._waiters.pop(token, None)
         # The waiter may have failed already (the listener went down); the
         # write's own failure, below, is the one reported.
@@ -611,11 +768,32 @@ class PostgresStore:
         return d.addCallback(lambda _: None)
 
     def remove_session(self, session_id: str) -> Deferred[None]:
+        """
+        Hide the session at once, then delete it (in the next batch).  If
+        the write fails the session stays hidden: a hidden source is
+        harmless, a dead one is not; the next resync puts the database
+        right.
+        """
+        self.view.remove_session(session_id)
+        _count(self._removing, session_id)
         token = self._token()
         params = {"sid": session_id, "payload": _payload("s-", token, session_id)}
         d = self._write(sql.REMOVE_SESSION, params, token, f"removing session {session_id}")
-        d.addErrback(self._hide_anyway, self.view.remove_session, session_id)
+        d.addBoth(self._removed, self._removing, session_id, self.view.remove_session, session_id)
         return d.addCallback(lambda _: None)
+
+    def _removed(self, result: Any, pending: dict[Any, int], key: Any, hide: Callable[..., Any], *args: Any) -> Any:
+        """
+        A removal was confirmed (or failed): it no longer holds additions
+        back.  Hide the record again, in case a reload brought it back.
+        """
+        left = pending[key] - 1
+        if left:
+            pending[key] = left
+        else:
+            del pending[key]
+        hide(*args)
+        return result
 
     def put(self, session_id: str, publication: Publication) -> Deferred[None]:
         token = self._token()
@@ -641,20 +819,18 @@ class PostgresStore:
         return d.addCallback(lambda _: None)
 
     def delete(self, session_id: str, fname: str) -> Deferred[bool]:
+        """
+        Hide the publication at once, then delete it (see
+        L{remove_session}).
+        """
+        in_view = self.view.delete(session_id, fname)
+        key = (session_id, fname)
+        _count(self._unpublishing, key)
         token = self._token()
-        params = {"sid": session_id, "fname": fname, "payload": _payload("p-", token, session_id, fname)}
+        params = {"sid": session_id, "fname": fname, "token": token}
         d = self._write(sql.DELETE, params, token, f"unpublishing {fname!r} for session {session_id}")
-        d.addErrback(self._hide_anyway, self.view.delete, session_id, fname)
-        return d.addCallback(lambda rows: rows[0][0] > 0)
-
-    def _hide_anyway(self, failure: Failure, hide: Callable[..., Any], *args: Any) -> Failure:
-        """
-        A removal that failed still leaves this tracker's answers: a hidden
-        source is harmless, a dead one is not.  The next resync puts the
-        database right.
-        """
-        hide(*args)
-        return failure
+        d.addBoth(self._removed, self._unpublishing, key, self.view.delete, session_id, fname)
+        return d.addCallback(lambda deleted: bool(deleted) if deleted is not None else in_view)
 
     def renew(self) -> Deferred[bool]:
         """
@@ -671,7 +847,7 @@ class PostgresStore:
         expires = now + self.lease
         token = self._token()
         params = {"me": self.tracker_id, "now": now, "expires": expires, "token": token}
-        d = self._write(sql.RENEW, params, token, "renewing the lease")
+        d = self._write(sql.RENEW, params, token, "renewing the lease", solo=True)
         d.addCallback(self._renewed, now)
         return d
 
@@ -701,7 +877,7 @@ class PostgresStore:
             expires=now + self.lease,
             payload=_payload("r", token, self.tracker_id),
         )
-        d = self._write(sql.RESYNC, params, token, "resyncing")
+        d = self._write(sql.RESYNC, params, token, "resyncing", solo=True)
         d.addCallback(self._resynced, pending)
         return d
 
@@ -897,6 +1073,75 @@ def _resync_params(snapshot: Iterable[tuple[Session, Iterable[Publication]]]) ->
             columns["roots"].append(p.root)
             columns["pieces"].append(p.piece_size)
     return columns
+
+
+class _Op:
+    """
+    One write waiting for (or in) a batch.
+    """
+
+    __slots__ = ("statement", "params", "token", "what", "waiter", "solo", "alone", "result")
+
+    def __init__(self, statement: str, params: dict[str, Any], token: str, what: str,
+                 waiter: Deferred[Any], solo: bool) -> None:
+        self.statement = statement
+        self.params = params
+        self.token = token
+        self.what = what
+        self.waiter = waiter
+        self.solo = solo
+        #: Sent on its own (after its batch was refused).
+        self.alone = False
+        self.result: Deferred[Any] = Deferred()
+
+
+def _statements(batch: list[_Op]) -> list[tuple[str, dict[str, Any]]]:
+    """
+    The statements of a batch: one per write, except that removals of
+    sessions that follow each other go together (L{sql.REMOVE_SESSIONS}),
+    as many per statement as one notification can carry.
+    """
+    parts: list[tuple[str, dict[str, Any]]] = []
+    run: list[_Op] = []
+
+    def flush() -> None:
+        if len(run) == 1:
+            parts.append((run[0].statement, run[0].params))
+        elif run:
+            pairs = [[op.token, op.params["sid"]] for op in run]
+            start, size = 0, 0
+            for i, pair in enumerate(pairs):
+                length = len(json.dumps(pair)) + 2
+                if size + length > sql.MAX_PAYLOAD - 10 and i > start:
+                    parts.append(_removals(pairs[start:i]))
+                    start, size = i, 0
+                size += length
+            parts.append(_removals(pairs[start:]))
+        run.clear()
+
+    for op in batch:
+        if op.statement is sql.REMOVE_SESSION:
+            run.append(op)
+            continue
+        flush()
+        parts.append((op.statement, op.params))
+    flush()
+    return parts
+
+
+def _removals(pairs: list[list[str]]) -> tuple[str, dict[str, Any]]:
+    if len(pairs) == 1:
+        token, session_id = pairs[0]
+        return sql.REMOVE_SESSION, {"sid": session_id, "payload": _payload("s-", token, session_id), "channel": CHANNEL}
+    return sql.REMOVE_SESSIONS, {
+        "sids": [session_id for _, session_id in pairs],
+        "payload": "S- " + json.dumps(pairs),
+        "channel": CHANNEL,
+    }
+
+
+def _count(pending: dict[Any, int], key: Any) -> None:
+    pending[key] = pending.get(key, 0) + 1
 
 
 def _payload(kind: str, *args: Any) -> str:
