@@ -30,6 +30,7 @@ from zope.interface import Interface
 
 from twistedp2p import wire
 from twistedp2p.errors import IndexUnavailable
+from twistedp2p.logs import tracker_gate
 from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, Source
 
 Observer = Callable[[str, dict], Any]
@@ -167,7 +168,7 @@ class Registry:
         L{MAX_HEARTBEAT_SLICES}.
     """
 
-    log = Logger()
+    log = Logger(observer=tracker_gate)
     #: The shortest default tick of the heartbeat, in seconds: small
     #: slices keep each tick's pings (and their answers, which come back
     #: together) short for the requests that wait behind them.
@@ -385,7 +386,14 @@ class Registry:
         return d
 
     def _log_store_failure(self, failure: Failure, what: str, session_id: str) -> None:
-        self.log.failure("store failed " + what, failure, session_id=session_id)
+        if failure.check(IndexUnavailable):
+            # The index is down (a database outage): expected, and said in
+            # one line; the next renewal or resync repairs the index.
+            self.log.warn(
+                "store failed " + what + ": {error}", session_id=session_id, error=failure.getErrorMessage()
+            )
+        else:
+            self.log.failure("store failed " + what, failure, session_id=session_id)
         self._emit("store_error", what=what.format(session_id=session_id), error=failure.getErrorMessage())
 
     def shutdown(self, reason: str = "tracker shutting down") -> Deferred:
