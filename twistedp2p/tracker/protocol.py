@@ -547,13 +547,15 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         """
         The fetch answer, encoded from each source's cached JSON.
         """
-        peers = b",".join(self._wire_cache.encode(s) for s in sources)
+        cache = self._wire_cache
+        peers = b",".join([cache.encode(s) for s in sources])
         if not self._native:
             return b'{"status":"success","peer_list":[' + peers + b"]}"
-        head = b'{"status":"success",'
-        if request_id is not None:
-            head += b'"id":%d,' % request_id
-        return head + b'"fname":' + _encode(fname) + b',"peer_list":[' + peers + b"]}"
+        if request_id is None:
+            head = b'{"status":"success","fname":'
+        else:
+            head = b'{"status":"success","id":%d,"fname":' % request_id
+        return b"".join((head, cache.name(fname), b',"peer_list":[', peers, b"]}"))
 
     def _list_shared_files(self, request: wire.Request) -> Deferred:
         d = self.registry.catalogue("", request.fields["limit"])
@@ -611,6 +613,18 @@ class SourceWireCache:
     def __init__(self, size: int = 50000) -> None:
         self.size = size
         self._entries: dict[int, tuple[Any, bytes]] = {}
+        self._names: dict[str, bytes] = {}
+
+    def name(self, fname: str) -> bytes:
+        """
+        The JSON encoding of a shared name (a string), cached too.
+        """
+        data = self._names.get(fname)
+        if data is None:
+            if len(self._names) >= self.size:
+                self._names.clear()
+            data = self._names[fname] = _encode(fname)
+        return data
 
     def encode(self, source: Any) -> bytes:
         entry = self._entries.get(id(source))
