@@ -474,7 +474,8 @@ class Registry:
 
     def _published(self, live: LiveSession, publication: Publication, status: str) -> str:
         if status in (wire.CREATED, wire.UPDATED):
-            self.log.info(
+            # One line per publication: debug (a peer may publish thousands).
+            self.log.debug(
                 "{session_id} {status} {fname!r}",
                 session_id=live.session.session_id,
                 status=status,
@@ -501,7 +502,7 @@ class Registry:
 
     def _unpublished(self, _: bool, live: LiveSession, fname: str) -> None:
         live.publications.pop(fname, None)
-        self.log.info("{session_id} unpublished {fname!r}", session_id=live.session.session_id, fname=fname)
+        self.log.debug("{session_id} unpublished {fname!r}", session_id=live.session.session_id, fname=fname)
         self._emit("unpublish", session=live.session, fname=fname)
 
     def publications_of(self, session_id: str) -> list[Publication]:
