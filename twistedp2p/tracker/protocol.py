@@ -17,8 +17,8 @@ from struct import Struct
 from sys import intern
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, fail
 from twisted.internet import tcp
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
