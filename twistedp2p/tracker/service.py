@@ -267,7 +267,7 @@ class TrackerService(MultiService):
         self._starting: Deferred | None = None
         self._stdio: Any = None
         #: A L{GCFreezer}, started once the tracker listens (None: leave
-        #: the garbage collector alone, as tests do).
+        #: the garbage collector alone).
         self.gc_freezer = gc_freezer
 
     # -- start ---------------------------------------------------------------
