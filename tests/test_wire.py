@@ -25,6 +25,16 @@ class DecodeTests(SynchronousTestCase):
         self.assertCode(b"{not json", "bad_json")
         self.assertCode(b"", "bad_json")
 
+    def test_white_space_and_trailing_data(self) -> None:
+        """
+        JSON's own rules around the value: white space is fine, anything
+        else after it is not.
+        """
+        for frame in (b' {"a": 1}', b'{"a": 1}\n', b'\t{"a": 1} '):
+            self.assertEqual(wire.decode(frame), {"a": 1})
+        for frame in (b'{"a": 1}x', b'{"a": 1}{}', b'{"a": 1} 2', b"  ", b'{"a": '):
+            self.assertCode(frame, "bad_json")
+
     def test_nan_is_not_json(self) -> None:
         self.assertCode(b'{"file_size": NaN}', "bad_json")
 
@@ -37,6 +47,18 @@ class DecodeTests(SynchronousTestCase):
 
 
 class ParseRequestTests(SynchronousTestCase):
+    def test_good_names_checked_once_bad_names_always(self) -> None:
+        """
+        Valid shared names are remembered; invalid ones never are.
+        """
+        table = wire.TRACKER_REQUESTS
+        for _ in range(2):
+            self.assertEqual(wire.parse_request({"action": "fetch", "fname": "ok.txt"}, table).fields["fname"], "ok.txt")
+            with self.assertRaises(wire.WireError):
+                wire.parse_request({"action": "fetch", "fname": "../x"}, table)
+        self.assertIn("ok.txt", wire._good_fnames)
+        self.assertNotIn("../x", wire._good_fnames)
+
     def parse(self, message):
         return wire.parse_request(message, wire.TRACKER_REQUESTS)
 

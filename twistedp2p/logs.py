@@ -34,8 +34,9 @@ import sys
 from datetime import datetime, timezone
 from typing import IO, Any, Sequence
 
-from twisted.logger import FileLogObserver, ILogObserver, formatEvent
+from twisted.logger import FileLogObserver, ILogObserver, LogLevel, formatEvent, globalLogPublisher
 from twisted.python import logfile
+from zope.interface import implementer
 
 #: Keys every line starts with, in this order.
 FIXED_KEYS = ("time", "iso_time", "level", "namespace", "log_format", "text")
@@ -44,6 +45,45 @@ _RESERVED = set(FIXED_KEYS) | {"failure", "exception", "system"}
 _MAX_DEPTH = 6
 #: Longest repr kept for a value JSON cannot hold.
 _MAX_REPR = 2000
+
+
+@implementer(ILogObserver)
+class LevelGate:
+    """
+    An observer that passes the events at or above C{level} on to
+    C{observer} (default: the global log publisher) and drops the others
+    before any observer formats or writes them.
+
+    twistd's own observers keep every level, debug included: a L{Logger}
+    given a gate (C{Logger(observer=gate)}) has its debug events dropped
+    here unless the gate's level was lowered (C{--log-level debug}).
+    """
+
+    def __init__(self, level: Any = LogLevel.info, observer: ILogObserver | None = None) -> None:
+        self.level = level
+        self._observer = observer
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        level = event.get("log_level")
+        if level is not None and level < self.level:
+            return
+        (self._observer or globalLogPublisher)(event)
+
+
+#: The gate of the tracker's own loggers (per-connection events are at debug).
+tracker_gate = LevelGate()
+
+
+def level_named(name: str) -> Any:
+    """
+    The L{LogLevel} called C{name} (debug, info, warn, error, critical).
+
+    @raise ValueError: for any other name.
+    """
+    try:
+        return LogLevel.levelWithName(name.lower())
+    except Exception:
+        raise ValueError(f"unknown log level {name!r}: use one of debug, info, warn, error, critical")
 
 
 def json_safe(value: Any, depth: int = 0) -> Any:

@@ -81,7 +81,17 @@ def decode(frame: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise WireError("bad_utf8", "frame is not valid UTF-8")
     try:
-        message = _decoder.decode(text)
+        # The scanner alone, for a frame that is exactly one JSON value (as
+        # every client sends); anything else (white space around it, extra
+        # data, an error) goes through the full decoder for its verdict.
+        message, end = _scan_once(text, 0)
+        if end != len(text):
+            message = _decoder.decode(text)
+    except StopIteration:
+        try:
+            message = _decoder.decode(text)
+        except (ValueError, RecursionError):
+            raise WireError("bad_json", "frame is not valid JSON")
     except (ValueError, RecursionError):
         raise WireError("bad_json", "frame is not valid JSON")
     if not isinstance(message, dict):
@@ -96,6 +106,7 @@ def _reject_constant(name: str) -> Any:
 # One decoder for every frame: json.loads(..., parse_constant=...) would
 # build a new one per call, on the tracker's hot path.
 _decoder = json.JSONDecoder(parse_constant=_reject_constant)
+_scan_once = _decoder.scan_once
 
 
 # -- responses ---------------------------------------------------------------
@@ -201,10 +212,21 @@ def _bool(name: str, value: Any) -> bool:
 
 
 def _fname(name: str, value: Any) -> str:
+    if type(value) is str and value in _good_fnames:
+        return value
     problem = fname_problem(value)
     if problem is not None:
         raise WireError("bad_field", f"{name}: {problem}")
+    if len(_good_fnames) >= _GOOD_FNAMES:
+        _good_fnames.clear()
+    _good_fnames[value] = None
     return value
+
+
+#: Shared names that passed L{fname_problem} lately: the same few names are
+#: looked up over and over.
+_good_fnames: dict[str, None] = {}
+_GOOD_FNAMES = 4096
 
 
 def _sha256(name: str, value: Any) -> str:
@@ -299,7 +321,7 @@ PEER_REQUESTS: dict[str, dict[str, Field]] = {
 PEER_CONTROL_REQUESTS: dict[str, dict[str, Field]] = {"ping": {}}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
     action: str
     fields: dict[str, Any]

@@ -140,6 +140,60 @@ class TrackerIntegrationTests(unittest.TestCase):
         self.assertEqual(answers[8], {"status": "success", "message": "pong"})
 
     @inlineCallbacks
+    def test_answers_in_order_when_the_socket_is_full(self):
+        """
+        Answers go to the socket at once while nothing is buffered; once a
+        large answer fills the socket, the ones after it queue behind it
+        and still arrive whole and in order.  (Seed-protocol clients: no
+        heartbeat pings in between.)
+        """
+        port = yield self.start_tracker()
+        names = [f"{i:04d}-" + "x" * 200 for i in range(300)]
+        a, b = SeedClient(port), SeedClient(port)
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+
+        def register():
+            a.ask({"action": "hello", "hostname": "big", "p2p_port": 5000})
+            for i, name in enumerate(names):
+                a.send({"action": "publish", "fname": name, "file_size": i})
+            return [a.receive() for _ in names], b.ask({"action": "hello", "hostname": "slow", "p2p_port": 5001})
+
+        published, welcome = yield deferToThread(register)
+        self.assertEqual({p.get("status") for p in published}, {"created"})
+        self.assertEqual(welcome["status"], "success")
+        [slow] = [p for p in self.tracker.factory.connections if p.session.hostname == "slow"]
+        self.assertTrue(slow.transport.getTcpNoDelay())
+        # Small socket buffers on both sides: a listing does not fit.
+        slow.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        b.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        writes = []
+        self.patch(slow.transport, "write", lambda data: (writes.append(len(data)), type(slow.transport).write(slow.transport, data)))
+
+        def ask_slowly():
+            requests = [
+                {"action": "list_shared_files", "limit": 10000},
+                {"action": "ping"},
+                {"action": "list_shared_files", "limit": 10000},
+                {"action": "ping"},
+            ]
+            frames = [wire.encode(r) for r in requests]
+            b.sock.sendall(b"".join(struct.pack("!I", len(f)) + f for f in frames))
+            return [b.receive() for _ in requests]
+
+        answers = yield deferToThread(ask_slowly)
+        for listing in (answers[0], answers[2]):
+            self.assertEqual([f["fname"] for f in listing["files"]], names)
+        for pong in (answers[1], answers[3]):
+            self.assertEqual(pong, {"status": "success", "message": "pong"})
+        # The first listing was partly sent at once and the rest buffered;
+        # everything after it waited in the buffer, whole.
+        sizes = [4 + len(wire.encode(answer)) for answer in answers]
+        self.assertEqual(len(writes), 4)
+        self.assertLess(writes[0], sizes[0])
+        self.assertEqual(writes[1:], sizes[1:])
+
+    @inlineCallbacks
     def test_bad_clients_do_not_disturb_others(self):
         port = yield self.start_tracker()
 

@@ -2,7 +2,9 @@
 The registry's rules, on a L{task.Clock} with fake links and stores.
 """
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.internet.task import Clock, LoopingCall
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -618,13 +620,35 @@ class EvictAndObserverTests(RegistryTestBase):
         self.assertIsNone(self.successResultOf(self.registry.evict(s.session_id, "again")))
 
     def test_evict_store_failure_logged(self):
+        """
+        An unavailable index (a database outage) is one warning line, not
+        an error with a traceback.
+        """
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         s, link = self.hello()
         self.store.failing = True
         self.successResultOf(self.registry.evict(s.session_id, "x"))
         self.assertTrue(link.closed)
-        self.assertEqual(len(self.flushLoggedErrors(IndexUnavailable)), 1)
+        self.assertEqual(self.flushLoggedErrors(IndexUnavailable), [])
+        [warning] = [e for e in logged if e["log_format"].startswith("store failed")]
+        self.assertEqual(warning["log_level"], LogLevel.warn)
+        self.assertNotIn("log_failure", warning)
+        self.assertEqual(
+            formatEvent(warning), f"store failed removing session {s.session_id}: the test database is down"
+        )
         [error] = [f for k, f in self.events if k == "store_error"]
         self.assertEqual(error, {"what": f"removing session {s.session_id}", "error": "the test database is down"})
+
+    def test_evict_store_bug_logged_as_error(self):
+        """
+        Any other store failure is still an error, with its traceback.
+        """
+        s, link = self.hello()
+        self.store.remove_session = lambda session_id: fail(RuntimeError("store bug"))
+        self.successResultOf(self.registry.evict(s.session_id, "x"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        [error] = [f for k, f in self.events if k == "store_error"]
+        self.assertEqual(error["error"], "store bug")
 
     def test_shutdown(self):
         links = [self.hello(h)[1] for h in "abc"]
@@ -718,5 +742,5 @@ class MetricsHookTests(RegistryTestBase):
         self.assertEqual(sample("p2p_tracker_fetch_latency_seconds_count", {}), 1)
         self.store.failing = True
         self.registry.disconnected(a.session_id)
-        self.assertEqual(len(self.flushLoggedErrors(IndexUnavailable)), 1)
+        self.assertEqual(self.flushLoggedErrors(IndexUnavailable), [])
         self.assertEqual(sample("p2p_tracker_store_errors_total", {}), 1)

@@ -11,13 +11,15 @@ from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import EventLoggingObserver, MemoryReactor
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python import usage
 from twisted.trial import unittest
 
 from twistedp2p.errors import IndexUnavailable
 from tests.tracker.helpers import temp_dir
+from twistedp2p.logs import LevelGate, tracker_gate
 from twistedp2p.tracker import service
+from twistedp2p.tracker.gcfreeze import GCFreezer
 from twistedp2p.tracker.store.factory import DatabaseURL, parse_db_url, postgres_options, store_from_url
 from twistedp2p.tracker.store.memory import MemoryStore
 from twistedp2p.tracker.store.sqlite import SQLiteStore
@@ -100,10 +102,43 @@ class OptionsTests(unittest.SynchronousTestCase):
             (["--db", "mysql://x/y"], "unknown database"),
             (["--db", "sqlite://host/x"], "no host"),
             (["--db", "/no/such/dir/x.db"], "does not exist"),
+            (["--log-level", "verbose"], "--log-level: unknown log level 'verbose'"),
         ]
         for argv, text in cases:
             e = self.assertRaises(usage.UsageError, parse, *argv)
             self.assertIn(text, str(e), argv)
+
+    def test_log_level_and_gc_freeze(self):
+        o = parse()
+        self.assertEqual((o["log-level"], o["no-gc-freeze"]), (LogLevel.info, False))
+        o = parse("--log-level", "DEBUG", "--no-gc-freeze")
+        self.assertEqual((o["log-level"], o["no-gc-freeze"]), (LogLevel.debug, True))
+
+    def test_make_service_sets_gate_and_freezer(self):
+        self.patch(tracker_gate, "level", LogLevel.info)
+        tracker = service.makeService(parse("--db", "memory", "--log-level", "warn"), reactor)
+        self.assertEqual(tracker_gate.level, LogLevel.warn)
+        self.assertIsInstance(tracker.gc_freezer, GCFreezer)
+        self.assertIsNone(service.makeService(parse("--db", "memory", "--no-gc-freeze"), reactor).gc_freezer)
+
+
+class LevelGateTests(unittest.SynchronousTestCase):
+    def test_drops_below_level(self):
+        seen = []
+        gate = LevelGate(LogLevel.info, seen.append)
+        log = Logger(observer=gate)
+        log.debug("no")
+        log.info("yes {n}", n=1)
+        log.error("yes")
+        self.assertEqual([e["log_format"] for e in seen], ["yes {n}", "yes"])
+        gate.level = LogLevel.debug
+        log.debug("now")
+        self.assertEqual(seen[-1]["log_format"], "now")
+
+    def test_global_publisher_by_default(self):
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        Logger(observer=LevelGate()).warn("to everyone")
+        self.assertEqual([e["log_format"] for e in logged], ["to everyone"])
 
 
 class DatabaseURLTests(unittest.SynchronousTestCase):

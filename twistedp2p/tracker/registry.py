@@ -30,6 +30,7 @@ from zope.interface import Interface
 
 from twistedp2p import wire
 from twistedp2p.errors import IndexUnavailable
+from twistedp2p.logs import tracker_gate
 from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, Source
 
 Observer = Callable[[str, dict], Any]
@@ -167,7 +168,7 @@ class Registry:
         L{MAX_HEARTBEAT_SLICES}.
     """
 
-    log = Logger()
+    log = Logger(observer=tracker_gate)
     #: The shortest default tick of the heartbeat, in seconds: small
     #: slices keep each tick's pings (and their answers, which come back
     #: together) short for the requests that wait behind them.
@@ -250,8 +251,7 @@ class Registry:
     def __len__(self) -> int:
         return len(self._live)
 
-    @inlineCallbacks
-    def hello(self, link: Any, hostname: str, ip: str, p2p_port: int, version: int | None):
+    def hello(self, link: Any, hostname: str, ip: str, p2p_port: int, version: int | None) -> Deferred[Session]:
         """
         Register a new session for C{link}.
 
@@ -263,6 +263,13 @@ class Registry:
         @return: Deferred firing the new L{Session}; failing with a
             L{wire.WireError} or L{IndexUnavailable}.
         """
+        if (hostname, p2p_port) in self._by_key:
+            return self._contested_hello(link, hostname, ip, p2p_port, version)
+        # The common case, without a generator: nobody holds the name.
+        return self._register(link, hostname, ip, p2p_port, version)
+
+    @inlineCallbacks
+    def _contested_hello(self, link: Any, hostname: str, ip: str, p2p_port: int, version: int | None):
         key = (hostname, p2p_port)
         while True:
             holder = self._by_key.get(key)
@@ -283,6 +290,13 @@ class Registry:
                 )
             yield self.evict(sid, f"did not answer a ping within {self.ping_timeout:g} s "
                                   f"while a new session claimed its hostname and port")
+        session = yield self._register(link, hostname, ip, p2p_port, version)
+        return session
+
+    def _register(self, link: Any, hostname: str, ip: str, p2p_port: int, version: int | None) -> Deferred[Session]:
+        """
+        Record a session for a hostname and port nobody holds, and write it.
+        """
         now = self.clock.seconds()
         self._counter += 1
         session = Session(
@@ -298,15 +312,24 @@ class Registry:
         # Reserve the hostname and port before the write, so that a hello
         # arriving meanwhile sees this session as the holder.
         self._live[session.session_id] = live
-        self._by_key[key] = live
+        self._by_key[(hostname, p2p_port)] = live
         if version is not None:
             live.slot = self._counter % self.heartbeat_slices
             self._slices[live.slot][session.session_id] = live
         try:
-            yield self.store.add_session(session)
+            d = self.store.add_session(session)
         except BaseException:
             self._forget(live)
             raise
+        d.addCallbacks(self._registered, self._not_registered, (live,), None, (live,))
+        return d
+
+    def _not_registered(self, failure: Failure, live: LiveSession) -> Failure:
+        self._forget(live)
+        return failure
+
+    def _registered(self, _: Any, live: LiveSession) -> Session:
+        session = live.session
         if self._live.get(session.session_id) is not live:
             # Evicted or disconnected while the store was writing.  Its
             # removal may have completed before this add (a pool of database
@@ -318,10 +341,10 @@ class Registry:
         self.log.info(
             "session {session_id} up: {hostname} {ip}:{port} ({kind})",
             session_id=session.session_id,
-            hostname=hostname,
-            ip=ip,
-            port=p2p_port,
-            kind="seed client" if version is None else f"version {version}",
+            hostname=session.hostname,
+            ip=session.ip,
+            port=session.p2p_port,
+            kind="seed client" if session.version is None else f"version {session.version}",
         )
         self._emit("session_up", session=session)
         return session
@@ -385,7 +408,14 @@ class Registry:
         return d
 
     def _log_store_failure(self, failure: Failure, what: str, session_id: str) -> None:
-        self.log.failure("store failed " + what, failure, session_id=session_id)
+        if failure.check(IndexUnavailable):
+            # The index is down (a database outage): expected, and said in
+            # one line; the next renewal or resync repairs the index.
+            self.log.warn(
+                "store failed " + what + ": {error}", session_id=session_id, error=failure.getErrorMessage()
+            )
+        else:
+            self.log.failure("store failed " + what, failure, session_id=session_id)
         self._emit("store_error", what=what.format(session_id=session_id), error=failure.getErrorMessage())
 
     def shutdown(self, reason: str = "tracker shutting down") -> Deferred:
@@ -466,7 +496,8 @@ class Registry:
 
     def _published(self, live: LiveSession, publication: Publication, status: str) -> str:
         if status in (wire.CREATED, wire.UPDATED):
-            self.log.info(
+            # One line per publication: debug (a peer may publish thousands).
+            self.log.debug(
                 "{session_id} {status} {fname!r}",
                 session_id=live.session.session_id,
                 status=status,
@@ -493,7 +524,7 @@ class Registry:
 
     def _unpublished(self, _: bool, live: LiveSession, fname: str) -> None:
         live.publications.pop(fname, None)
-        self.log.info("{session_id} unpublished {fname!r}", session_id=live.session.session_id, fname=fname)
+        self.log.debug("{session_id} unpublished {fname!r}", session_id=live.session.session_id, fname=fname)
         self._emit("unpublish", session=live.session, fname=fname)
 
     def publications_of(self, session_id: str) -> list[Publication]:

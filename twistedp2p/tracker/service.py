@@ -30,6 +30,8 @@ from twisted.python.failure import Failure
 
 from twistedp2p.errors import P2PError
 from twistedp2p.process import exit_nonzero, stop_reactor
+from twistedp2p.logs import level_named, tracker_gate
+from twistedp2p.tracker.gcfreeze import GCFreezer
 from twistedp2p.tracker.protocol import TrackerFactory
 from twistedp2p.tracker.registry import Registry
 from twistedp2p.tracker.store.factory import DEFAULT_SQLITE_FILE, postgres_options, store_from_url
@@ -138,9 +140,23 @@ class Options(usage.Options):
             "PostgreSQL only: database connections for writes (plus one for change notifications).",
             _at_least_one("db-pool-size"),
         ],
+        [
+            "log-level",
+            None,
+            "info",
+            "Lowest level of the tracker's own log events: debug (adds every connection), info, warn, error.",
+        ],
         *WEB_OPTIONS,
     ]
-    optFlags = [["no-shell", None, "Do not read admin commands from stdin."]]
+    optFlags = [
+        ["no-shell", None, "Do not read admin commands from stdin."],
+        [
+            "no-gc-freeze",
+            None,
+            "Leave Python's cyclic garbage collector as it is (by default, objects that survive a full "
+            "collection are frozen out of later ones: see docs/benchmarks.md).",
+        ],
+    ]
 
     def postOptions(self) -> None:
         try:
@@ -168,6 +184,10 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "--tracker-id must be 1 to 64 letters, digits, '.', '_' or '-'"
             )
+        try:
+            self["log-level"] = level_named(self["log-level"])
+        except ValueError as e:
+            raise usage.UsageError(f"--log-level: {e}")
         check_web_options(self)
 
 
@@ -214,6 +234,7 @@ class TrackerService(MultiService):
         on_fatal: Callable[[str], Any] | None = None,
         web: str | None = None,
         web_token: str | None = None,
+        gc_freezer: Any = None,
     ) -> None:
         MultiService.__init__(self)
         self.reactor = reactor
@@ -245,6 +266,9 @@ class TrackerService(MultiService):
         self._loop: LoopingCall | None = None
         self._starting: Deferred | None = None
         self._stdio: Any = None
+        #: A L{GCFreezer}, started once the tracker listens (None: leave
+        #: the garbage collector alone).
+        self.gc_freezer = gc_freezer
 
     # -- start ---------------------------------------------------------------
 
@@ -279,6 +303,8 @@ class TrackerService(MultiService):
         self._loop.start(self.registry.heartbeat_tick_interval, now=False).addErrback(
             lambda f: self.log.failure("the heartbeat loop stopped", f)
         )
+        if self.gc_freezer is not None:
+            self.gc_freezer.start()
         if self.shell:
             self._start_shell(
                 f"p2ptracker {self.tracker_id} listening on {address.host}:{address.port}"
@@ -363,6 +389,8 @@ class TrackerService(MultiService):
         Service.stopService(self)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self.gc_freezer is not None:
+            self.gc_freezer.stop()
         return self._stop_chain()
 
     def _stop_chain(self) -> Deferred:
@@ -411,6 +439,7 @@ def makeService(config: Options, reactor: Any = None) -> TrackerService:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    tracker_gate.level = config["log-level"]
     store = store_from_url(
         config["db"],
         clock=reactor,
@@ -429,4 +458,5 @@ def makeService(config: Options, reactor: Any = None) -> TrackerService:
         shell=not config["no-shell"],
         web=config["web"],
         web_token=config["web-token"],
+        gc_freezer=None if config["no-gc-freeze"] else GCFreezer(),
     )

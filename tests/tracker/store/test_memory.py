@@ -98,6 +98,40 @@ class MemoryIndexTests(unittest.SynchronousTestCase):
         self.assertEqual(self.index.host_files("a"), [])
         self.assertEqual(len(self.index.host_files("a2")), 1)
 
+    def test_hostname_shared_then_left(self):
+        """
+        Sessions joining and leaving one hostname: its files are always
+        those of the sessions that still have it.
+        """
+        for sid, port in (("s3", 3), ("s4", 4)):
+            self.index.add_session(Session(sid, "a", "10.0.0.1", port, 1, 3.0, "t"))
+        for sid in ("s1", "s3", "s4"):
+            self.index.put(sid, Publication(f"f-{sid}", f"f-{sid}"))
+
+        def files():
+            return [s.publication.fname for s in self.index.host_files("a")]
+
+        self.assertEqual(files(), ["f-s1", "f-s3", "f-s4"])
+        self.index.remove_session("s3")
+        self.assertEqual(files(), ["f-s1", "f-s4"])
+        self.index.remove_session("s1")
+        self.assertEqual(files(), ["f-s4"])
+        # Re-adding the remaining one, then another, then leaving again.
+        self.index.add_session(Session("s4", "a", "10.0.0.1", 4, 1, 3.0, "t"))
+        self.assertEqual(files(), ["f-s4"])
+        self.index.add_session(session("s5", "a", 5.0))
+        self.index.put("s5", Publication("f-s5", "f-s5"))
+        self.assertEqual(files(), ["f-s4", "f-s5"])
+        self.index.remove_session("s4")
+        self.index.remove_session("s5")
+        self.assertEqual(files(), [])
+        # A session moving to another hostname leaves the old one.
+        self.index.add_session(session("s6", "a", 6.0))
+        self.index.add_session(session("s6", "c", 6.0))
+        self.assertEqual(files(), [])
+        self.assertEqual(len(self.index.host_files("c")), 0)
+        self.assertEqual(self.index.host_files("b"), [])
+
     def test_session_lookup(self):
         self.assertEqual(self.index.session("s1").hostname, "a")
         self.assertIsNone(self.index.session("zz"))

@@ -48,8 +48,10 @@ class MemoryIndex:
         self._by_name: dict[str, dict[str, Source]] = {}
         # fname -> list of the values of _by_name[fname]; rebuilt lazily.
         self._lists: dict[str, list[Source]] = {}
-        # hostname -> {session_id: None}, an ordered set.
-        self._by_host: dict[str, dict[str, None]] = {}
+        # hostname -> its one session id, or {session_id: None} (an ordered
+        # set) when several sessions share it: nearly every hostname has
+        # one session, and a dict each would cost ~200 bytes per session.
+        self._by_host: dict[str, str | dict[str, None]] = {}
         self._next_seq = 1
 
     # -- sessions ------------------------------------------------------------
@@ -64,7 +66,7 @@ class MemoryIndex:
         if old is not None and old.hostname != session.hostname:
             self._unhost(old)
         self._sessions[sid] = session
-        self._by_host.setdefault(session.hostname, {})[sid] = None
+        self._host(session.hostname, sid)
         own = self._by_session.setdefault(sid, {})
         if old is not None and own:
             for fname, source in list(own.items()):
@@ -87,12 +89,29 @@ class MemoryIndex:
             self._unlink(session_id, fname)
         return True
 
+    def _host(self, hostname: str, sid: str) -> None:
+        hosts = self._by_host.get(hostname)
+        if hosts is None or hosts == sid:
+            self._by_host[hostname] = sid
+        elif type(hosts) is str:
+            self._by_host[hostname] = {hosts: None, sid: None}
+        else:
+            hosts[sid] = None
+
     def _unhost(self, session: Session) -> None:
-        hosts = self._by_host.get(session.hostname)
-        if hosts is not None:
-            hosts.pop(session.session_id, None)
-            if not hosts:
-                del self._by_host[session.hostname]
+        hostname = session.hostname
+        hosts = self._by_host.get(hostname)
+        if hosts is None:
+            return
+        if type(hosts) is str:
+            if hosts == session.session_id:
+                del self._by_host[hostname]
+            return
+        hosts.pop(session.session_id, None)
+        if len(hosts) == 1:
+            self._by_host[hostname] = next(iter(hosts))
+        elif not hosts:
+            del self._by_host[hostname]
 
     def session(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
@@ -191,6 +210,8 @@ class MemoryIndex:
         ids = self._by_host.get(hostname)
         if not ids:
             return []
+        if type(ids) is str:
+            ids = (ids,)
         found: list[Source] = []
         for sid in ids:
             found.extend(self._by_session.get(sid, {}).values())
