@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python import runtime
 
 from twistedp2p import errors, wire
+from twistedp2p.peer.partfile import write_atomically
 from twistedp2p.peer.pieces import PieceList, hash_file
 
 #: Bytes read per call when hashing a file.
@@ -601,9 +601,9 @@ class Library:
                 except FileNotFoundError:
                     current = -1
                 if current != len(data):
-                    _write_atomically(self.pieces_dir, target, data)
+                    write_atomically(target, data)
         data = json.dumps(snapshot, indent=1, sort_keys=True).encode("utf-8")
-        _write_atomically(self.state_dir, self.path, data)
+        write_atomically(self.path, data)
         try:
             names = os.listdir(self.pieces_dir)
         except FileNotFoundError:
@@ -640,47 +640,9 @@ class Library:
         return entry.with_pieces(pieces)
 
 
-def _write_atomically(directory: Path, target: Path, data: bytes) -> None:
-    """
-    Replace C{target} with C{data}: temp file, fsync, rename, fsync dir.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(directory)
-
-
 def _close_and_entry(found: Any) -> Entry | None:
     if found is None:
         return None
     entry, f = found
     f.close()
     return entry
-
-
-def _fsync_dir(path: Path) -> None:
-    """
-    Make a rename durable.  Some file systems cannot fsync a directory;
-    the rename itself is still atomic there, so that is not an error.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as e:
-        Library.log.debug("cannot open {path} to fsync it: {e}", path=str(path), e=e)
-        return
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        Library.log.debug("cannot fsync {path}: {e}", path=str(path), e=e)
-    finally:
-        os.close(fd)
