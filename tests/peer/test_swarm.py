@@ -357,12 +357,28 @@ class SwarmTests(SynchronousTestCase):
 
     def test_only_bad_sources(self) -> None:
         self.net.servers[1] = FakeSourceFactory(DATA, pieces=PIECES, corrupt=set(range(COUNT)))
-        d = self.run_swarm([source("liar", 1)])
+        self.net.servers[2] = FakeSourceFactory(DATA, pieces=PIECES, corrupt=set(range(COUNT)))
+        d = self.run_swarm([source("liar", 1), source("liar2", 2)])
         self.net.flush()
         f = self.failureResultOf(d, errors.TransferFailed)
         self.assertIn("could not fetch f from any source", str(f.value))
         self.assertIn("does not match its SHA-256", str(f.value))
         self.assertEqual(self.leftovers(), [])
+
+    def test_single_source_checked_whole(self) -> None:
+        """
+        With one source, pieces are not checked one by one (there is no
+        other source to turn to): the whole-file SHA-256 catches bad bytes,
+        the fetch fails, and nothing is left behind or put in place.
+        """
+        self.net.servers[1] = FakeSourceFactory(DATA, pieces=PIECES, corrupt={COUNT - 1})
+        d = self.run_swarm([source("liar", 1)])
+        self.assertFalse(self.download.check_pieces)
+        self.net.flush()
+        f = self.failureResultOf(d, errors.VerificationFailed)
+        self.assertIn("the bytes do not match the published SHA-256", str(f.value))
+        self.assertEqual(self.leftovers(), [])
+        self.assertFalse((self.parts.repo / "f").exists())
 
     def test_source_lost_midway_others_finish(self) -> None:
         dropper = FakeSourceFactory(DATA, pieces=PIECES, drop_after=3 * PIECE + 10)
