@@ -257,7 +257,7 @@ class ServingTests(LibraryTestMixin, SynchronousTestCase):
         lib, entry, _ = self.published()
         self.assertEqual(self.successResultOf(lib.check_serving("a")), entry)
         entry2, f = self.successResultOf(lib.open_for_serving("a"))
-        self.assertEqual(f.read(), b"data")
+        self.assertEqual(os.pread(f.fileno(), 100, 0), b"data")
         f.close()
         self.assertEqual(self.stale, [])
 
