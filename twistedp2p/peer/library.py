@@ -46,6 +46,9 @@ LIBRARY_VERSION = 1
 #: open descriptor alone, without a thread hop; after that, the next
 #: request checks it in full again (in a thread).
 SERVING_RECHECK = 1.0
+#: Published files kept open that way at most (the least recently checked
+#: are closed first, once no upload uses them).
+MAX_SERVED_OPEN = 64
 
 RunInThread = Callable[..., Deferred]
 
@@ -581,6 +584,8 @@ class Library:
             lease = fresh.lease()
             if self._entries.get(fname) is entry and fname not in self._serving:
                 self._serving[fname] = fresh
+                while len(self._serving) > MAX_SERVED_OPEN:
+                    self._forget_served(next(iter(self._serving)))
             else:
                 fresh.release()
             return entry, lease
