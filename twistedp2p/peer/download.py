@@ -421,13 +421,15 @@ class _TransferProtocol(TimeoutMixin):
     log = Logger()
     transport: Any
 
-    def _setup(
+    def __init__(
         self,
+        source: SourceInfo,
         sink: Callable[[bytes], None],
         progress: Callable[[int, int | None], None],
         clock: Any,
-        stall_timeout: float,
+        stall_timeout: float = STALL_TIMEOUT,
     ) -> None:
+        self.source = source
         self.sink = sink
         self.progress = progress
         self.received = 0
@@ -524,19 +526,11 @@ class GetProtocol(_TransferProtocol, Int32StringReceiver):
 
     MAX_LENGTH = wire.MAX_REPLY_FRAME
 
-    def __init__(
-        self,
-        source: SourceInfo,
-        sink: Callable[[bytes], None],
-        progress: Callable[[int, int | None], None],
-        clock: Any,
-        stall_timeout: float = STALL_TIMEOUT,
-    ) -> None:
-        self.source = source
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _TransferProtocol.__init__(self, *args, **kwargs)
         self.header: dict[str, Any] | None = None
         self._raw = False
         self._buffer = b""
-        self._setup(sink, progress, clock, stall_timeout)
 
     def connectionMade(self) -> None:
         self.setTimeout(self._stall)
@@ -631,17 +625,9 @@ class SeedGetProtocol(_TransferProtocol, Protocol):
     and read raw bytes until the source closes.
     """
 
-    def __init__(
-        self,
-        source: SourceInfo,
-        sink: Callable[[bytes], None],
-        progress: Callable[[int, int | None], None],
-        clock: Any,
-        stall_timeout: float = STALL_TIMEOUT,
-    ) -> None:
-        self.source = source
-        self._setup(sink, progress, clock, stall_timeout)
-        self.expected = source.file_size
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _TransferProtocol.__init__(self, *args, **kwargs)
+        self.expected = self.source.file_size
 
     def connectionMade(self) -> None:
         self.setTimeout(self._stall)
@@ -752,12 +738,15 @@ class DownloadSettings:
     max_file_size: int | None = None
 
 
-class Download:
+class _Fetch:
     """
-    Fetch C{fname} from C{sources} into C{repo}.
+    What both kinds of download (L{Download}, L{swarm.SwarmDownload}) are
+    given: the name, the repository, how to connect and run blocking work,
+    the peer's slots, transfer table, settings and download cap.
 
     @param connect: C{connect(ip, port, factory) -> Deferred[protocol]};
         production uses C{HostnameEndpoint(reactor, ip, port)}.
+    @param bucket: the peer's download cap (``--download-rate``), or None.
     """
 
     log = Logger()
@@ -765,7 +754,6 @@ class Download:
     def __init__(
         self,
         fname: str,
-        sources: Sequence[SourceInfo],
         repo: Path,
         *,
         connect: Connect,
@@ -779,8 +767,6 @@ class Download:
         bucket: TokenBucket | None = None,
     ) -> None:
         self.fname = fname
-        self.sources = list(sources)
-        self._bucket = bucket
         self.repo = Path(repo)
         self.final = self.repo / fname
         self.part = self.repo / part_name(fname)
@@ -792,8 +778,20 @@ class Download:
         self.settings = settings or DownloadSettings()
         self.force = force
         self._progress = progress or (lambda done, total: None)
+        self.bucket = bucket
         #: C{(source label, reason)} of each failed attempt, in order.
         self.failures: list[tuple[str, str]] = []
+
+
+class Download(_Fetch):
+    """
+    Fetch C{fname} from C{sources} (whole files, one source at a time) into
+    C{repo}.
+    """
+
+    def __init__(self, fname: str, sources: Sequence[SourceInfo], repo: Path, **kwargs: Any) -> None:
+        _Fetch.__init__(self, fname, repo, **kwargs)
+        self.sources = list(sources)
 
     def run(self) -> Deferred:
         """
@@ -890,7 +888,7 @@ class Download:
 
         kind = SeedGetProtocol if source.seed else GetProtocol
         protocol = kind(source, sink, progress, self._clock, self.settings.stall_timeout)
-        protocol.bucket = self._bucket
+        protocol.bucket = self.bucket
         protocol.max_size = self.settings.max_file_size
         writer.on_error = lambda failure: protocol._fail(
             LocalWriteError(f"cannot write {self.part}: {failure.getErrorMessage()}")

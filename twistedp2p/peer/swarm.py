@@ -36,6 +36,7 @@ from twistedp2p.peer.download import (
     FetchResult,
     Progress,
     SourceInfo,
+    _Fetch,
     _Prebuilt,
     big_reads,
 )
@@ -809,46 +810,15 @@ class _Peer:
         return self.source.label
 
 
-class SwarmDownload:
+class SwarmDownload(_Fetch):
     """
     Fetch one file from several sources following one L{SwarmPlan}.
-
-    @param bucket: the peer's download cap (``--download-rate``), or None.
     """
 
-    log = Logger()
-
-    def __init__(
-        self,
-        fname: str,
-        plan: SwarmPlan,
-        repo: Path,
-        *,
-        connect: Connect,
-        clock: Any,
-        run_in_thread: Callable[..., Deferred],
-        slots: Slots,
-        transfers: Transfers,
-        settings: DownloadSettings | None = None,
-        force: bool = False,
-        progress: Progress | None = None,
-        bucket: TokenBucket | None = None,
-    ) -> None:
-        self.fname = fname
+    def __init__(self, fname: str, plan: SwarmPlan, repo: Path, **kwargs: Any) -> None:
+        _Fetch.__init__(self, fname, repo, **kwargs)
         self.plan = plan
-        self.repo = Path(repo)
-        self.final = self.repo / fname
-        self.part = self.repo / part_name(fname)
         self.state_path = self.repo / state_name(fname)
-        self._connect = connect
-        self._clock = clock
-        self._run = run_in_thread
-        self._slots = slots
-        self._transfers = transfers
-        self.settings = settings or DownloadSettings()
-        self.force = force
-        self._progress = progress or (lambda done, total: None)
-        self.bucket = bucket
         self.peers = [_Peer(s, True) for s in plan.listed] + [_Peer(s, False) for s in plan.others]
         #: With several sources, each piece is checked on arrival, so that a
         #: source sending bad data is caught and dropped at its first bad
@@ -857,7 +827,6 @@ class SwarmDownload:
         #: twice), and a mismatch fails the fetch with nothing kept.  A
         #: resumed download still checks every piece its state claims.
         self.check_pieces = len(self.peers) > 1
-        self.failures: list[tuple[str, str]] = []
         self.pieces: PieceList | None = None
         self.writer: PieceWriter | None = None
         #: Pieces verified and written.
