@@ -314,8 +314,10 @@ class PartWriterTests(SynchronousTestCase):
 
     def test_backpressure(self) -> None:
         """
-        While too much waits for the writer thread, the producer is paused;
-        it resumes once the backlog is written; memory stays bounded.
+        While too much waits for the writer threads, the producer is
+        paused; it resumes once the backlog is written and hashed (both
+        queues: a chunk is released when neither needs it); memory stays
+        bounded.
         """
         threads = ManualThreads()
         producer = FakeProducer()
@@ -328,14 +330,58 @@ class PartWriterTests(SynchronousTestCase):
             w.write(b"x" * 1000)
         self.assertEqual(producer.state, "paused")
         self.assertEqual(w.waiting, 5000)
+        # Queued: the first chunk's write, then its hash.
         threads.run_one()
-        self.assertEqual(producer.state, "paused")
+        self.assertEqual((producer.state, w.waiting), ("paused", 5000))
         threads.run_one()
+        self.assertEqual((producer.state, w.waiting), ("paused", 4000))
+        # The other four chunks: one batch per queue.
         threads.run_one()
-        self.assertEqual(producer.state, "producing")
+        self.assertEqual((producer.state, w.waiting), ("paused", 4000))
+        threads.run_one()
+        self.assertEqual((producer.state, w.waiting), ("producing", 0))
         d = w.finish()
         threads.run_all()
         self.assertEqual(self.successResultOf(d), (5000, hashlib.sha256(b"x" * 5000).hexdigest()))
+
+    def test_write_and_hash_run_side_by_side(self) -> None:
+        """
+        A chunk's hash job is queued at once, not after its write: the two
+        queues each have a job in flight.
+        """
+        threads = ManualThreads()
+        w = PartWriter(self.path, threads, chunk_size=10, max_pending=10**6)
+        w.open()
+        threads.run_all()
+        w.write(b"y" * 10)
+        self.assertEqual(
+            sorted(job[2][0][0][0].__name__ for job in threads.jobs), ["_hash_chunk", "_write_chunk"]
+        )
+        d = w.finish()
+        threads.run_all()
+        self.assertEqual(self.successResultOf(d), (10, hashlib.sha256(b"y" * 10).hexdigest()))
+
+    def test_chunks_end_on_aligned_offsets(self) -> None:
+        """
+        Every chunk but the last is cut at a multiple of DIRECT_ALIGN (so
+        it may be written directly); the bytes past it start the next one.
+        """
+        from twistedp2p.peer.partfile import DIRECT_ALIGN
+
+        offsets = []
+        w = PartWriter(self.path, sync_run, chunk_size=2 * DIRECT_ALIGN, max_pending=10**9)
+        real = w._write_chunk
+        w._write_chunk = lambda offset, chunks: (offsets.append(offset), real(offset, chunks))[1]
+        self.successResultOf(w.open())
+        data = whole = os.urandom(9 * DIRECT_ALIGN + 77)
+        for size in (100, 3 * DIRECT_ALIGN, 5, DIRECT_ALIGN - 1, 2 * DIRECT_ALIGN + 3, 1, 10**6):
+            part, data_left = data[:size], data[size:]
+            w.write(part)
+            data = data_left
+        self.assertEqual(self.successResultOf(w.finish()), (len(whole), hashlib.sha256(whole).hexdigest()))
+        self.assertEqual(self.path.read_bytes(), whole)
+        self.assertTrue(all(o % DIRECT_ALIGN == 0 for o in offsets), offsets)
+        self.assertGreater(len(offsets), 2)
 
     def test_writes_in_order(self) -> None:
         threads = ManualThreads()
@@ -354,7 +400,7 @@ class PartWriterTests(SynchronousTestCase):
         w.on_error = errors_seen.append
         self.successResultOf(w.open())
 
-        def full(chunk):
+        def full(offset, chunks):
             raise OSError(28, "No space left on device")
 
         w._write_chunk = full

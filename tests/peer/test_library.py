@@ -257,9 +257,30 @@ class ServingTests(LibraryTestMixin, SynchronousTestCase):
         lib, entry, _ = self.published()
         self.assertEqual(self.successResultOf(lib.check_serving("a")), entry)
         entry2, f = self.successResultOf(lib.open_for_serving("a"))
-        self.assertEqual(f.read(), b"data")
+        self.assertEqual(os.pread(f.fileno(), 100, 0), b"data")
         f.close()
         self.assertEqual(self.stale, [])
+
+    def test_open_files_bounded(self) -> None:
+        """
+        At most MAX_SERVED_OPEN published files stay open for serving; the
+        one checked longest ago is closed first (once no upload uses it).
+        """
+        from twistedp2p.peer import library
+
+        self.patch(library, "MAX_SERVED_OPEN", 2)
+        lib, _, _ = self.published()
+        for name in ("b", "c"):
+            (lib.repo / name).write_bytes(name.encode())
+            lib.put(self.successResultOf(lib.describe(name, name)))
+        leases = [self.successResultOf(lib.open_for_serving(n))[1] for n in ("a", "b", "c")]
+        self.assertEqual(sorted(lib._serving), ["b", "c"])
+        first = leases[0].fileno()
+        os.fstat(first)
+        leases[0].close()
+        self.assertRaises(OSError, os.fstat, first)
+        for lease in leases[1:]:
+            lease.close()
 
     def test_unknown(self) -> None:
         lib, _, _ = self.published()

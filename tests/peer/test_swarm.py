@@ -161,11 +161,47 @@ class PieceWriterTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(w.finish()), SHA)
         self.assertEqual(self.part.read_bytes(), DATA)
 
+    def test_bad_piece_hashed_in_order_is_not_trusted(self) -> None:
+        """
+        A piece arriving in order is hashed into the whole file beside its
+        check; when the check then fails, the whole-file hash is computed
+        again from the file at the end, so it still covers exactly the
+        bytes on disk.
+        """
+        w = PieceWriter(self.part, self.state, PIECES, sync_run)
+        self.successResultOf(w.open(()))
+        self.assertFalse(self.successResultOf(w.write(0, [b"x" * (PIECE - 1), b"y"])[0]))
+        for i in range(COUNT):
+            offset, length = PIECES.span(i)
+            self.assertTrue(self.successResultOf(w.write(i, DATA[offset : offset + length])[0]))
+        self.assertEqual(self.successResultOf(w.finish()), SHA)
+        self.assertEqual(self.part.read_bytes(), DATA)
+
+    def test_in_order_piece_hashed_beside_its_write(self) -> None:
+        threads = ManualThreads()
+        w = PieceWriter(self.part, self.state, PIECES, threads)
+        opened = w.open(())
+        threads.run_all()
+        self.successResultOf(opened)
+        written, released = w.write(0, DATA[:PIECE])
+        # One job on the write queue and one on the hash queue, at once.
+        self.assertEqual(len(threads.jobs), 2)
+        threads.run_one()
+        self.assertTrue(self.successResultOf(written))
+        self.assertNoResult(released)
+        threads.run_one()
+        self.successResultOf(released)
+        w.discard()
+        threads.run_all()
+
     def test_flushed_along_the_way(self) -> None:
         from twistedp2p.peer import swarm
 
         synced: list[int] = []
         self.patch(swarm, "SYNC_BYTES", 2 * PIECE)
+        # (Only writes through the page cache are flushed along the way.)
+        real = swarm.PartFile
+        self.patch(swarm, "PartFile", lambda path, flags: real(path, flags, direct=False))
         self.patch(swarm.os, "fdatasync", synced.append)
         w = PieceWriter(self.part, self.state, PIECES, sync_run)
         self.successResultOf(w.open(()))
@@ -310,12 +346,28 @@ class SwarmTests(SynchronousTestCase):
 
     def test_only_bad_sources(self) -> None:
         self.net.servers[1] = FakeSourceFactory(DATA, pieces=PIECES, corrupt=set(range(COUNT)))
-        d = self.run_swarm([source("liar", 1)])
+        self.net.servers[2] = FakeSourceFactory(DATA, pieces=PIECES, corrupt=set(range(COUNT)))
+        d = self.run_swarm([source("liar", 1), source("liar2", 2)])
         self.net.flush()
         f = self.failureResultOf(d, errors.TransferFailed)
         self.assertIn("could not fetch f from any source", str(f.value))
         self.assertIn("does not match its SHA-256", str(f.value))
         self.assertEqual(self.leftovers(), [])
+
+    def test_single_source_checked_whole(self) -> None:
+        """
+        With one source, pieces are not checked one by one (there is no
+        other source to turn to): the whole-file SHA-256 catches bad bytes,
+        the fetch fails, and nothing is left behind or put in place.
+        """
+        self.net.servers[1] = FakeSourceFactory(DATA, pieces=PIECES, corrupt={COUNT - 1})
+        d = self.run_swarm([source("liar", 1)])
+        self.assertFalse(self.download.check_pieces)
+        self.net.flush()
+        f = self.failureResultOf(d, errors.VerificationFailed)
+        self.assertIn("the bytes do not match the published SHA-256", str(f.value))
+        self.assertEqual(self.leftovers(), [])
+        self.assertFalse((self.parts.repo / "f").exists())
 
     def test_source_lost_midway_others_finish(self) -> None:
         dropper = FakeSourceFactory(DATA, pieces=PIECES, drop_after=3 * PIECE + 10)
@@ -572,7 +624,9 @@ class SwarmTests(SynchronousTestCase):
         self.net.flush()  # pieces arrive; the writer is held
         # Four pieces may wait; the fifth pauses the sources.
         self.assertEqual(seen[0], ("pause", 5 * PIECE))
-        self.assertEqual(len(threads.jobs), 1)
+        # The first piece is being checked and written, and hashed into the
+        # whole file beside that (one job on each queue).
+        self.assertEqual(len(threads.jobs), 2)
         for _ in range(50):
             threads.run_all()
             self.net.flush()
@@ -600,7 +654,7 @@ class StubSwarm:
         self.events.append(("pieces", pieces.root))
 
     def piece_received(self, connection, request, data) -> None:
-        self.events.append(("piece", request.index, data))
+        self.events.append(("piece", request.index, b"".join(data)))
 
     def connection_failed(self, connection, reason) -> None:
         self.events.append(("failed", type(reason).__name__, str(reason)))

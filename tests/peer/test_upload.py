@@ -9,7 +9,9 @@ import os
 import struct
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedp2p import wire
@@ -412,7 +414,69 @@ class UploadTests(SynchronousTestCase):
         self.assertEqual(self.parts.slots.in_use, 0)
 
     def test_range_reader(self) -> None:
-        import io
+        path = self.parts.repo / "digits"
+        path.write_bytes(b"0123456789")
+        with open(path, "rb") as f:
+            r = RangeReader(f, 4)
+            self.assertEqual((r.read(3), r.read(3), r.read(3)), (b"012", b"3", b""))
+            # Its own offsets: the file's position is neither used nor moved.
+            f.seek(7)
+            r = RangeReader(f, 3, 5)
+            self.assertEqual((r.read(2), r.read(5), r.read(1)), (b"56", b"7", b""))
+            self.assertEqual(f.tell(), 7)
 
-        r = RangeReader(io.BytesIO(b"0123456789"), 4)
-        self.assertEqual((r.read(3), r.read(3), r.read(3)), (b"012", b"3", b""))
+    def test_open_file_shared_by_sessions(self) -> None:
+        """
+        A second request for a file checked moments ago is served at once
+        from the open file (no thread job), and two sessions reading it
+        interleaved each get their own range.
+        """
+        jobs = []
+        library = self.parts.library
+        real = library._run
+        library._run = lambda f, *a, **kw: (jobs.append(f), real(f, *a, **kw))[1]
+        p1, t1 = self.connect()
+        self.get(p1, id=1, offset=0, length=100_000)
+        self.assertEqual(len(jobs), 1)
+        p2, t2 = self.connect()
+        self.get(p2, id=2, offset=100_000, length=100_000)
+        self.assertEqual(len(jobs), 1)
+        for _ in range(1000):
+            if t1.producer is None and t2.producer is None:
+                break
+            for t in (t1, t2):
+                if t.producer is not None:
+                    t.producer.resumeProducing()
+        self.assertEqual(split_frame(t1.value())[1], DATA[:100_000])
+        self.assertEqual(split_frame(t2.value())[1], DATA[100_000:])
+
+    def test_open_file_checked_again(self) -> None:
+        """
+        After SERVING_RECHECK seconds, or when the open file changed or was
+        deleted, a request checks the file in full again.
+        """
+        from twistedp2p.peer.library import SERVING_RECHECK
+
+        jobs = []
+        library = self.parts.library
+        real = library._run
+        library._run = lambda f, *a, **kw: (jobs.append(f.__name__ == "_open_checked"), real(f, *a, **kw))[1]
+        def served() -> bytes:
+            proto, t = self.connect()
+            self.get(proto)
+            self.pump(t)
+            proto.connectionLost(Failure(ConnectionDone()))
+            return split_frame(t.value())[1]
+
+        self.assertEqual((served(), served()), (DATA, DATA))
+        self.assertEqual(sum(jobs), 1)
+        self.parts.clock.advance(SERVING_RECHECK)
+        self.assertEqual(served(), DATA)
+        self.assertEqual(sum(jobs), 2)
+        (self.parts.repo / "a.bin").unlink()
+        proto, t = self.connect()
+        self.get(proto)
+        self.assertEqual(sum(jobs), 3)
+        [reply] = all_frames(t.value())
+        self.assertEqual(reply["code"], "not_found")
+        self.assertNotIn("a.bin", library)

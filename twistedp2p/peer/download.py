@@ -11,7 +11,6 @@ without ever overwriting a file the user has (unless forced).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import random
@@ -24,8 +23,6 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     TimeoutError as DeferredTimeout,
-    maybeDeferred,
-    succeed,
 )
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
@@ -36,12 +33,26 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from twistedp2p import errors, wire
+from twistedp2p.peer.partfile import (
+    DIRECT_ALIGN,
+    LocalWriteError,
+    PartFile,
+    SerialWorker,
+    after_all,
+    first_line,
+    install,
+    part_name,
+    summarize_failures,
+    unlink_quietly,
+)
 from twistedp2p.peer.ratelimit import PauseReasons, TokenBucket, throttle_download
 from twistedp2p.peer.slots import DOWN, Slots
 from twistedp2p.peer.transfers import Transfers
 
-#: Bytes handed to the writer thread at a time.
+#: Bytes handed to the writer threads at a time.
 WRITE_CHUNK = 1024 * 1024
+#: Bytes a download connection reads at a time (without a download cap).
+READ_SIZE = 1024 * 1024
 #: Stop reading from the source while this much is waiting to be written.
 MAX_PENDING = 4 * WRITE_CHUNK
 #: Seconds without data (after the first byte) before giving up a source.
@@ -50,12 +61,21 @@ STALL_TIMEOUT = 30.0
 #: their number bounds the retries, their sum the extra wait.
 BUSY_DELAYS = (0.2, 0.4, 0.8, 1.2, 1.6, 2.0, 2.0, 2.0, 2.0, 2.0)
 
+#: (Kept under its old name for the modules that import it from here.)
+_unlink_quietly = unlink_quietly
+
 Connect = Callable[[str, int, Factory], Deferred]
 Progress = Callable[[int, "int | None"], None]
 
 
-class LocalWriteError(errors.TransferFailed):
-    """the downloaded file cannot be written here"""
+def big_reads(transport: Any, bucket: TokenBucket | None) -> None:
+    """
+    Let a download connection read up to L{READ_SIZE} per call rather than
+    Twisted's 64 KiB (fewer reactor rounds on fast links); under a download
+    cap reads stay small, so that the cap is followed closely.
+    """
+    if (bucket is None or not bucket.limited) and isinstance(getattr(transport, "bufferSize", None), int):
+        transport.bufferSize = READ_SIZE
 
 
 # -- choosing sources ------------------------------------------------------------
@@ -185,25 +205,17 @@ def choose_sources(
     return verified + seeds
 
 
-def part_name(fname: str) -> str:
-    """
-    The hidden name of a partial download (short enough for any file
-    system even for a 255-byte shared name).
-    """
-    name = f".{fname}.part"
-    if len(name.encode("utf-8")) <= 255:
-        return name
-    return "." + hashlib.sha256(fname.encode("utf-8")).hexdigest()[:40] + ".part"
-
-
 # -- writing -----------------------------------------------------------------------
 
 
 class PartWriter:
     """
-    Buffer received bytes and hand them, C{chunk_size} at a time, to one
-    writer thread that writes and hashes them in order.  While more than
-    C{max_pending} bytes wait, the producer (the connection) is paused.
+    Buffer received bytes and hand them, C{chunk_size} at a time, to two
+    serial thread queues that run side by side: one writes the chunks in
+    order at their offsets, the other feeds the SHA-256 in the same order.
+    A chunk's memory is released once both are done with it; while more
+    than C{max_pending} bytes wait, the producer (the connection) is paused,
+    and resumed at half of that.
     """
 
     log = Logger()
@@ -216,41 +228,24 @@ class PartWriter:
         max_pending: int = MAX_PENDING,
     ) -> None:
         self.path = path
-        self._run = run_in_thread
         self._chunk_size = chunk_size
         self._max_pending = max_pending
         self._buf: list[bytes] = []
         self._buffered = 0
         self._pending = 0
-        #: The serial queue of work for the thread; never left failed.
-        self._tail: Deferred = succeed(None)
+        #: Where the next chunk goes (reactor side).
+        self._offset = 0
+        self._writes = SerialWorker(run_in_thread)
+        self._hashes = SerialWorker(run_in_thread)
         self._hasher = hashlib.sha256()
-        self._file: Any = None
+        self._file: PartFile | None = None
+        #: Bytes written (by the write queue).
         self.written = 0
         self.error: Failure | None = None
         self.producer: Any = None
         self.paused = False
         #: Called once with the failure when writing fails.
         self.on_error: Callable[[Failure], None] | None = None
-
-    def _enqueue(self, step: Callable[[], Any]) -> Deferred:
-        """
-        Run C{step} (which may return a Deferred) after everything queued
-        before it.  @return: a Deferred for its outcome alone.
-        """
-        outcome: Deferred = Deferred()
-
-        def relay(result: Any) -> None:
-            if isinstance(result, Failure):
-                outcome.errback(result)
-            else:
-                outcome.callback(result)
-
-        def run(_: Any) -> Deferred:
-            return maybeDeferred(step).addBoth(relay)
-
-        self._tail.addCallback(run)
-        return outcome
 
     def open(self) -> Deferred:
         """
@@ -259,15 +254,15 @@ class PartWriter:
 
         def work() -> None:
             try:
-                self._file = open(self.path, "wb")
+                self._file = PartFile(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             except OSError as e:
                 raise LocalWriteError(f"cannot write {self.path}: {e.strerror or e}")
 
-        return self._enqueue(lambda: self._run(work))
+        return self._writes.submit(work)
 
     @property
     def waiting(self) -> int:
-        """Bytes received but not yet written."""
+        """Bytes received but not yet both written and hashed."""
         return self._buffered + self._pending
 
     def write(self, data: bytes) -> None:
@@ -281,40 +276,72 @@ class PartWriter:
             self.paused = True
             self.producer.pauseProducing()
 
-    def _flush(self) -> None:
+    def _flush(self, last: bool = False) -> None:
         if not self._buf or self.error is not None:
             return
-        chunk = b"".join(self._buf)
+        chunks, size = self._buf, self._buffered
         self._buf = []
         self._buffered = 0
-        self._pending += len(chunk)
+        keep = 0 if last else size % DIRECT_ALIGN
+        if keep and keep < size:
+            # Chunks end on an aligned offset (so they can be written
+            # directly); the few bytes past it go with the next chunk.
+            size -= keep
+            head = chunks.pop()
+            cut = len(head) - keep
+            if cut > 0:
+                chunks.append(memoryview(head)[:cut])
+                self._buf = [memoryview(head)[cut:]]
+            else:
+                # (A last piece shorter than what is kept: take it whole,
+                # and the remainder from the pieces before it.)
+                self._buf = [head]
+                rest = keep - len(head)
+                while rest:
+                    prev = chunks.pop()
+                    if len(prev) > rest:
+                        chunks.append(memoryview(prev)[: len(prev) - rest])
+                        self._buf.insert(0, memoryview(prev)[len(prev) - rest :])
+                        rest = 0
+                    else:
+                        self._buf.insert(0, prev)
+                        rest -= len(prev)
+            self._buffered = keep
+        self._pending += size
+        offset, self._offset = self._offset, self._offset + size
+        left = [2]
 
-        def write() -> Any:
-            if self.error is not None:
-                return None
-            return self._run(self._write_chunk, chunk)
-
-        def written(_: Any) -> None:
-            self._pending -= len(chunk)
+        def release(_: Any = None) -> None:
+            left[0] -= 1
+            if left[0]:
+                return
+            self._pending -= size
             if self.paused and self.waiting <= self._max_pending // 2:
                 self.paused = False
                 if self.producer is not None:
                     self.producer.resumeProducing()
 
         def failed(failure: Failure) -> None:
-            self._pending -= len(chunk)
+            release()
             if self.error is None:
                 self.error = failure
                 self.log.failure("writing {path} failed", failure, path=str(self.path))
                 if self.on_error is not None:
                     self.on_error(failure)
 
-        self._enqueue(write).addCallbacks(written, failed)
+        self._writes.submit(self._write_chunk, offset, chunks).addCallbacks(release, failed)
+        self._hashes.submit(self._hash_chunk, chunks).addCallbacks(release, failed)
 
-    def _write_chunk(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self._hasher.update(chunk)
-        self.written += len(chunk)
+    def _write_chunk(self, offset: int, chunks: list[bytes]) -> None:
+        """(Write queue.)"""
+        if self.error is not None or self._file is None:
+            return
+        self.written += self._file.write(chunks, offset)
+
+    def _hash_chunk(self, chunks: list[bytes]) -> None:
+        """(Hash queue.)"""
+        for chunk in chunks:
+            self._hasher.update(chunk)
 
     def finish(self) -> Deferred:
         """
@@ -323,16 +350,16 @@ class PartWriter:
         @return: Deferred firing C{(bytes written, sha256 hex)}, or failing
             with L{LocalWriteError}.
         """
-        self._flush()
+        self._flush(last=True)
 
-        def close() -> Deferred:
+        def close() -> tuple[int, str]:
             if self.error is not None:
-                return self._run(self._close_quietly).addCallback(lambda _: self._raise())
-            return self._run(self._close_synced).addCallback(
-                lambda _: (self.written, self._hasher.hexdigest())
-            )
+                self._close_quietly()
+                self._raise()
+            self._close_synced()
+            return self.written, self._hasher.hexdigest()
 
-        return self._enqueue(close)
+        return after_all([self._writes], self._hashes, close)
 
     def _raise(self) -> None:
         assert self.error is not None
@@ -346,9 +373,10 @@ class PartWriter:
     def _close_synced(self) -> None:
         f, self._file = self._file, None
         if f is not None:
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
+            try:
+                f.sync()
+            finally:
+                f.close()
 
     def _close_quietly(self) -> None:
         f, self._file = self._file, None
@@ -369,12 +397,12 @@ class PartWriter:
 
         def remove() -> None:
             self._close_quietly()
-            _unlink_quietly(self.path)
+            unlink_quietly(self.path)
 
         def log_failure(failure: Failure) -> None:
             self.log.failure("removing {path} failed", failure, path=str(self.path))
 
-        return self._enqueue(lambda: self._run(remove)).addErrback(log_failure)
+        return after_all([self._writes], self._hashes, remove).addErrback(log_failure)
 
 
 # -- the protocols -------------------------------------------------------------------
@@ -393,13 +421,15 @@ class _TransferProtocol(TimeoutMixin):
     log = Logger()
     transport: Any
 
-    def _setup(
+    def __init__(
         self,
+        source: SourceInfo,
         sink: Callable[[bytes], None],
         progress: Callable[[int, int | None], None],
         clock: Any,
-        stall_timeout: float,
+        stall_timeout: float = STALL_TIMEOUT,
     ) -> None:
+        self.source = source
         self.sink = sink
         self.progress = progress
         self.received = 0
@@ -496,22 +526,15 @@ class GetProtocol(_TransferProtocol, Int32StringReceiver):
 
     MAX_LENGTH = wire.MAX_REPLY_FRAME
 
-    def __init__(
-        self,
-        source: SourceInfo,
-        sink: Callable[[bytes], None],
-        progress: Callable[[int, int | None], None],
-        clock: Any,
-        stall_timeout: float = STALL_TIMEOUT,
-    ) -> None:
-        self.source = source
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _TransferProtocol.__init__(self, *args, **kwargs)
         self.header: dict[str, Any] | None = None
         self._raw = False
         self._buffer = b""
-        self._setup(sink, progress, clock, stall_timeout)
 
     def connectionMade(self) -> None:
         self.setTimeout(self._stall)
+        big_reads(self.transport, self.bucket)
         self.sendString(
             wire.encode({"action": "get", "fname": self.source.fname, "offset": 0, "length": None})
         )
@@ -602,20 +625,13 @@ class SeedGetProtocol(_TransferProtocol, Protocol):
     and read raw bytes until the source closes.
     """
 
-    def __init__(
-        self,
-        source: SourceInfo,
-        sink: Callable[[bytes], None],
-        progress: Callable[[int, int | None], None],
-        clock: Any,
-        stall_timeout: float = STALL_TIMEOUT,
-    ) -> None:
-        self.source = source
-        self._setup(sink, progress, clock, stall_timeout)
-        self.expected = source.file_size
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _TransferProtocol.__init__(self, *args, **kwargs)
+        self.expected = self.source.file_size
 
     def connectionMade(self) -> None:
         self.setTimeout(self._stall)
+        big_reads(self.transport, self.bucket)
         frame = wire.encode({"action": "get_file", "lname": self.source.lname})
         self.transport.write(struct.pack("!I", len(frame)) + frame)
 
@@ -722,12 +738,15 @@ class DownloadSettings:
     max_file_size: int | None = None
 
 
-class Download:
+class _Fetch:
     """
-    Fetch C{fname} from C{sources} into C{repo}.
+    What both kinds of download (L{Download}, L{swarm.SwarmDownload}) are
+    given: the name, the repository, how to connect and run blocking work,
+    the peer's slots, transfer table, settings and download cap.
 
     @param connect: C{connect(ip, port, factory) -> Deferred[protocol]};
         production uses C{HostnameEndpoint(reactor, ip, port)}.
+    @param bucket: the peer's download cap (``--download-rate``), or None.
     """
 
     log = Logger()
@@ -735,7 +754,6 @@ class Download:
     def __init__(
         self,
         fname: str,
-        sources: Sequence[SourceInfo],
         repo: Path,
         *,
         connect: Connect,
@@ -749,8 +767,6 @@ class Download:
         bucket: TokenBucket | None = None,
     ) -> None:
         self.fname = fname
-        self.sources = list(sources)
-        self._bucket = bucket
         self.repo = Path(repo)
         self.final = self.repo / fname
         self.part = self.repo / part_name(fname)
@@ -762,8 +778,20 @@ class Download:
         self.settings = settings or DownloadSettings()
         self.force = force
         self._progress = progress or (lambda done, total: None)
+        self.bucket = bucket
         #: C{(source label, reason)} of each failed attempt, in order.
         self.failures: list[tuple[str, str]] = []
+
+
+class Download(_Fetch):
+    """
+    Fetch C{fname} from C{sources} (whole files, one source at a time) into
+    C{repo}.
+    """
+
+    def __init__(self, fname: str, sources: Sequence[SourceInfo], repo: Path, **kwargs: Any) -> None:
+        _Fetch.__init__(self, fname, repo, **kwargs)
+        self.sources = list(sources)
 
     def run(self) -> Deferred:
         """
@@ -830,11 +858,7 @@ class Download:
         self.failures.append((source.label, reason))
 
     def _summary(self) -> str:
-        last: dict[str, str] = {}
-        for label, reason in self.failures:
-            last[label] = reason
-        details = "; ".join(f"{label}: {reason}" for label, reason in last.items())
-        return f"could not fetch {self.fname} from any source ({details})"
+        return summarize_failures(self.fname, self.failures)
 
     async def _attempt(self, source: SourceInfo) -> _Attempt:
         slot = await self._slots.acquire(DOWN)
@@ -864,7 +888,7 @@ class Download:
 
         kind = SeedGetProtocol if source.seed else GetProtocol
         protocol = kind(source, sink, progress, self._clock, self.settings.stall_timeout)
-        protocol.bucket = self._bucket
+        protocol.bucket = self.bucket
         protocol.max_size = self.settings.max_file_size
         writer.on_error = lambda failure: protocol._fail(
             LocalWriteError(f"cannot write {self.part}: {failure.getErrorMessage()}")
@@ -888,7 +912,7 @@ class Download:
             raise
         except Exception as e:
             protocol.done.addErrback(lambda f: None)
-            raise errors.TransferFailed(f"cannot connect ({_reason(e)})")
+            raise errors.TransferFailed(f"cannot connect ({first_line(e)})")
         await protocol.done
         size, digest = await writer.finish()
         if protocol.expected is not None and size != protocol.expected:
@@ -906,54 +930,4 @@ class Download:
         Move the verified part into place.  @return: True when an existing
         file was replaced (only with force).
         """
-
-        def work() -> bool:
-            existed = os.path.lexists(self.final)
-            try:
-                if self.force:
-                    os.replace(self.part, self.final)
-                else:
-                    _link_exclusive(self.part, self.final)
-            except FileExistsError:
-                _unlink_quietly(self.part)
-                raise errors.AlreadyExists(
-                    f"{self.final} appeared during the download; nothing was overwritten"
-                )
-            except OSError as e:
-                _unlink_quietly(self.part)
-                raise LocalWriteError(f"cannot move the download to {self.final}: {e.strerror or e}")
-            return existed and self.force
-
-        return await self._run(work)
-
-
-def _link_exclusive(part: Path, final: Path) -> None:
-    """
-    Put C{part} at C{final} only if nothing is there (atomic with
-    C{os.link}); fall back to an exclusive create + rename where hard
-    links are not supported.
-    """
-    try:
-        os.link(part, final)
-    except FileExistsError:
-        raise
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
-            raise
-        fd = os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        os.close(fd)
-        os.replace(part, final)
-        return
-    os.unlink(part)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _reason(e: BaseException) -> str:
-    text = str(e).strip() or e.__class__.__name__
-    return text.splitlines()[0]
+        return await self._run(install, self.part, self.final, self.force, False)

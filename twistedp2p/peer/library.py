@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python import runtime
 
 from twistedp2p import errors, wire
+from twistedp2p.peer.partfile import write_atomically
 from twistedp2p.peer.pieces import PieceList, hash_file
 
 #: Bytes read per call when hashing a file.
@@ -41,6 +41,14 @@ LIBRARY_FILE = "library.json"
 #: Piece lists by root, inside the state directory.
 PIECES_DIR = "pieces"
 LIBRARY_VERSION = 1
+#: Seconds during which a published file checked in full (path, root,
+#: type, size, modification time) is served again on an C{fstat} of its
+#: open descriptor alone, without a thread hop; after that, the next
+#: request checks it in full again (in a thread).
+SERVING_RECHECK = 1.0
+#: Published files kept open that way at most (the least recently checked
+#: are closed first, once no upload uses them).
+MAX_SERVED_OPEN = 64
 
 RunInThread = Callable[..., Deferred]
 
@@ -169,6 +177,64 @@ class Entry:
         return entry
 
 
+class ServedFile:
+    """
+    One published file, open, checked in full at C{checked_at}, shared by
+    the uploads that serve it: each gets a L{FileLease} and reads with
+    C{pread} at its own offsets, so none moves another's position.  The
+    descriptor is closed when the library has let go of it and the last
+    lease is closed.
+    """
+
+    def __init__(self, entry: Entry, f: Any, checked_at: float) -> None:
+        self.entry = entry
+        self._f = f
+        self.checked_at = checked_at
+        self._refs = 1
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def lease(self) -> "FileLease":
+        self._refs += 1
+        return FileLease(self)
+
+    def release(self) -> None:
+        self._refs -= 1
+        if not self._refs:
+            self._f.close()
+
+    def unchanged(self) -> bool:
+        """
+        The open file still has its published size and modification time
+        and still has a name (an C{fstat}: no path is looked up).
+        """
+        try:
+            st = os.fstat(self._f.fileno())
+        except (OSError, ValueError):
+            return False
+        return st.st_nlink > 0 and (st.st_size, st.st_mtime_ns) == (self.entry.size, self.entry.mtime_ns)
+
+
+class FileLease:
+    """
+    One upload's use of a L{ServedFile}: C{fileno()} for C{pread}, and
+    C{close()} (once) when done.
+    """
+
+    def __init__(self, served: ServedFile) -> None:
+        self._served = served
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self._served.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._served.release()
+
+
 class Library:
     """
     Published files by shared name, persisted in C{REPO/.p2p/library.json}.
@@ -194,6 +260,8 @@ class Library:
         self._run = run_in_thread
         self._clock = clock
         self._entries: dict[str, Entry] = {}
+        #: Open published files recently checked in full, by shared name.
+        self._serving: dict[str, ServedFile] = {}
         self._save_lock = DeferredLock()
         self.stale_observers: list[Callable[[Entry, str], None]] = []
         self.state_dir = self.repo / STATE_DIR
@@ -409,6 +477,7 @@ class Library:
         once the library file is written.
         """
         self._entries[entry.fname] = entry
+        self._forget_served(entry.fname)
         return self._save()
 
     def remove(self, fname: str) -> Deferred:
@@ -417,6 +486,7 @@ class Library:
         removed L{Entry} or None.
         """
         entry = self._entries.pop(fname, None)
+        self._forget_served(fname)
         if entry is None:
             return succeed(None)
         return self._save().addCallback(lambda _: entry)
@@ -475,23 +545,57 @@ class Library:
 
     def open_for_serving(self, fname: str) -> Deferred:
         """
-        Re-check a published file and open it for reading, in a thread.
+        Re-check a published file and open it for reading.
 
-        @return: Deferred firing C{(entry, open binary file)}, or None when
+        The full check (L{stale_reason}: the path still resolves to itself
+        inside a root, a regular file of the published size and time) runs
+        in a thread.  The open file is then kept: for L{SERVING_RECHECK}
+        seconds, requests for the same name are served from it at once, on
+        the reactor thread, after an C{fstat} of the descriptor (same size
+        and time, not deleted).  Within that window a file renamed away or
+        replaced by another one under the same path is still served as it
+        was published (the same bytes); a file changed or deleted in place
+        is not.
+
+        @return: Deferred firing C{(entry, file)}, where C{file} has
+            C{fileno()} (read it with C{pread}) and C{close()}; or None when
             the name is not published or no longer matches its file.
         """
         entry = self._entries.get(fname)
         if entry is None:
             return succeed(None)
+        served = self._serving.get(fname)
+        if served is not None:
+            if (
+                served.entry is entry
+                and self._now() - served.checked_at < SERVING_RECHECK
+                and served.unchanged()
+            ):
+                return succeed((entry, served.lease()))
+            self._forget_served(fname)
+        checked_at = self._now()
 
         def checked(result: tuple[str | None, Any]) -> Any:
             reason, f = result
-            if reason is None:
-                return entry, f
-            self._drop_stale(entry, reason)
-            return None
+            if reason is not None:
+                self._drop_stale(entry, reason)
+                return None
+            fresh = ServedFile(entry, f, checked_at)
+            lease = fresh.lease()
+            if self._entries.get(fname) is entry and fname not in self._serving:
+                self._serving[fname] = fresh
+                while len(self._serving) > MAX_SERVED_OPEN:
+                    self._forget_served(next(iter(self._serving)))
+            else:
+                fresh.release()
+            return entry, lease
 
         return self._run(self._open_checked, entry).addCallback(checked)
+
+    def _forget_served(self, fname: str) -> None:
+        served = self._serving.pop(fname, None)
+        if served is not None:
+            served.release()
 
     def prune(self) -> Deferred:
         """
@@ -526,6 +630,7 @@ class Library:
             reason=reason,
         )
         del self._entries[entry.fname]
+        self._forget_served(entry.fname)
         self._save().addErrback(
             lambda f: self.log.failure("saving the library failed", f)
         )
@@ -601,9 +706,9 @@ class Library:
                 except FileNotFoundError:
                     current = -1
                 if current != len(data):
-                    _write_atomically(self.pieces_dir, target, data)
+                    write_atomically(target, data)
         data = json.dumps(snapshot, indent=1, sort_keys=True).encode("utf-8")
-        _write_atomically(self.state_dir, self.path, data)
+        write_atomically(self.path, data)
         try:
             names = os.listdir(self.pieces_dir)
         except FileNotFoundError:
@@ -640,47 +745,9 @@ class Library:
         return entry.with_pieces(pieces)
 
 
-def _write_atomically(directory: Path, target: Path, data: bytes) -> None:
-    """
-    Replace C{target} with C{data}: temp file, fsync, rename, fsync dir.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(directory)
-
-
 def _close_and_entry(found: Any) -> Entry | None:
     if found is None:
         return None
     entry, f = found
     f.close()
     return entry
-
-
-def _fsync_dir(path: Path) -> None:
-    """
-    Make a rename durable.  Some file systems cannot fsync a directory;
-    the rename itself is still atomic there, so that is not an error.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as e:
-        Library.log.debug("cannot open {path} to fsync it: {e}", path=str(path), e=e)
-        return
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        Library.log.debug("cannot fsync {path}: {e}", path=str(path), e=e)
-    finally:
-        os.close(fd)

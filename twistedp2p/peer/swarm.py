@@ -18,7 +18,6 @@ import hashlib
 import heapq
 import json
 import os
-import tempfile
 from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +34,24 @@ from twistedp2p.peer.download import (
     Connect,
     DownloadSettings,
     FetchResult,
-    LocalWriteError,
     Progress,
     SourceInfo,
-    _link_exclusive,
+    _Fetch,
     _Prebuilt,
-    _reason,
-    _unlink_quietly,
+    big_reads,
+)
+from twistedp2p.peer.partfile import (
+    LocalWriteError,
+    PartFile,
+    SerialWorker,
+    _hidden,
+    after_all,
+    first_line,
+    install,
     part_name,
+    summarize_failures,
+    unlink_quietly,
+    write_atomically,
 )
 from twistedp2p.peer.pieces import MAX_PIECES, PieceList, bitmap_decode, bitmap_encode, piece_count
 from twistedp2p.peer.ratelimit import PauseReasons, TokenBucket, throttle_download
@@ -126,10 +135,7 @@ def state_name(fname: str) -> str:
     """
     The hidden name of a partial download's state file.
     """
-    name = f".{fname}.part.json"
-    if len(name.encode("utf-8")) <= 255:
-        return name
-    return "." + hashlib.sha256(fname.encode("utf-8")).hexdigest()[:40] + ".part.json"
+    return _hidden(fname, ".part.json")
 
 
 @dataclass(frozen=True)
@@ -215,17 +221,7 @@ def write_state(path: Path, state: PartState) -> None:
     """
     Replace the state file atomically (blocking): temp file, fsync, rename.
     """
-    data = json.dumps(state.to_json(), sort_keys=True).encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(Path(tmp))
-        raise
+    write_atomically(path, json.dumps(state.to_json(), sort_keys=True).encode("utf-8"), sync_dir=False)
 
 
 def find_states(repo: Path) -> list[tuple[Path, PartState | str]]:
@@ -255,117 +251,76 @@ def find_states(repo: Path) -> list[tuple[Path, PartState | str]]:
     return found
 
 
-# -- the writer thread -------------------------------------------------------------------
-
-
-class SerialWorker:
-    """
-    Jobs run in a thread one after the other, in the order given, through
-    C{run_in_thread}; the jobs queued while a batch runs go together in the
-    next one, so a busy reactor costs one round trip per batch, not per job.
-    """
-
-    def __init__(self, run_in_thread: Callable[..., Deferred]) -> None:
-        self._run = run_in_thread
-        self._queue: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred]] = []
-        self._busy = False
-
-    def submit(self, work: Callable[..., Any], *args: Any) -> Deferred:
-        """
-        @return: a Deferred for C{work(*args)}'s outcome.
-        """
-        d: Deferred = Deferred()
-        self._queue.append((work, args, d))
-        self._pump()
-        return d
-
-    def _pump(self) -> None:
-        if self._busy or not self._queue:
-            return
-        batch, self._queue = self._queue, []
-        self._busy = True
-        self._run(_run_batch, [(work, args) for work, args, _ in batch]).addBoth(self._done, batch)
-
-    def _done(self, outcomes: Any, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred]]) -> None:
-        self._busy = False
-        if isinstance(outcomes, Failure):
-            outcomes = [outcomes] * len(batch)
-        for (_, _, d), outcome in zip(batch, outcomes):
-            if isinstance(outcome, Failure):
-                d.errback(outcome)
-            else:
-                d.callback(outcome)
-        self._pump()
-
-
-def _run_batch(jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
-    """
-    (In a thread.)  Run each job; a failing job gives its L{Failure} and
-    the next ones still run.
-    """
-    outcomes: list[Any] = []
-    for work, args in jobs:
-        try:
-            outcomes.append(work(*args))
-        except BaseException:
-            outcomes.append(Failure())
-    return outcomes
+# -- the writer threads ------------------------------------------------------------------
 
 
 class PieceWriter:
     """
     The ``.part`` file and its state, worked on by serial queues of thread
-    jobs (through C{run_in_thread}): one checks each piece against its
-    SHA-256 and writes it in place (the only writer); another feeds the
-    whole-file SHA-256 in piece order as the written prefix grows (reading
-    back from the file pieces that arrived early), so the two hashes run
-    side by side; a third flushes written data to disk every L{SYNC_BYTES},
-    so that the final fsync before the rename has little left to do.  A
-    checkpoint writes the state atomically; the pieces it claims are hashed
-    again when a download resumes, so it needs no fsync of the part file.
+    jobs (through C{run_in_thread}) that run side by side:
+
+      - I{writes}: checks each piece against its SHA-256 and writes it in
+        place (the only writer; a piece that does not match is never
+        written);
+      - I{hashes}: feeds the whole-file SHA-256 in piece order.  A piece
+        that arrives in order (always, from a single source) is hashed from
+        memory at once, in parallel with its check and write; a piece that
+        arrives ahead of the prefix is read back from the file once it is
+        written.  Should a piece hashed from memory then fail its check,
+        the whole-file hash is computed again from the file at the end;
+      - I{syncs}: flushes written data to disk every L{SYNC_BYTES}, so that
+        the final fsync before the rename has little left to do;
+      - I{states}: checkpoints, written atomically.  The pieces a state
+        claims are hashed again when a download resumes, so a checkpoint
+        needs no fsync of the part file, and it never holds up the writes.
+
+    The order of pieces fed to the whole-file hash is decided on the
+    reactor thread (L{_hash_next}, L{_ready}); the thread side only counts.
     """
 
     log = Logger()
 
-    def __init__(self, part: Path, state_path: Path, pieces: PieceList, run_in_thread: Callable[..., Deferred]) -> None:
+    def __init__(
+        self,
+        part: Path,
+        state_path: Path,
+        pieces: PieceList,
+        run_in_thread: Callable[..., Deferred],
+        check_pieces: bool = True,
+    ) -> None:
         self.part = part
+        #: Check each piece against its SHA-256 before writing it.  Without
+        #: it (a download with a single source: see L{SwarmDownload}) only
+        #: the whole-file SHA-256 vouches for the bytes, so every byte is
+        #: hashed once rather than twice.
+        self.check_pieces = check_pieces
         self.state_path = state_path
         self.pieces = pieces
         self._writes = SerialWorker(run_in_thread)
         self._hashes = SerialWorker(run_in_thread)
         self._syncs = SerialWorker(run_in_thread)
+        self._states = SerialWorker(run_in_thread)
         self._unsynced = 0
         self._syncing = False
-        self._fd: int | None = None
+        self._direct = False
+        self._file: PartFile | None = None
+        # Reactor side: the next piece the whole-file hash needs, and the
+        # written pieces beyond it.
+        self._hash_next = 0
+        self._ready: set[int] = set()
+        # Set on the reactor thread when a piece hashed from memory turned
+        # out bad (read by the final job, after every hash job).
+        self._tainted = False
         # Touched only by the jobs of the hash queue:
-        self._written: set[int] = set()
         self._whole = hashlib.sha256()
         self._prefix = 0
 
-    def _enqueue(self, work: Callable[..., Any], *args: Any, queue: str = "_writes") -> Deferred:
-        """
-        Run C{work} in a thread after everything queued before it on
-        C{queue}.  @return: a Deferred for its outcome alone.
-        """
-        worker: SerialWorker = getattr(self, queue)
-        return worker.submit(work, *args)
-
     def _last(self, work: Callable[..., Any], *args: Any) -> Deferred:
         """
-        Run C{work} once everything queued so far on both queues is done
-        (the hash jobs that pending writes add included).
+        Run C{work} (on the hash queue) once everything queued so far is
+        done, the jobs that pending writes add to the other queues included.
         """
-        barrier = self._enqueue(lambda: None)
-        outcome: Deferred = Deferred()
-
-        def synced(_: Any) -> None:
-            self._enqueue(work, *args, queue="_hashes").chainDeferred(outcome)
-
-        def then(_: Any) -> None:
-            self._enqueue(lambda: None, queue="_syncs").addBoth(synced)
-
-        barrier.addBoth(then)
-        return outcome
+        return after_all([self._writes, self._syncs, self._states], self._hashes, work, *args)
 
     # -- jobs --------------------------------------------------------------------
 
@@ -375,20 +330,23 @@ class PieceWriter:
         pieces a previous run claimed.  @return: Deferred firing the set of
         pieces that are really there.
         """
-        d = self._enqueue(self._open, sorted(claimed))
+        d = self._writes.submit(self._open, sorted(claimed))
 
         def hash_prefix(good: set[int]) -> set[int]:
-            self._enqueue(self._note, sorted(good), -1, b"", queue="_hashes")
+            # (Direct writes leave little for the periodic flushes to do.)
+            self._direct = self._file is not None and self._file.direct
+            self._ready.update(good)
+            self._advance()
             return good
 
         return d.addCallback(hash_prefix)
 
     def _open(self, claimed: list[int]) -> set[int]:
         try:
-            fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+            self._file = PartFile(self.part, os.O_RDWR | os.O_CREAT)
         except OSError as e:
             raise LocalWriteError(f"cannot write {self.part}: {e.strerror or e}")
-        self._fd = fd
+        fd = self._file.fd
         try:
             if not claimed:
                 os.ftruncate(fd, 0)
@@ -404,48 +362,78 @@ class PieceWriter:
                 good.add(index)
         return good
 
-    def write(self, index: int, data: bytes) -> tuple[Deferred, Deferred]:
+    def write(self, index: int, data: Any) -> tuple[Deferred, Deferred]:
         """
         Check one piece and write it in place.
 
+        @param data: the piece's bytes, or a list of bytes-like chunks that
+            make them up (no copy is made).
         @return: two Deferreds: the first fires True (written) or False (it
             does not match its hash; not written); the second fires None
             once C{data} is no longer needed (hashed into the whole file, or
             refused).
         """
-        written = self._enqueue(self._write, index, data)
+        chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
+        size = sum(len(c) for c in chunks)
+        written = self._writes.submit(self._write, index, chunks)
         released: Deferred = Deferred()
+        in_memory = index == self._hash_next
+        left = [2 if in_memory else 1]
+
+        def release(_: Any = None) -> None:
+            left[0] -= 1
+            if not left[0]:
+                released.callback(None)
+
+        if in_memory:
+            # In order: hash it now, beside its check and write.
+            self._hash_next += 1
+            hashed = self._hashes.submit(self._hash_chunks, chunks)
+            hashed.addErrback(lambda f: self.log.failure("hashing {part}", f, part=str(self.part)))
+            hashed.addBoth(release)
 
         def then(ok: Any) -> Any:
             if ok is True:
-                self._unsynced += len(data)
-                if self._unsynced >= SYNC_BYTES and not self._syncing:
+                self._unsynced += size
+                if self._unsynced >= SYNC_BYTES and not self._syncing and not self._direct:
                     self._unsynced = 0
                     self._syncing = True
-                    syncing = self._enqueue(self._sync, queue="_syncs")
+                    syncing = self._syncs.submit(self._sync)
                     syncing.addErrback(lambda f: self.log.failure("flushing {part}", f, part=str(self.part)))
                     syncing.addBoth(self._synced)
-                hashed = self._enqueue(self._note, [index], index, data, queue="_hashes")
-                hashed.addErrback(lambda f: self.log.failure("hashing {part}", f, part=str(self.part)))
-                hashed.addBoth(lambda _: released.callback(None))
-            else:
-                released.callback(None)
+                if not in_memory and index >= self._hash_next:
+                    self._ready.add(index)
+            elif in_memory:
+                self._tainted = True
+            self._advance()
+            release()
             return ok
 
         written.addBoth(then)
         return written, released
 
-    def _write(self, index: int, data: bytes) -> bool:
-        if hashlib.sha256(data).digest() != self.pieces.digests[index]:
-            return False
+    def _advance(self) -> None:
+        """
+        Feed the whole-file hash with the written pieces that now follow
+        its prefix (read back from the file).
+        """
+        while self._hash_next in self._ready:
+            self._ready.discard(self._hash_next)
+            hashed = self._hashes.submit(self._hash_written, self._hash_next)
+            hashed.addErrback(lambda f: self.log.failure("hashing {part}", f, part=str(self.part)))
+            self._hash_next += 1
+
+    def _write(self, index: int, chunks: list[Any]) -> bool:
+        if self.check_pieces:
+            h = hashlib.sha256()
+            for c in chunks:
+                h.update(c)
+            if h.digest() != self.pieces.digests[index]:
+                return False
         offset, _ = self.pieces.span(index)
-        assert self._fd is not None
-        view = memoryview(data)
+        assert self._file is not None
         try:
-            while view:
-                n = os.pwrite(self._fd, view, offset)
-                view = view[n:]
-                offset += n
+            self._file.write(chunks, offset)
         except OSError as e:
             raise LocalWriteError(f"cannot write {self.part}: {e.strerror or e}")
         return True
@@ -455,36 +443,31 @@ class PieceWriter:
         (Sync queue.)  Flush what is written so far (it may run while the
         writer writes further pieces).
         """
-        fd = self._fd
-        if fd is not None:
-            os.fdatasync(fd)
+        f = self._file
+        if f is not None:
+            os.fdatasync(f.fd)
 
     def _synced(self, _: Any) -> None:
         self._syncing = False
 
-    def _note(self, indexes: list[int], index: int, data: bytes) -> None:
-        """
-        (Hash queue.)  Record written pieces and feed the whole-file hash
-        with the pieces now contiguous from the start; C{data} is piece
-        C{index}'s bytes, the others are read back.
-        """
-        self._written.update(indexes)
-        while self._prefix in self._written:
-            i = self._prefix
-            if i == index:
-                chunk = data
-            else:
-                offset, length = self.pieces.span(i)
-                assert self._fd is not None
-                chunk = os.pread(self._fd, length, offset)
-            self._whole.update(chunk)
-            self._prefix += 1
+    def _hash_chunks(self, chunks: list[Any]) -> None:
+        """(Hash queue.)  The next piece, from memory."""
+        for c in chunks:
+            self._whole.update(c)
+        self._prefix += 1
+
+    def _hash_written(self, index: int) -> None:
+        """(Hash queue.)  The next piece, read back from the file."""
+        offset, length = self.pieces.span(index)
+        assert self._file is not None
+        self._whole.update(os.pread(self._file.fd, length, offset))
+        self._prefix += 1
 
     def checkpoint(self, state: PartState) -> Deferred:
         """
-        Record C{state} (after the writes queued before it).
+        Record C{state} (its pieces are written already).
         """
-        return self._enqueue(self._checkpoint, state)
+        return self._states.submit(self._checkpoint, state)
 
     def _checkpoint(self, state: PartState) -> None:
         # No fsync of the part file here (it would stall the writes for as
@@ -502,10 +485,24 @@ class PieceWriter:
     def _finish(self) -> str:
         if self._prefix != self.pieces.count:
             raise LocalWriteError(f"{self.part} is missing pieces")
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.fsync(fd)
-            os.close(fd)
+        f, self._file = self._file, None
+        assert f is not None or not self.pieces.count
+        if f is None:
+            return self._whole.hexdigest()
+        try:
+            if self._tainted:
+                # A bad piece went into the hash: hash the file as written.
+                self._whole = hashlib.sha256()
+                offset = 0
+                while offset < self.pieces.size:
+                    block = os.pread(f.fd, min(READ_SIZE, self.pieces.size - offset), offset)
+                    if not block:
+                        raise LocalWriteError(f"{self.part} is shorter than expected")
+                    self._whole.update(block)
+                    offset += len(block)
+            f.sync()
+        finally:
+            f.close()
         return self._whole.hexdigest()
 
     def close(self, state: PartState | None) -> Deferred:
@@ -519,9 +516,9 @@ class PieceWriter:
                 if state is not None:
                     self._checkpoint(state)
             finally:
-                fd, self._fd = self._fd, None
-                if fd is not None:
-                    os.close(fd)
+                f, self._file = self._file, None
+                if f is not None:
+                    f.close()
 
         return self._last(work).addErrback(
             lambda f: self.log.failure("saving the partial download {part}", f, part=str(self.part))
@@ -533,11 +530,11 @@ class PieceWriter:
         """
 
         def work() -> None:
-            fd, self._fd = self._fd, None
-            if fd is not None:
-                os.close(fd)
-            _unlink_quietly(self.part)
-            _unlink_quietly(self.state_path)
+            f, self._file = self._file, None
+            if f is not None:
+                f.close()
+            unlink_quietly(self.part)
+            unlink_quietly(self.state_path)
 
         return self._last(work).addErrback(
             lambda f: self.log.failure("removing the partial download {part}", f, part=str(self.part))
@@ -585,7 +582,8 @@ class PieceConnection(Int32StringReceiver, TimeoutMixin):
         self.pieces_delivered = 0
         self._frames = b""
         self._left = 0
-        self._body = bytearray()
+        #: The bytes of the piece being received, as they came (no copy).
+        self._body: list[Any] = []
         self.reasons = PauseReasons(self._pause_transport, self._resume_transport)
 
     # -- requests ----------------------------------------------------------------
@@ -596,12 +594,7 @@ class PieceConnection(Int32StringReceiver, TimeoutMixin):
         if nodelay is not None:
             # Pipelined requests are small: never hold them back.
             nodelay(True)
-        bucket = self.swarm.bucket
-        if (bucket is None or not bucket.limited) and isinstance(getattr(self.transport, "bufferSize", None), int):
-            # Read up to READ_SIZE per call rather than 64 KiB (fewer reactor
-            # rounds on fast links); under a download cap reads stay small,
-            # so that the cap is followed closely.
-            self.transport.bufferSize = READ_SIZE
+        big_reads(self.transport, self.swarm.bucket)
         self.swarm.connected(self)
 
     def ask_pieces(self) -> None:
@@ -648,9 +641,10 @@ class PieceConnection(Int32StringReceiver, TimeoutMixin):
         pos, end = 0, len(data)
         while pos < end and not self.closed:
             if self._left:
-                # Raw bytes of a piece: one copy, into the piece's buffer.
+                # Raw bytes of a piece: kept as received (the writer threads
+                # hash and write the pieces of the list; nothing is copied).
                 take = min(self._left, end - pos)
-                self._body += view[pos : pos + take]
+                self._body.append(data if take == end and not pos else view[pos : pos + take])
                 pos += take
                 self._left -= take
                 if not self._left:
@@ -717,13 +711,13 @@ class PieceConnection(Int32StringReceiver, TimeoutMixin):
             self.fail(BadSource("the source now has different content than it published"))
             return
         self._left = head.length
-        self._body = bytearray()
+        self._body = []
         if not self._left:
             self._body_done()
 
     def _body_done(self) -> None:
         head = self.inflight.popleft()
-        data, self._body = self._body, bytearray()
+        data, self._body = self._body, []
         if not self.inflight:
             self.setTimeout(None)
         self.swarm.piece_received(self, head, data)
@@ -816,48 +810,23 @@ class _Peer:
         return self.source.label
 
 
-class SwarmDownload:
+class SwarmDownload(_Fetch):
     """
     Fetch one file from several sources following one L{SwarmPlan}.
-
-    @param bucket: the peer's download cap (``--download-rate``), or None.
     """
 
-    log = Logger()
-
-    def __init__(
-        self,
-        fname: str,
-        plan: SwarmPlan,
-        repo: Path,
-        *,
-        connect: Connect,
-        clock: Any,
-        run_in_thread: Callable[..., Deferred],
-        slots: Slots,
-        transfers: Transfers,
-        settings: DownloadSettings | None = None,
-        force: bool = False,
-        progress: Progress | None = None,
-        bucket: TokenBucket | None = None,
-    ) -> None:
-        self.fname = fname
+    def __init__(self, fname: str, plan: SwarmPlan, repo: Path, **kwargs: Any) -> None:
+        _Fetch.__init__(self, fname, repo, **kwargs)
         self.plan = plan
-        self.repo = Path(repo)
-        self.final = self.repo / fname
-        self.part = self.repo / part_name(fname)
         self.state_path = self.repo / state_name(fname)
-        self._connect = connect
-        self._clock = clock
-        self._run = run_in_thread
-        self._slots = slots
-        self._transfers = transfers
-        self.settings = settings or DownloadSettings()
-        self.force = force
-        self._progress = progress or (lambda done, total: None)
-        self.bucket = bucket
         self.peers = [_Peer(s, True) for s in plan.listed] + [_Peer(s, False) for s in plan.others]
-        self.failures: list[tuple[str, str]] = []
+        #: With several sources, each piece is checked on arrival, so that a
+        #: source sending bad data is caught and dropped at its first bad
+        #: piece.  With a single source there is no other to turn to: only
+        #: the whole-file SHA-256 is computed (each byte hashed once, not
+        #: twice), and a mismatch fails the fetch with nothing kept.  A
+        #: resumed download still checks every piece its state claims.
+        self.check_pieces = len(self.peers) > 1
         self.pieces: PieceList | None = None
         self.writer: PieceWriter | None = None
         #: Pieces verified and written.
@@ -925,7 +894,7 @@ class SwarmDownload:
                 error=str(e),
             )
             state = None
-            _unlink_quietly(self.state_path)
+            unlink_quietly(self.state_path)
         if state is None:
             return frozenset()
         plan = self.plan
@@ -942,8 +911,8 @@ class SwarmDownload:
                 old=state.root[:12],
                 new=plan.root[:12],
             )
-            _unlink_quietly(self.state_path)
-            _unlink_quietly(self.part)
+            unlink_quietly(self.state_path)
+            unlink_quietly(self.part)
             return frozenset()
         if not self.part.exists():
             return frozenset()
@@ -1070,7 +1039,7 @@ class SwarmDownload:
             elif failure.check(CancelledError):
                 connection.fail(errors.TransferFailed("cancelled"))
             else:
-                connection.fail(errors.TransferFailed(f"cannot connect ({_reason(failure.value)})"))
+                connection.fail(errors.TransferFailed(f"cannot connect ({first_line(failure.value)})"))
 
         d.addErrback(failed)
 
@@ -1099,7 +1068,7 @@ class SwarmDownload:
 
     def _set_pieces(self, pieces: PieceList) -> None:
         self.pieces = pieces
-        self.writer = PieceWriter(self.part, self.state_path, pieces, self._run)
+        self.writer = PieceWriter(self.part, self.state_path, pieces, self._run, self.check_pieces)
         self._opening = True
         self.writer.open(self._claimed).addCallbacks(self._opened, self._write_failed)
 
@@ -1195,7 +1164,11 @@ class SwarmDownload:
 
     # -- pieces arriving -------------------------------------------------------------
 
-    def piece_received(self, connection: PieceConnection, request: _Request, data: bytes) -> None:
+    def piece_received(self, connection: PieceConnection, request: _Request, data: Any) -> None:
+        """
+        (From the connection.)  C{data}: the piece's bytes, as a list of
+        bytes-like chunks.
+        """
         holders = self._requested.get(request.index)
         if holders is not None:
             holders.discard(connection)
@@ -1209,14 +1182,15 @@ class SwarmDownload:
             return
         assert self.writer is not None
         self._verifying.add(index)
-        self._writing_bytes += len(data)
+        size = request.length
+        self._writing_bytes += size
         if self._writing_bytes > self._max_pending and not self._disk_paused:
             self._disk_paused = True
             for c in self._active():
                 c.reasons.add("disk")
         written, released = self.writer.write(index, data)
-        written.addCallbacks(self._written, self._write_failed, (connection, index, len(data)))
-        released.addCallback(self._released, len(data))
+        written.addCallbacks(self._written, self._write_failed, (connection, index, size))
+        released.addCallback(self._released, size)
         self._feed(connection)
 
     def _released(self, _: Any, size: int) -> None:
@@ -1390,11 +1364,7 @@ class SwarmDownload:
         self._fail_now(errors.TransferFailed(self._summary()))
 
     def _summary(self) -> str:
-        last: dict[str, str] = {}
-        for label, reason in self.failures:
-            last[label] = reason
-        details = "; ".join(f"{label}: {reason}" for label, reason in last.items())
-        text = f"could not fetch {self.fname} from any source ({details})"
+        text = summarize_failures(self.fname, self.failures)
         if self.have and self.pieces is not None:
             text += (
                 f"; {len(self.have)} of {self.pieces.count} pieces are kept for the next fetch"
@@ -1434,31 +1404,21 @@ class SwarmDownload:
 
     def _verify_whole(self, digest: str) -> None:
         if digest != self.plan.sha256:
+            what = "the pieces verify but the whole file" if self.check_pieces else "the bytes"
             raise errors.VerificationFailed(
-                "the pieces verify but the whole file does not match the published SHA-256"
+                f"{what} do{'es' if self.check_pieces else ''} not match the published SHA-256"
                 f" ({digest[:12]} != {self.plan.sha256[:12]})"
             )
 
     def _install(self) -> bool:
         """
-        (In a thread.)  Move the verified part into place, then drop the
-        state.  @return: True when an existing file was replaced.
+        (In a thread.)  Move the verified part into place (kept when the
+        name was taken meanwhile), then drop the state.  @return: True when
+        an existing file was replaced.
         """
-        existed = os.path.lexists(self.final)
-        try:
-            if self.force:
-                os.replace(self.part, self.final)
-            else:
-                _link_exclusive(self.part, self.final)
-        except FileExistsError:
-            raise errors.AlreadyExists(
-                f"{self.final} appeared during the download; nothing was overwritten"
-                f" (the download is kept in {self.part.name})"
-            )
-        except OSError as e:
-            raise LocalWriteError(f"cannot move the download to {self.final}: {e.strerror or e}")
-        _unlink_quietly(self.state_path)
-        return existed and self.force
+        replaced = install(self.part, self.final, self.force, True)
+        unlink_quietly(self.state_path)
+        return replaced
 
     def _installed(self, replaced: bool) -> None:
         self._transfer.set_done(self.plan.size)

@@ -64,18 +64,23 @@ class ChunkSender(FileSender):
 
 class RangeReader:
     """
-    A file-like view of the next C{length} bytes of an open file.
+    A file-like view of C{length} bytes of an open file from C{offset},
+    read with C{pread}: the file's own position is never used, so several
+    uploads may share one descriptor (L{Library.open_for_serving}).
     """
 
-    def __init__(self, f: Any, length: int) -> None:
-        self._f = f
+    def __init__(self, f: Any, length: int, offset: int = 0) -> None:
+        self._fd = f.fileno()
+        self._pos = offset
         self.remaining = length
 
     def read(self, size: int) -> bytes:
         size = min(size, self.remaining)
         if size <= 0:
             return b""
-        data = self._f.read(size)
+        # (An empty read, with bytes still due, means the file shrank.)
+        data = os.pread(self._fd, size, self._pos)
+        self._pos += len(data)
         self.remaining -= len(data)
         return data
 
@@ -337,7 +342,6 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             return
         if length is None:
             length = entry.size - offset
-        f.seek(offset)
         self.sendString(
             wire.encode(
                 wire.reply(
@@ -351,7 +355,7 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
                 )
             )
         )
-        self._send(f, fname, length, close_after=False, keep_open=True)
+        self._send(f, fname, length, close_after=False, keep_open=True, offset=offset)
 
     def _failed_before_sending(self, failure: Failure, request_id: Any) -> None:
         self._serving = False
@@ -398,7 +402,9 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
 
     # -- the bytes -------------------------------------------------------------
 
-    def _send(self, f: Any, fname: str, length: int, close_after: bool, keep_open: bool = False) -> None:
+    def _send(
+        self, f: Any, fname: str, length: int, close_after: bool, keep_open: bool = False, offset: int = 0
+    ) -> None:
         transfer = self._transfer
         if transfer is not None and transfer.fname != fname:
             self._transfer = None
@@ -408,7 +414,7 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             transfer = self._transfer = self.factory.transfers.start(UP, fname, self.peer, length)
         else:
             transfer.total = (transfer.total or 0) + length
-        reader = RangeReader(f, length)
+        reader = RangeReader(f, length, offset)
 
         def count(chunk: bytes) -> bytes:
             transfer.add(len(chunk))

@@ -1,0 +1,355 @@
+"""
+What both kinds of download (L{twistedp2p.peer.download}, whole files, and
+L{twistedp2p.peer.swarm}, pieces) share about files on disk: the hidden
+part name, ordered thread queues, atomic small-file writes, and moving a
+verified part into place without overwriting what a user has.
+
+Everything here except L{SerialWorker} blocks: call it in a thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import mmap
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twistedp2p import errors
+
+log = Logger()
+
+
+class LocalWriteError(errors.TransferFailed):
+    """the downloaded file cannot be written here"""
+
+
+def part_name(fname: str) -> str:
+    """
+    The hidden name of a partial download (short enough for any file
+    system even for a 255-byte shared name).
+    """
+    return _hidden(fname, ".part")
+
+
+def _hidden(fname: str, suffix: str) -> str:
+    name = f".{fname}{suffix}"
+    if len(name.encode("utf-8")) <= 255:
+        return name
+    return "." + hashlib.sha256(fname.encode("utf-8")).hexdigest()[:40] + suffix
+
+
+# -- ordered thread jobs ---------------------------------------------------------------
+
+
+class SerialWorker:
+    """
+    Jobs run in a thread one after the other, in the order given, through
+    C{run_in_thread}; the jobs queued while a batch runs go together in the
+    next one, so a busy reactor costs one round trip per batch, not per job.
+    Several workers run side by side (each uses one pool thread at a time).
+    """
+
+    def __init__(self, run_in_thread: Callable[..., Deferred]) -> None:
+        self._run = run_in_thread
+        self._queue: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred]] = []
+        self._busy = False
+
+    def submit(self, work: Callable[..., Any], *args: Any) -> Deferred:
+        """
+        @return: a Deferred for C{work(*args)}'s outcome.
+        """
+        d: Deferred = Deferred()
+        self._queue.append((work, args, d))
+        self._pump()
+        return d
+
+    def _pump(self) -> None:
+        if self._busy or not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        self._busy = True
+        self._run(_run_batch, [(work, args) for work, args, _ in batch]).addBoth(self._done, batch)
+
+    def _done(self, outcomes: Any, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred]]) -> None:
+        self._busy = False
+        if isinstance(outcomes, Failure):
+            outcomes = [outcomes] * len(batch)
+        for (_, _, d), outcome in zip(batch, outcomes):
+            if isinstance(outcome, Failure):
+                d.errback(outcome)
+            else:
+                d.callback(outcome)
+        self._pump()
+
+
+def _run_batch(jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
+    """
+    (In a thread.)  Run each job; a failing job gives its L{Failure} and
+    the next ones still run.
+    """
+    outcomes: list[Any] = []
+    for work, args in jobs:
+        try:
+            outcomes.append(work(*args))
+        except BaseException:
+            outcomes.append(Failure())
+    return outcomes
+
+
+def after_all(workers: Sequence[SerialWorker], last: SerialWorker, work: Callable[..., Any], *args: Any) -> Deferred:
+    """
+    Run C{work} on C{last} once everything queued so far on C{workers} is
+    done, in their order (so jobs that the earlier ones' outcomes add to
+    the later ones are waited for too).  @return: a Deferred for its outcome.
+    """
+    outcome: Deferred = Deferred()
+
+    def step(i: int) -> None:
+        if i == len(workers):
+            last.submit(work, *args).chainDeferred(outcome)
+        else:
+            workers[i].submit(lambda: None).addBoth(lambda _: step(i + 1))
+
+    step(0)
+    return outcome
+
+
+# -- blocking helpers --------------------------------------------------------------------
+
+
+def write_all(fd: int, chunks: Sequence[Any], offset: int) -> int:
+    """
+    Write C{chunks} (bytes-like, in order) at C{offset}, retrying short
+    writes.  @return: the bytes written.
+    """
+    total = 0
+    views = [memoryview(c) for c in chunks if len(c)]
+    while views:
+        n = os.pwritev(fd, views, offset) if len(views) > 1 else os.pwrite(fd, views[0], offset)
+        total += n
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+    return total
+
+
+#: Offsets and lengths of direct writes are multiples of this.
+DIRECT_ALIGN = 4096
+
+
+class PartFile:
+    """
+    An open part file: one ordinary descriptor (reads, short or unaligned
+    writes, fsync) and, where the file system supports it, a second one
+    opened with C{O_DIRECT} for the aligned bulk of each write.
+
+    Direct writes do not go through the page cache: a download of a large
+    file neither fills memory with pages it will not read again nor pays
+    for allocating them (on the virtual machines here, writing into fresh
+    page-cache pages costs about as much CPU as hashing the data).  The
+    bytes are copied into one reused aligned buffer first.  Durability is
+    unchanged: the file is still fsynced before it is moved into place.
+    Where C{O_DIRECT} is refused (tmpfs, some file systems), or a direct
+    write fails with C{EINVAL}, every write is an ordinary one.
+
+    Blocking: use it from the writer thread only.
+    """
+
+    def __init__(self, path: Path, flags: int, direct: bool = True) -> None:
+        self.fd = os.open(path, flags, 0o644)
+        self._direct: int | None = None
+        self._buffer: mmap.mmap | None = None
+        flag = getattr(os, "O_DIRECT", 0)
+        if direct and flag:
+            try:
+                self._direct = os.open(path, (flags & ~(os.O_CREAT | os.O_TRUNC | os.O_EXCL)) | flag)
+            except OSError:
+                self._direct = None
+
+    @property
+    def direct(self) -> bool:
+        return self._direct is not None
+
+    def write(self, chunks: Sequence[Any], offset: int) -> int:
+        """
+        Write C{chunks} (bytes-like, in order) at C{offset}.  @return: the
+        bytes written.
+        """
+        size = sum(len(c) for c in chunks)
+        bulk = size - size % DIRECT_ALIGN
+        if self._direct is None or offset % DIRECT_ALIGN or not bulk:
+            return write_all(self.fd, chunks, offset)
+        buffer = self._buffer
+        if buffer is None or len(buffer) < bulk:
+            if buffer is not None:
+                buffer.close()
+            buffer = self._buffer = mmap.mmap(-1, bulk)
+        pos = 0
+        tail: list[Any] = []
+        refused = None
+        with memoryview(buffer) as view, view[:bulk] as aligned:
+            for chunk in chunks:
+                n = len(chunk)
+                take = min(n, bulk - pos)
+                if take:
+                    view[pos : pos + take] = chunk if take == n else memoryview(chunk)[:take]
+                    pos += take
+                if take < n:
+                    tail.append(memoryview(chunk)[take:])
+            try:
+                done = os.pwrite(self._direct, aligned, offset)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                refused, done = e.strerror or str(e), 0
+            if done < bulk:
+                # (A short or refused direct write: the rest the ordinary way.)
+                with aligned[done:] as rest:
+                    write_all(self.fd, [rest], offset + done)
+        if refused is not None:
+            log.info("direct writes refused ({why}); writing through the page cache", why=refused)
+            self._close_direct()
+        if tail:
+            write_all(self.fd, tail, offset + bulk)
+        return size
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def _close_direct(self) -> None:
+        fd, self._direct = self._direct, None
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        try:
+            self._close_direct()
+        finally:
+            if self._buffer is not None:
+                self._buffer.close()
+                self._buffer = None
+            os.close(self.fd)
+
+
+def write_atomically(target: Path, data: bytes, sync_dir: bool = True) -> None:
+    """
+    Replace C{target} with C{data}: temp file beside it, fsync, rename, and
+    (C{sync_dir}) fsync the directory so that the rename is durable.
+    """
+    directory = target.parent
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        unlink_quietly(Path(tmp))
+        raise
+    if sync_dir:
+        fsync_dir(directory)
+
+
+def fsync_dir(path: Path) -> None:
+    """
+    Make a rename durable.  Some file systems cannot fsync a directory;
+    the rename itself is still atomic there, so that is not an error.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        log.debug("cannot open {path} to fsync it: {e}", path=str(path), e=e)
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        log.debug("cannot fsync {path}: {e}", path=str(path), e=e)
+    finally:
+        os.close(fd)
+
+
+def unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def link_exclusive(part: Path, final: Path) -> None:
+    """
+    Put C{part} at C{final} only if nothing is there (atomic with
+    C{os.link}); fall back to an exclusive create + rename where hard
+    links are not supported.
+    """
+    try:
+        os.link(part, final)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            raise
+        fd = os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.close(fd)
+        os.replace(part, final)
+        return
+    os.unlink(part)
+
+
+def install(part: Path, final: Path, force: bool, keep_part: bool) -> bool:
+    """
+    Move a verified (and synced) part file to its final name: over an
+    existing file only with C{force}, else never.
+
+    @param keep_part: when the final name was taken meanwhile, keep the
+        part (a resumable download) rather than remove it.
+    @return: True when an existing file was replaced.
+    @raise errors.AlreadyExists: the final name appeared meanwhile.
+    @raise LocalWriteError: the move failed (the part is removed unless
+        C{keep_part}).
+    """
+    existed = os.path.lexists(final)
+    try:
+        if force:
+            os.replace(part, final)
+        else:
+            link_exclusive(part, final)
+    except FileExistsError:
+        if keep_part:
+            kept = f" (the download is kept in {part.name})"
+        else:
+            unlink_quietly(part)
+            kept = ""
+        raise errors.AlreadyExists(f"{final} appeared during the download; nothing was overwritten{kept}")
+    except OSError as e:
+        if not keep_part:
+            unlink_quietly(part)
+        raise LocalWriteError(f"cannot move the download to {final}: {e.strerror or e}")
+    return existed and force
+
+
+def summarize_failures(fname: str, failures: Sequence[tuple[str, str]]) -> str:
+    """
+    One line for a fetch that found no source to finish it: the last
+    reason of each source, in the order they first failed.
+    """
+    last: dict[str, str] = {}
+    for label, reason in failures:
+        last[label] = reason
+    details = "; ".join(f"{label}: {reason}" for label, reason in last.items())
+    return f"could not fetch {fname} from any source ({details})"
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip() or e.__class__.__name__
+    return text.splitlines()[0]
