@@ -282,6 +282,26 @@ class ServingTests(LibraryTestMixin, SynchronousTestCase):
         for lease in leases[1:]:
             lease.close()
 
+    def test_idle_file_closed_when_window_ends(self) -> None:
+        """
+        A published file kept open for serving is closed when its re-check
+        window ends, once no upload uses it: an idle peer holds no
+        descriptor of its published files.
+        """
+        from twistedp2p.peer.library import SERVING_RECHECK
+
+        lib, _, _ = self.published()
+        _, lease = self.successResultOf(lib.open_for_serving("a"))
+        fd = lease.fileno()
+        lease.close()
+        self.clock.advance(SERVING_RECHECK / 2)
+        self.assertEqual(sorted(lib._serving), ["a"])
+        os.fstat(fd)
+        self.clock.advance(SERVING_RECHECK / 2)
+        self.assertEqual(lib._serving, {})
+        self.assertRaises(OSError, os.fstat, fd)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_unknown(self) -> None:
         lib, _, _ = self.published()
         self.assertIsNone(self.successResultOf(lib.check_serving("b")))

@@ -191,6 +191,8 @@ class ServedFile:
         self._f = f
         self.checked_at = checked_at
         self._refs = 1
+        #: The delayed call that lets go of the file when its window ends.
+        self.expiry: Any = None
 
     def fileno(self) -> int:
         return self._f.fileno()
@@ -584,6 +586,12 @@ class Library:
             lease = fresh.lease()
             if self._entries.get(fname) is entry and fname not in self._serving:
                 self._serving[fname] = fresh
+                # An idle peer keeps no published file open: the descriptor
+                # goes when its window ends (or its last upload does).
+                if hasattr(self._clock, "callLater"):
+                    fresh.expiry = self._clock.callLater(
+                        SERVING_RECHECK, self._expire_served, fname, fresh
+                    )
                 while len(self._serving) > MAX_SERVED_OPEN:
                     self._forget_served(next(iter(self._serving)))
             else:
@@ -595,7 +603,14 @@ class Library:
     def _forget_served(self, fname: str) -> None:
         served = self._serving.pop(fname, None)
         if served is not None:
+            if served.expiry is not None and served.expiry.active():
+                served.expiry.cancel()
             served.release()
+
+    def _expire_served(self, fname: str, served: "ServedFile") -> None:
+        if self._serving.get(fname) is served:
+            served.expiry = None
+            self._forget_served(fname)
 
     def prune(self) -> Deferred:
         """
