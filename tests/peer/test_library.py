@@ -302,6 +302,22 @@ class ServingTests(LibraryTestMixin, SynchronousTestCase):
         self.assertRaises(OSError, os.fstat, fd)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_close_lets_go_of_open_files(self) -> None:
+        """
+        L{Library.close} (at shutdown) closes the files kept open for
+        serving and leaves no delayed call behind; an upload still reading
+        keeps its descriptor until it is done.
+        """
+        lib, _, _ = self.published()
+        _, lease = self.successResultOf(lib.open_for_serving("a"))
+        fd = lease.fileno()
+        lib.close()
+        self.assertEqual(lib._serving, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(os.pread(fd, 4, 0), b"data")
+        lease.close()
+        self.assertRaises(OSError, os.fstat, fd)
+
     def test_unknown(self) -> None:
         lib, _, _ = self.published()
         self.assertIsNone(self.successResultOf(lib.check_serving("b")))

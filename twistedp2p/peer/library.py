@@ -607,6 +607,14 @@ class Library:
                 served.expiry.cancel()
             served.release()
 
+    def close(self) -> None:
+        """
+        Let go of every published file kept open for serving (at shutdown);
+        an upload still reading one keeps it until its lease is closed.
+        """
+        for fname in list(self._serving):
+            self._forget_served(fname)
+
     def _expire_served(self, fname: str, served: "ServedFile") -> None:
         if self._serving.get(fname) is served:
             served.expiry = None

@@ -368,6 +368,7 @@ class PeerService(MultiService):
         recorded = self.node.stop()
         stopping = MultiService.stopService(self)
         self.upload_factory.disconnect_all()
+        self.library.close()
         for bucket in (self.upload_bucket, self.download_bucket):
             if bucket is not None:
                 bucket.stop()
