@@ -110,7 +110,10 @@ class SwarmIntegrationTests(IntegrationBase):
         await self.register_native(
             "liar", port, file_size=len(data), sha256=pieces.sha256, root=pieces.root, piece_size=pieces.piece_size
         )
-        await self.sources(data, 1)
+        # the honest source is rate-limited, so that it cannot have sent
+        # every piece before the liar's first one arrives (on a loaded
+        # machine it could, and the liar would never be checked)
+        await self.sources(data, 1, "--upload-rate", "2M")
         me = await self.start_peer("me")
         result = await me.node.fetch("f")
         self.assertEqual((me.library.repo / "f").read_bytes(), data)
