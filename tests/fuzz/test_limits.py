@@ -395,6 +395,7 @@ class LoopbackLimitTests(unittest.TestCase):
         slots = Slots(1)
         transfers = Transfers(reactor)
         factory = UploadFactory(library, slots, transfers, reactor, idle_timeout=idle_timeout)
+        self.addCleanup(library.close)
         self.addCleanup(factory.disconnect_all)
         return factory, slots, transfers, h.hexdigest()
 
