@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from struct import Struct
 from typing import Any
 
 from twisted.internet.protocol import Factory
@@ -28,11 +29,14 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from twistedp2p import wire
+from twistedp2p.eagerwrite import EagerConsumer, capable, eager_write
 from twistedp2p.peer.library import Library
 from twistedp2p.peer.ratelimit import ThrottledConsumer, TokenBucket
 from twistedp2p.peer.slots import UP, Slot, Slots
 from twistedp2p.peer.transfers import Transfer, Transfers
 
+#: The Int32 length prefix of a frame.
+_pack_length = Struct("!I").pack
 #: Seconds a connection may stay idle (no complete request, no progress).
 IDLE_TIMEOUT = 60.0
 #: Requests a connection may have waiting behind the one being served.
@@ -119,6 +123,9 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         #: ones of this session while the entry and the file are unchanged.
         self._open: tuple[Any, Any] | None = None
         self._linger: Any = None
+        #: A plain TCP connection: frames and unthrottled file bytes go to
+        #: its socket at once while nothing is buffered (L{eager_write}).
+        self._eager = False
         self.peer = "?"
 
     # -- connection ------------------------------------------------------
@@ -127,6 +134,7 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         self._connected = True
         self.factory.connections.add(self)
         self.peer = describe_peer(self.transport)
+        self._eager = capable(self.transport)
         nodelay = getattr(self.transport, "setTcpNoDelay", None)
         if nodelay is not None:
             # Headers and pipelined requests are small: never hold them back.
@@ -162,6 +170,16 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             limit=self.MAX_LENGTH,
         )
         self.transport.loseConnection()
+
+    def sendString(self, string: bytes) -> None:
+        """
+        Send one frame; on a plain TCP connection with nothing buffered,
+        straight to the socket rather than on the reactor's next turn.
+        """
+        if self._eager:
+            eager_write(self.transport, _pack_length(len(string)) + string)
+        else:
+            Int32StringReceiver.sendString(self, string)
 
     # -- requests ----------------------------------------------------------
 
@@ -462,6 +480,9 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         if bucket is not None and bucket.limited:
             consumer = ThrottledConsumer(self.transport, bucket)
             sender.CHUNK_SIZE = ChunkSender.THROTTLED_CHUNK_SIZE
+        elif self._eager:
+            # The first chunk (all of a small range) leaves at once.
+            consumer = EagerConsumer(self.transport)
         self._sender = sender
         d = sender.beginFileTransfer(reader, consumer, transform=count)
         d.addBoth(cleanup)

@@ -17,7 +17,6 @@ from struct import Struct
 from sys import intern
 from typing import Any, Callable
 
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory
@@ -28,6 +27,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistedp2p import wire
+from twistedp2p.eagerwrite import capable as _eager_capable
+from twistedp2p.eagerwrite import eager_write as _eager_write
 from twistedp2p.errors import IndexUnavailable
 from twistedp2p.logs import tracker_gate
 from twistedp2p.tracker.registry import ILink, Registry
@@ -41,9 +42,6 @@ _PING = b'{"action":"ping","id":%d}'
 _LENGTH = Struct("!I")
 _pack_length = _LENGTH.pack
 _unpack_length = _LENGTH.unpack_from
-#: Transports written to directly (see L{TrackerProtocol.sendString}): plain
-#: TCP connections of the reactor, whose write buffer we know.
-_EAGER_TRANSPORTS = (tcp.Server,)
 
 
 @implementer(ILink)
@@ -140,7 +138,7 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         transport = self.transport
         # One string per address, shared by every session from it.
         self._ip = intern(getattr(transport.getPeer(), "host", "0.0.0.0"))
-        if type(transport) in _EAGER_TRANSPORTS:
+        if _eager_capable(transport):
             self._eager = True
             # Requests and answers are small and latency-bound.
             transport.setTcpNoDelay(True)
@@ -260,31 +258,15 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
 
     def sendString(self, string: bytes) -> None:
         """
-        Send one frame.  On a plain TCP connection whose buffer is empty, the
-        frame goes to the socket at once (what the transport would do on
-        the reactor's next turn, after registering for writability and
-        before unregistering); whatever the socket does not take, and every
-        frame while something is buffered, goes through the transport.
+        Send one frame: on a plain TCP connection with nothing buffered,
+        straight to the socket (L{twistedp2p.eagerwrite}), else through the
+        transport.
         """
         data = _pack_length(len(string)) + string
-        transport = self.transport
-        if (
-            self._eager
-            and transport.connected
-            and not transport.disconnecting
-            and not transport._tempDataLen
-            and transport.offset == len(transport.dataBuffer)
-            and not transport.TLS
-        ):
-            try:
-                sent = transport.socket.send(data)
-            except OSError:
-                # EAGAIN, or an error the transport reports itself.
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        if self._eager:
+            _eager_write(self.transport, data)
+        else:
+            self.transport.write(data)
 
     def _watch_frame(self, restart: bool) -> None:
         """
