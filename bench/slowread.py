@@ -24,14 +24,10 @@ import argparse
 import hashlib
 import json
 import os
-import re
-import shlex
-import shutil
 import socket
 import statistics
 import struct
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -39,7 +35,7 @@ from typing import Any
 
 from bench.peers import Peer
 from bench.procs import BenchError, Children, raise_nofile
-from bench.soak import rss_kib, slope
+from bench.soak import replace_docs_section, rss_kib, run_and_report, slope
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -175,13 +171,7 @@ def markdown(r: dict[str, Any], command: str) -> str:
 
 
 def write_docs(text: str) -> None:
-    doc = DOCS.read_text()
-    block = f"{BEGIN}\n{text}{END}"
-    if BEGIN in doc and END in doc:
-        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.S)
-    else:
-        doc = doc.rstrip("\n") + "\n\n## Slow reader\n\n" + block + "\n"
-    DOCS.write_text(doc)
+    replace_docs_section(text, BEGIN, END, "Slow reader")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -198,22 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         args.size = 64 * MiB if args.quick else 1024 * MiB
     if args.seconds is None:
         args.seconds = 8.0 if args.quick else 40.0
-    workdir = Path(tempfile.mkdtemp(prefix="p2p-slowread-"))
-    command = "python -m bench.slowread" + "".join(" " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    try:
-        result = run(args, workdir)
-    finally:
-        if args.keep:
-            log(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    text = markdown(result, command)
-    sys.stdout.write(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    if args.write_docs:
-        write_docs(text)
-        log(f"wrote the results into {DOCS}")
+    result = run_and_report("slowread", args, argv, run, markdown, write_docs)
     if not result["verified"]:
         raise SystemExit("slowread: the bytes read do not match the published sha256")
 

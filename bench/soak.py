@@ -333,14 +333,23 @@ def markdown(result: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_docs(text: str) -> None:
+def replace_docs_section(text: str, begin: str, end: str, heading: str) -> None:
+    """
+    Put C{text} between the markers C{begin} and C{end} of
+    docs/benchmarks.md, or at its end under C{## heading} if they are not
+    there yet.
+    """
     doc = DOCS.read_text()
-    block = f"{BEGIN}\n{text}{END}"
-    if BEGIN in doc and END in doc:
-        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.S)
+    block = f"{begin}\n{text}{end}"
+    if begin in doc and end in doc:
+        doc = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
     else:
-        doc = doc.rstrip("\n") + "\n\n## Soak\n\n" + block + "\n"
+        doc = doc.rstrip("\n") + f"\n\n## {heading}\n\n" + block + "\n"
     DOCS.write_text(doc)
+
+
+def write_docs(text: str) -> None:
+    replace_docs_section(text, BEGIN, END, "Soak")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -357,8 +366,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write-docs", action="store_true", help="replace the Soak results in docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="p2p-soak-"))
-    command = "python -m bench.soak" + "".join(" " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    result = run_and_report("soak", args, argv, run, markdown, write_docs)
+    if result["errors"]:
+        log("errors: " + "; ".join(result["error_examples"]))
+
+
+def run_and_report(
+    prog: str,
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    run: Any,
+    markdown: Any,
+    write_docs: Any,
+) -> dict[str, Any]:
+    """
+    What the standalone benchmarks (C{bench.soak}, C{bench.slowread}) do
+    around their measurement: C{run(args, workdir)} in a fresh work
+    directory (removed unless C{--keep}), the Markdown table on stdout with
+    the command that produced it, and the C{--json} and C{--write-docs}
+    outputs.
+
+    @return: what C{run} returned.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=f"p2p-{prog}-"))
+    given = argv if argv is not None else sys.argv[1:]
+    command = f"python -m bench.{prog}" + "".join(" " + shlex.quote(a) for a in given)
     try:
         result = run(args, workdir)
     finally:
@@ -373,8 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.write_docs:
         write_docs(text)
         log(f"wrote the results into {DOCS}")
-    if result["errors"]:
-        log("errors: " + "; ".join(result["error_examples"]))
+    return result
 
 
 if __name__ == "__main__":

@@ -6,40 +6,27 @@ figures themselves are for docs/benchmarks.md, not for CI.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchrun import run_bench
 
 
 def test_quick_benchmark_produces_a_table(tmp_path: Path) -> None:
     out = tmp_path / "latest.md"
-    # The benchmark's work directory (mkdtemp) goes under tmp_path too.
-    env = dict(os.environ, TMPDIR=str(tmp_path))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--runs",
-            "1",
-            "--sessions",
-            "200",
-            "--size",
-            str(8 * 1024 * 1024),
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    proc = run_bench(
+        tmp_path,
+        "bench",
+        "--quick",
+        "--runs",
+        "1",
+        "--sessions",
+        "200",
+        "--size",
+        str(8 * 1024 * 1024),
+        "--out",
+        str(out),
         timeout=150,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "| Scenario | Figure |" in proc.stdout
     text = out.read_text()
     assert "| Scenario | Figure |" in text

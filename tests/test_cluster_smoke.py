@@ -11,16 +11,13 @@ P2P_REQUIRE_POSTGRES=1: then it runs, and fails.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.benchrun import run_bench
 from tests.pgutil import postgres_skip_reason
 
-ROOT = Path(__file__).resolve().parents[1]
 SKIP = postgres_skip_reason()
 
 
@@ -34,16 +31,7 @@ def _row(text: str, start: str) -> list[str]:
 @pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 def test_quick_cluster_run_leaves_no_ghost(tmp_path: Path) -> None:
     out = tmp_path / "cluster.md"
-    env = dict(os.environ, TMPDIR=str(tmp_path))
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.cluster", "--quick", "--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_bench(tmp_path, "bench.cluster", "--quick", "--out", str(out), timeout=240)
     text = out.read_text()
     assert "| figure | measured |" in text
     # Every tracker's fetch listed every live source ...

@@ -9,27 +9,18 @@ bounded amount of file data per transfer, not the file.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchrun import run_bench
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def test_slow_reader_source_memory_bounded(tmp_path: Path) -> None:
     out = tmp_path / "slowread.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.slowread", "--quick", "--seconds", "4", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=170,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_bench(tmp_path, "bench.slowread", "--quick", "--seconds", "4", "--json", str(out), timeout=170)
     result = json.loads(out.read_text())
     assert result["verified"], result
     assert result["size"] == 64 * 2**20

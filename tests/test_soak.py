@@ -10,13 +10,11 @@ through the processes.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchrun import run_bench
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -25,15 +23,13 @@ FILE_SIZE = 4 * 2**20
 
 def test_short_soak(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.soak", "--duration", "40", "--sessions", "500", "--interval", "2",
-         "--heartbeat", "2", "--transfer-pace", "1", "--file-size", str(FILE_SIZE), "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    run_bench(
+        tmp_path,
+        "bench.soak",
+        *("--duration", "40", "--sessions", "500", "--interval", "2", "--heartbeat", "2"),
+        *("--transfer-pace", "1", "--file-size", str(FILE_SIZE), "--json", str(out)),
         timeout=220,
     )
-    assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["errors"] == {}, result["error_examples"]
     ops = result["ops"]
