@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from sys import intern
 from typing import Any, Callable
 
 
@@ -107,6 +108,27 @@ class CatalogueEntry:
             "sources": self.sources,
             "hostnames": list(self.hostnames),
         }
+
+
+def shared_strings(
+    fname: str, lname: str, sha256: str | None, root: str | None
+) -> tuple[str, str, str | None, str | None]:
+    """
+    Many sessions publish the same popular files: one copy of each name and
+    hash, however many publications hold it (interned strings are freed
+    with their last user).  A local name equal to the shared name is the
+    same string.
+
+    @return: C{(fname, lname, sha256, root)}.
+    """
+    fname = intern(fname)
+    lname = fname if lname == fname else lname
+    return (
+        fname,
+        lname,
+        None if sha256 is None else intern(sha256),
+        None if root is None else intern(root),
+    )
 
 
 def content_key(publication: Publication) -> tuple[int | None, str | None, str | None]:

@@ -11,7 +11,6 @@ methods and turn the results (or L{WireError}s) into frames.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from sys import intern
 from typing import Any, Callable
 
 from twisted.internet.defer import (
@@ -31,7 +30,7 @@ from zope.interface import Interface
 from twistedp2p import wire
 from twistedp2p.errors import IndexUnavailable
 from twistedp2p.logs import tracker_gate
-from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, Source
+from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, Source, shared_strings
 
 Observer = Callable[[str, dict], Any]
 Probe = Callable[[str, int], Deferred]
@@ -466,15 +465,7 @@ class Registry:
             lname = fname
         if root is None or piece_size is None:
             root = piece_size = None
-        # Many sessions publish the same popular files: share one copy of
-        # each name and hash (interned strings are freed with their last
-        # user).
-        fname = intern(fname)
-        lname = fname if lname == fname else lname
-        if sha256 is not None:
-            sha256 = intern(sha256)
-        if root is not None:
-            root = intern(root)
+        fname, lname, sha256, root = shared_strings(fname, lname, sha256, root)
         new = Publication(fname, lname, file_size, last_modified, sha256, root, piece_size)
         old = live.publications.get(fname)
         if old is None:

@@ -16,7 +16,7 @@ from itertools import islice
 from sys import intern
 from typing import Any, Iterable, Sequence
 
-from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, Source, group_catalogue
+from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, Source, group_catalogue, shared_strings
 from twistedp2p.tracker.store.memory import MemoryIndex
 from twistedp2p.tracker.store.schema import decode_mtime
 
@@ -61,14 +61,7 @@ def publication_from_row(row: Sequence[Any]) -> tuple[int, str, Publication]:
     order (C{last_modified} still JSON-encoded, as stored).
     """
     seq, session_id, fname, lname, file_size, last_modified, sha256, root, piece_size = row
-    # Many sessions publish the same files: one copy of each name and hash
-    # (as the registry keeps them).
-    fname = intern(fname)
-    lname = fname if lname == fname else lname
-    if sha256 is not None:
-        sha256 = intern(sha256)
-    if root is not None:
-        root = intern(root)
+    fname, lname, sha256, root = shared_strings(fname, lname, sha256, root)
     publication = Publication(
         fname=fname,
         lname=lname,

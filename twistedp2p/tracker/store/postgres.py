@@ -89,6 +89,7 @@ from twistedp2p.errors import IndexUnavailable
 from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, Source, group_catalogue
 from twistedp2p.tracker.store import pg_sql as sql
 from twistedp2p.tracker.store.interface import IIndexStore
+from twistedp2p.tracker.store.removals import settle_removal
 from twistedp2p.tracker.store.pg_link import (
     ConnectionSettings,
     Link,
@@ -779,21 +780,8 @@ class PostgresStore:
         token = self._token()
         params = {"sid": session_id, "payload": _payload("s-", token, session_id)}
         d = self._write(sql.REMOVE_SESSION, params, token, f"removing session {session_id}")
-        d.addBoth(self._removed, self._removing, session_id, self.view.remove_session, session_id)
+        d.addBoth(settle_removal, self._removing, session_id, self.view.remove_session, session_id)
         return d.addCallback(lambda _: None)
-
-    def _removed(self, result: Any, pending: dict[Any, int], key: Any, hide: Callable[..., Any], *args: Any) -> Any:
-        """
-        A removal was confirmed (or failed): it no longer holds additions
-        back.  Hide the record again, in case a reload brought it back.
-        """
-        left = pending[key] - 1
-        if left:
-            pending[key] = left
-        else:
-            del pending[key]
-        hide(*args)
-        return result
 
     def put(self, session_id: str, publication: Publication) -> Deferred[None]:
         token = self._token()
@@ -829,7 +817,7 @@ class PostgresStore:
         token = self._token()
         params = {"sid": session_id, "fname": fname, "token": token}
         d = self._write(sql.DELETE, params, token, f"unpublishing {fname!r} for session {session_id}")
-        d.addBoth(self._removed, self._unpublishing, key, self.view.delete, session_id, fname)
+        d.addBoth(settle_removal, self._unpublishing, key, self.view.delete, session_id, fname)
         return d.addCallback(lambda deleted: bool(deleted) if deleted is not None else in_view)
 
     def renew(self) -> Deferred[bool]:

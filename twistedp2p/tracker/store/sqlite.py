@@ -26,6 +26,7 @@ from twistedp2p.errors import IndexUnavailable
 from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, Source
 from twistedp2p.tracker.store.interface import IIndexStore
 from twistedp2p.tracker.store.memory import MemoryIndex
+from twistedp2p.tracker.store.removals import settle_removal
 from twistedp2p.tracker.store.schema import (
     LATEST_SCHEMA_VERSION,
     SchemaTooNew,
@@ -367,23 +368,9 @@ class SQLiteStore:
         self.index.remove_session(session_id)
         _count(self._removing, session_id)
         d = self._write(_remove_session, session_id)
-        d.addBoth(self._removed, self._removing, session_id, self.index.remove_session, session_id)
+        d.addBoth(settle_removal, self._removing, session_id, self.index.remove_session, session_id)
         d.addCallback(lambda _: None)
         return d
-
-    def _removed(self, result: Any, pending: dict[Any, int], key: Any, hide: Callable[..., Any], *args: Any) -> Any:
-        """
-        A removal was written (or failed: the view still hides the record).
-        Hide it again with C{hide(*args)}, in case a resync brought it back
-        meanwhile.
-        """
-        left = pending[key] - 1
-        if left:
-            pending[key] = left
-        else:
-            del pending[key]
-        hide(*args)
-        return result
 
     def put(self, session_id: str, publication: Publication) -> Deferred[None]:
         d = self._write(_insert_publication_txn, session_id, publication)
@@ -401,7 +388,7 @@ class SQLiteStore:
         key = (session_id, fname)
         _count(self._unpublishing, key)
         d = self._write(_delete_publication, session_id, fname)
-        d.addBoth(self._removed, self._unpublishing, key, self.index.delete, session_id, fname)
+        d.addBoth(settle_removal, self._unpublishing, key, self.index.delete, session_id, fname)
         d.addCallback(lambda deleted: bool(deleted or in_view))
         return d
 
