@@ -107,3 +107,41 @@ def test_killed_mid_download_resumes_at_start(cluster: Cluster, signum: int) -> 
 
     after = sum(served(s) for s in sources) - before
     assert 0 < after < total
+
+
+def test_source_killed_mid_download(cluster: Cluster) -> None:
+    """
+    A source SIGKILLed mid-transfer: the downloader finishes from the other
+    source, the file is verified and in place, no partial file is left, and
+    the tracker lists only the live source (no ghost record).
+    """
+    cluster.start_tracker(db="memory")
+    data = os.urandom(12 * MiB)
+    digest = hashlib.sha256(data).hexdigest()
+    sources = {}
+    for name in ("alice", "bob"):
+        peer = cluster.start_peer(name, "--upload-rate", "2M")
+        (cluster.root / name / "data.bin").write_bytes(data)
+        peer.command("publish data.bin data.bin", r"published data\.bin: created")
+        sources[name] = peer
+
+    carol = cluster.start_peer("carol")
+    carol.send("fetch data.bin")
+    # Both sources are serving: the state file records pieces on the way.
+    have, total = recorded_pieces(cluster.root / "carol" / ".data.bin.part.json", at_least=8)
+    assert have < total
+    sources["alice"].signal(signal.SIGKILL)
+    assert sources["alice"].wait(20) == -signal.SIGKILL
+
+    m = carol.expect(r"^fetched data\.bin from (.+): (\d+) bytes.*sha256 verified -> (.+)$", timeout=60)
+    assert "bob" in m.group(1)
+    assert int(m.group(2)) == len(data)
+    final = cluster.root / "carol" / "data.bin"
+    assert Path(m.group(3)) == final
+    assert hashlib.sha256(final.read_bytes()).hexdigest() == digest
+    assert not (cluster.root / "carol" / ".data.bin.part").exists()
+    assert not (cluster.root / "carol" / ".data.bin.part.json").exists()
+    # The killed source is gone from the index (no ghost record); the
+    # sources are bob and carol, who publishes what she fetched.
+    cluster.tracker.command("discover alice", r"^alice: no published files \(or not online\)$")
+    carol.command("search data.bin", r"^\s+%d\s+2\s+[0-9a-f]{12}\s+data\.bin$" % len(data))
