@@ -55,8 +55,8 @@ HELD = "soak-held.bin"
 PER_GENERATOR = 5000
 
 
-def log(text: str) -> None:
-    sys.stderr.write(f"soak: {text}\n")
+def log(text: str, prog: str = "soak") -> None:
+    sys.stderr.write(f"{prog}: {text}\n")
     sys.stderr.flush()
 
 
@@ -395,7 +395,7 @@ def run_and_report(
         result = run(args, workdir)
     finally:
         if args.keep:
-            log(f"work directory kept: {workdir}")
+            log(f"work directory kept: {workdir}", prog)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     text = markdown(result, command)
@@ -404,7 +404,7 @@ def run_and_report(
         Path(args.json).write_text(json.dumps(result, indent=1))
     if args.write_docs:
         write_docs(text)
-        log(f"wrote the results into {DOCS}")
+        log(f"wrote the results into {DOCS}", prog)
     return result
 
 
