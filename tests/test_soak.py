@@ -23,7 +23,7 @@ FILE_SIZE = 4 * 2**20
 
 def test_short_soak(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    run_bench(
+    run = run_bench(
         tmp_path,
         "bench.soak",
         *("--duration", "40", "--sessions", "500", "--interval", "2", "--heartbeat", "2"),
