@@ -504,16 +504,25 @@ def _backlog(ctx: Context, store: str) -> None:
 
 
 def ttfb(ctx: Context) -> None:
+    _peer_scenario(ctx, "ttfb", _ttfb)
+
+
+def _peer_scenario(ctx: Context, name: str, body: Callable[[Context, str], None]) -> None:
+    """
+    Run a scenario that needs the peer service, C{body(ctx, store)} (one
+    store: SQLite under C{--store all}); a missing peer service or a
+    L{BenchError} skips it with the reason.
+    """
     why = peer_available()
     if why:
-        ctx.skipped.append(Skipped("ttfb", why))
+        ctx.skipped.append(Skipped(name, why))
         return
     store = "sqlite" if ctx.store == "all" else ctx.store
     try:
-        _ttfb(ctx, store)
+        body(ctx, store)
     except BenchError as e:
-        ctx.skipped.append(Skipped("ttfb", str(e)))
-        ctx.log(f"bench: ttfb skipped: {e}")
+        ctx.skipped.append(Skipped(name, str(e)))
+        ctx.log(f"bench: {name} skipped: {e}")
 
 
 def _ttfb(ctx: Context, store: str) -> None:
@@ -567,16 +576,7 @@ def _make_file(path: Path, size: int) -> None:
 
 
 def transfer(ctx: Context) -> None:
-    why = peer_available()
-    if why:
-        ctx.skipped.append(Skipped("transfer", why))
-        return
-    store = "sqlite" if ctx.store == "all" else ctx.store
-    try:
-        _transfer(ctx, store)
-    except BenchError as e:
-        ctx.skipped.append(Skipped("transfer", str(e)))
-        ctx.log(f"bench: transfer skipped: {e}")
+    _peer_scenario(ctx, "transfer", _transfer)
 
 
 def _wait_file(path: Path, proc: Any, timeout: float) -> float:
