@@ -5,8 +5,13 @@ Baselines made of plain sockets, each run in its own process:
     C{socket.sendfile} to every connection, then closes it;
   - ``recv PORT DEST``: connect, copy every byte into DEST, report the time
     from connect to the closed file;
-  - ``first-byte SIZE``: a trivial server that answers any request with
-    SIZE bytes (the time-to-first-byte floor).
+  - ``first-byte SIZE [--framed]``: a trivial server that answers any
+    request with SIZE bytes (the time-to-first-byte floor); framed, behind
+    a ``get`` header as a source peer sends them;
+  - ``fake-tracker SOURCE_PORT``: a stand-in tracker that answers every
+    ``fetch`` with the framed first-byte server on SOURCE_PORT, so the
+    TTFB client's whole round (lookup, connect, request) can be timed
+    against plain blocking servers doing no work.
 
 Servers print ``{"event": "ready", "port": N}``; ``recv`` prints one
 ``result`` event.
@@ -63,9 +68,20 @@ def receive(port: int, dest: str, chunk: int = 1 << 20) -> None:
     emit("result", bytes=total, seconds=seconds, cpu=100.0 * cpu / seconds)
 
 
-def first_byte(size: int) -> None:
+def _frame(message: dict) -> bytes:
+    body = json.dumps(message).encode()
+    return len(body).to_bytes(4, "big") + body
+
+
+def first_byte(size: int, framed: bool = False) -> None:
+    """
+    Answer any request with C{size} bytes; with C{framed}, behind a ``get``
+    header frame, as a source peer answers.
+    """
     server = _listen()
     payload = b"\0" * size
+    if framed:
+        payload = _frame({"status": "success", "offset": 0, "length": size, "file_size": size}) + payload
     emit("ready", port=server.getsockname()[1])
     while True:
         conn, _ = server.accept()
@@ -73,6 +89,37 @@ def first_byte(size: int) -> None:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if conn.recv(65536):
                 conn.sendall(payload)
+
+
+def fake_tracker(source_port: int) -> None:
+    """
+    A stand-in tracker with nothing behind it: one connection at a time,
+    C{hello} welcomed, any other request answered with one source, the
+    C{first-byte --framed} server on C{source_port}.
+    """
+    server = _listen()
+    emit("ready", port=server.getsockname()[1])
+    while True:
+        conn, _ = server.accept()
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            buf = bytearray()
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                buf += data
+                while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+                    n = int.from_bytes(buf[:4], "big")
+                    request = json.loads(bytes(buf[4 : 4 + n]))
+                    del buf[: 4 + n]
+                    answer = {"status": "success", "id": request.get("id")}
+                    if request.get("action") != "hello":
+                        fname = request.get("fname")
+                        answer["peer_list"] = [
+                            {"hostname": "raw", "ip": "127.0.0.1", "port": source_port, "fname": fname, "lname": fname}
+                        ]
+                    conn.sendall(_frame(answer))
 
 
 def main() -> None:
@@ -85,13 +132,18 @@ def main() -> None:
     p.add_argument("dest")
     p = sub.add_parser("first-byte")
     p.add_argument("size", type=int)
+    p.add_argument("--framed", action="store_true", help="send a get header frame first")
+    p = sub.add_parser("fake-tracker")
+    p.add_argument("source_port", type=int)
     args = parser.parse_args()
     if args.mode == "serve-file":
         serve_file(args.file)
     elif args.mode == "recv":
         receive(args.port, args.dest)
+    elif args.mode == "fake-tracker":
+        fake_tracker(args.source_port)
     else:
-        first_byte(args.size)
+        first_byte(args.size, args.framed)
 
 
 if __name__ == "__main__":

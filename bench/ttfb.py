@@ -6,8 +6,13 @@ A round of the system under test: ``fetch`` on the client's tracker
 connection, read the peer list, connect to the first source's P2P port,
 send ``get``, and stop the clock at the first raw data byte after the
 header frame.  A baseline round: connect to a trivial loopback server,
-send a small request, stop at its first byte.  Rounds alternate, so both
-see the same machine.  Prints one ``result`` event with every sample.
+send a small request, stop at its first byte.  A floor round (with
+``--floor-tracker``): the system-under-test round, same client code,
+against plain blocking stand-ins for the tracker and the source
+(``bench.rawnet fake-tracker`` and ``first-byte --framed``), which do no
+work: what this client and machine take for the two exchanges alone.
+Rounds alternate, so all see the same machine.  Prints one ``result``
+event with every sample.
 """
 
 from __future__ import annotations
@@ -92,25 +97,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ttfb")
     parser.add_argument("--tracker", required=True, help="HOST:PORT")
     parser.add_argument("--baseline-port", type=int, required=True)
+    parser.add_argument("--floor-tracker", help="HOST:PORT of a bench.rawnet fake-tracker")
     parser.add_argument("--fname", required=True)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     args = parser.parse_args()
     host, _, port = args.tracker.rpartition(":")
     client = frames.BlockingClient(host, int(port), "bench-ttfb")
+    floor_client = None
+    if args.floor_tracker:
+        floor_host, _, floor_port = args.floor_tracker.rpartition(":")
+        floor_client = frames.BlockingClient(floor_host, int(floor_port), "bench-ttfb-floor")
     prefix = frames.fetch_prefix(args.fname)
-    lookup, sut, base = [], [], []
+    lookup, sut, base, floor = [], [], [], []
     request_id = 100
     for i in range(args.warmup + args.rounds):
         request_id += 1
         t_lookup, t_sut = sut_round(client, prefix, request_id, args.fname)
         t_base = baseline_round(args.baseline_port)
+        t_floor = sut_round(floor_client, prefix, request_id, args.fname)[1] if floor_client else None
         if i >= args.warmup:
             lookup.append(t_lookup)
             sut.append(t_sut)
             base.append(t_base)
+            if t_floor is not None:
+                floor.append(t_floor)
     client.close()
-    emit("result", lookup=lookup, sut=sut, baseline=base)
+    if floor_client is not None:
+        floor_client.close()
+    emit("result", lookup=lookup, sut=sut, baseline=base, floor=floor)
 
 
 if __name__ == "__main__":

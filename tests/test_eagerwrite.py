@@ -1,8 +1,10 @@
 """
 Tests for L{twistedp2p.eagerwrite}: the import-time check, both branches
-of L{eager_write} (direct to the socket, and through C{transport.write}),
-byte order when something is buffered, and flow control of a file sent
-through L{EagerConsumer} to a reader that stops reading.
+of L{eager_write} and L{eager_write_parts} (direct to the socket, and
+through the transport), byte order when something is buffered or a send
+is partial, flow control of a file sent through L{EagerConsumer} to a
+reader that stops reading, its prefix, and accepting on data with
+L{read_now}.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import io
 import os
 import select
+import socket
 import struct
 from typing import Any
 
@@ -23,7 +26,15 @@ from twisted.protocols.basic import FileSender
 from twisted.trial import unittest
 
 from twistedp2p import eagerwrite
-from twistedp2p.eagerwrite import EagerConsumer, capable, eager_write, supports
+from twistedp2p.eagerwrite import (
+    EagerConsumer,
+    accept_on_data,
+    capable,
+    eager_write,
+    eager_write_parts,
+    read_now,
+    supports,
+)
 from twistedp2p.peer.upload import UploadFactory, UploadProtocol
 from twistedp2p.tracker.protocol import TrackerProtocol
 
@@ -68,6 +79,9 @@ class CheckTests(unittest.SynchronousTestCase):
             def startWriting(self) -> None:
                 pass
 
+            def doRead(self) -> None:
+                pass
+
         self.assertTrue(supports(Conn))
 
     def test_not_capable(self) -> None:
@@ -90,6 +104,93 @@ class CheckTests(unittest.SynchronousTestCase):
             proto.transport = t
             proto.sendString(b"hello")
             self.assertEqual(t.value(), struct.pack("!I", 5) + b"hello")
+
+
+class FakeSocket:
+    """
+    A socket whose C{sendmsg} takes C{take} bytes (or raises C{error}).
+    """
+
+    def __init__(self, take: int, error: OSError | None = None) -> None:
+        self.take = take
+        self.error = error
+        self.sent: list[bytes] = []
+
+    def sendmsg(self, parts: Any) -> int:
+        if self.error is not None:
+            raise self.error
+        data = b"".join(parts)[: self.take]
+        self.sent.append(data)
+        return len(data)
+
+    def send(self, data: bytes) -> int:
+        return self.sendmsg([data])
+
+
+class FakeConnection(StringTransport):
+    """
+    An idle, connected plain-TCP-like transport around a L{FakeSocket}.
+    """
+
+    TLS = False
+    disconnecting = False
+    _tempDataLen = 0
+    offset = 0
+    dataBuffer = b""
+
+    def __init__(self, sock: FakeSocket) -> None:
+        StringTransport.__init__(self)
+        self.socket = sock
+        self.connected = True
+
+
+class PartsTests(unittest.SynchronousTestCase):
+    """
+    L{eager_write_parts} on a fake socket: what the socket does not take
+    goes to the transport, in order, whatever the split point.
+    """
+
+    def setUp(self) -> None:
+        self.patch(eagerwrite, "EAGER_TYPES", (FakeConnection,))
+
+    def test_split_points(self) -> None:
+        parts = (b"head", b"body-bytes")
+        whole = b"".join(parts)
+        for take in range(len(whole) + 1):
+            t = FakeConnection(FakeSocket(take))
+            done = eager_write_parts(t, parts)
+            self.assertEqual(done, take == len(whole), take)
+            self.assertEqual(b"".join(t.socket.sent) + t.value(), whole, take)
+            self.assertEqual(t.value(), whole[take:], take)
+
+    def test_socket_error_all_to_transport(self) -> None:
+        t = FakeConnection(FakeSocket(0, BlockingIOError()))
+        self.assertFalse(eager_write_parts(t, (b"a", b"b")))
+        self.assertEqual(t.value(), b"ab")
+
+    def test_not_capable(self) -> None:
+        t = StringTransport()
+        self.assertFalse(eager_write_parts(t, (b"a", b"bc")))
+        self.assertEqual(t.value(), b"abc")
+
+    def test_prefix_once(self) -> None:
+        """
+        L{EagerConsumer}'s prefix goes out with its first write, in the same
+        send, and never again; L{EagerConsumer.flush} sends a prefix no
+        write took, once.
+        """
+        t = FakeConnection(FakeSocket(1 << 20))
+        consumer = EagerConsumer(t, b"H")
+        consumer.write(b"one")
+        consumer.write(b"two")
+        self.assertEqual(t.socket.sent, [b"Hone", b"two"])
+        consumer.flush()
+        self.assertEqual(t.socket.sent, [b"Hone", b"two"])
+        t = FakeConnection(FakeSocket(1 << 20))
+        consumer = EagerConsumer(t, b"H")
+        consumer.flush()
+        consumer.flush()
+        self.assertEqual(t.socket.sent, [b"H"])
 
 
 class Collector(Protocol):
@@ -239,11 +340,144 @@ class LoopbackTests(unittest.TestCase):
         await done
 
 
+class Early(Protocol):
+    """
+    Reads at once when accepted (L{read_now}); tells its factory's C{got}
+    what it received and whether that was still inside C{connectionMade}.
+    """
+
+    in_made = False
+
+    def connectionMade(self) -> None:
+        self.factory.made.callback(self)
+        self.in_made = True
+        read_now(self.transport)
+        self.in_made = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.factory.fail:
+            raise ValueError("a protocol error")
+        if not self.factory.got.called:
+            self.factory.got.callback((data, self.in_made))
+
+
+class Talker(Protocol):
+    """
+    A client that sends C{greeting} as soon as it is connected (if any).
+    """
+
+    def __init__(self, greeting: bytes = b"") -> None:
+        self.greeting = greeting
+        self.lost: Deferred = Deferred()
+
+    def connectionMade(self) -> None:
+        if self.greeting:
+            self.transport.write(self.greeting)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.lost.callback(None)
+
+
+class AcceptOnDataTests(unittest.TestCase):
+    """
+    L{accept_on_data} and L{read_now} on real loopback connections.
+    """
+
+    async def listen(self, defer: bool, fail: bool = False) -> tuple[Any, Factory]:
+        factory = Factory.forProtocol(Early)
+        factory.made, factory.got, factory.fail = Deferred(), Deferred(), fail
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        self.addCleanup(port.stopListening)
+        if defer:
+            self.assertTrue(accept_on_data(port))
+            self.assertGreater(port.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT), 0)
+        return port, factory
+
+    async def connect(self, port: Any, client: Talker) -> Talker:
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), client)
+        self.addCleanup(client.transport.loseConnection)
+        return client
+
+    async def test_request_read_in_the_accept_turn(self) -> None:
+        """
+        On a port that accepts on data, a connection comes with its first
+        bytes, and L{read_now} delivers them before C{connectionMade} is
+        over.
+        """
+        port, factory = await self.listen(defer=True)
+        await self.connect(port, Talker(b"get"))
+        self.assertEqual(await factory.got, (b"get", True))
+
+    async def test_nothing_waiting_is_no_harm(self) -> None:
+        """
+        Without data waiting, L{read_now} reads nothing, and the bytes that
+        come later are read by the reactor as usual.
+        """
+        port, factory = await self.listen(defer=False)
+        client = await self.connect(port, Talker())
+        server = await factory.made
+        self.assertFalse(factory.got.called)
+        self.assertTrue(server.transport.connected)
+        client.transport.write(b"later")
+        self.assertEqual(await factory.got, (b"later", False))
+
+    async def test_protocol_error_aborts(self) -> None:
+        """
+        A protocol error raised by the early read is logged and closes that
+        connection, as the reactor would; the port goes on accepting.
+        """
+        port, factory = await self.listen(defer=True, fail=True)
+        client = await self.connect(port, Talker(b"bad"))
+        await client.lost
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        factory.fail, factory.made = False, Deferred()
+        await self.connect(port, Talker(b"good"))
+        self.assertEqual(await factory.got, (b"good", True))
+
+    def test_not_a_tcp_port(self) -> None:
+        self.assertFalse(accept_on_data(object()))
+
+
 class UploadLoopbackTests(unittest.TestCase):
     """
     The peer port on a real loopback connection, eager path on: pipelined
     gets of a small and a big file come back whole and in order.
     """
+
+    async def test_header_and_small_file_in_one_send(self) -> None:
+        """
+        A get of a small file is answered with one C{sendmsg}: the header
+        frame and the file's bytes together.
+        """
+        from tests.peer.helpers import PeerParts, frame, split_frame, temp_dir
+
+        sends: list[tuple[bytes, ...]] = []
+        real = eagerwrite.eager_write_parts
+
+        def record(transport: Any, parts: Any) -> bool:
+            sends.append(tuple(parts))
+            return real(transport, parts)
+
+        self.patch(eagerwrite, "eager_write_parts", record)
+        parts = PeerParts(temp_dir(self))
+        data = os.urandom(4096)
+        parts.publish("small.bin", data)
+        factory = UploadFactory(parts.library, parts.slots, parts.transfers, parts.clock, 60.0)
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        self.addCleanup(port.stopListening)
+        request = frame({"action": "get", "fname": "small.bin", "offset": 0, "id": 7})
+        client = Collector(4096 + 4)
+        client.connectionMade = lambda: client.transport.write(request)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), client)
+        self.addCleanup(client.transport.loseConnection)
+        got = await client.wanted
+        while len(got) < 4 or len(got) < 4 + struct.unpack("!I", got[:4])[0] + len(data):
+            client.wanted, client.size = Deferred(), len(got) + 1
+            got = await client.wanted
+        header, rest = split_frame(got)
+        self.assertEqual((header["status"], header["id"], rest), ("success", 7, data))
+        self.assertEqual(len(sends), 1)
+        self.assertEqual(b"".join(sends[0]), got)
 
     async def test_pipelined_gets_in_order(self) -> None:
         from twisted.internet.address import IPv4Address

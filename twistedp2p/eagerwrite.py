@@ -21,9 +21,13 @@ C{transport.write}.
 
 from __future__ import annotations
 
-from typing import Any
+import socket
+from typing import Any, Sequence
 
 from twisted.internet import tcp
+from twisted.logger import Logger
+
+_log = Logger(namespace="twistedp2p.eagerwrite")
 
 #: The attributes of a TCP connection this module reads (and the methods it
 #: calls): its socket, its two write buffers, whether it is TLS, connected
@@ -38,6 +42,7 @@ REQUIRED_ATTRIBUTES = (
     "disconnecting",
     "producer",
     "startWriting",
+    "doRead",
 )
 
 
@@ -80,6 +85,21 @@ def capable(transport: Any) -> bool:
     return type(transport) in EAGER_TYPES
 
 
+def _idle(transport: Any) -> bool:
+    """
+    Whether C{transport} may be written to directly now: L{capable},
+    connected, not closing, not TLS and nothing buffered.
+    """
+    return (
+        type(transport) in EAGER_TYPES
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+        and not transport.TLS
+    )
+
+
 def eager_write(transport: Any, data: bytes) -> bool:
     """
     Write C{data} to C{transport}: straight to its socket if the transport
@@ -90,14 +110,7 @@ def eager_write(transport: Any, data: bytes) -> bool:
         transport knows nothing of it: in particular it will not pull a
         registered non-streaming producer; see L{EagerConsumer}).
     """
-    if (
-        type(transport) in EAGER_TYPES
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._tempDataLen
-        and transport.offset == len(transport.dataBuffer)
-        and not transport.TLS
-    ):
+    if _idle(transport):
         try:
             sent = transport.socket.send(data)
         except OSError:
@@ -108,6 +121,76 @@ def eager_write(transport: Any, data: bytes) -> bool:
         data = data[sent:]
     transport.write(data)
     return False
+
+
+def eager_write_parts(transport: Any, parts: Sequence[bytes]) -> bool:
+    """
+    L{eager_write} of the concatenation of C{parts}, given to the socket in
+    one C{sendmsg} (one segment for a small header and its body, and no
+    copy of a big body to join them).
+    """
+    if _idle(transport):
+        try:
+            sent = transport.socket.sendmsg(parts)
+        except OSError:
+            sent = 0
+        total = sum(len(p) for p in parts)
+        if sent == total:
+            return True
+        rest = []
+        for part in parts:
+            if sent >= len(part):
+                sent -= len(part)
+                continue
+            rest.append(part[sent:] if sent else part)
+            sent = 0
+        parts = rest
+    transport.writeSequence(list(parts))
+    return False
+
+
+def accept_on_data(port: Any, seconds: int = 10) -> bool:
+    """
+    Have the kernel hand connections to a listening TCP C{port} only once
+    their first bytes arrived (C{TCP_DEFER_ACCEPT}, Linux), for protocols
+    where the client speaks first: the accept and the first request are
+    then one reactor turn (with L{read_now}) instead of two.  A client that
+    sends nothing is accepted after about C{seconds} anyway, and the
+    protocol's own idle timeout applies from then on.
+
+    @return: whether the option was set (not on other systems, or for a
+        port that is not TCP).
+    """
+    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
+    sock = getattr(port, "socket", None)
+    if option is None or sock is None or not isinstance(port, tcp.Port):
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, seconds)
+    except OSError:
+        return False
+    return True
+
+
+def read_now(transport: Any) -> None:
+    """
+    Read what a just-accepted connection already has, now, rather than on
+    the reactor's next turn: call from C{connectionMade} (as its last step)
+    of a protocol whose listening port uses L{accept_on_data}.
+
+    Only for L{capable} transports.  Nothing waiting is no harm (the read
+    would block, and the reactor reads later as usual); an end of stream or
+    an error found here is left to the reactor, which sees it again on its
+    next turn and closes the connection as it always does.  A protocol
+    error raised by the read aborts the connection, as the reactor would.
+    """
+    if type(transport) not in EAGER_TYPES or not transport.connected or transport.disconnecting:
+        return
+    try:
+        transport.doRead()
+    except Exception:
+        _log.failure("reading a new connection failed; closing it")
+        transport.abortConnection()
 
 
 class EagerConsumer:
@@ -122,10 +205,16 @@ class EagerConsumer:
     would have: the producer is pulled on the next writable turn, exactly
     as if the bytes had been buffered and sent then.  Partial sends leave
     the rest in the transport's buffer, which pulls as usual.
+
+    @ivar prefix: bytes that go out with the first write, in the same
+        C{sendmsg} (a header frame with the first chunk of its body), then
+        never again.  Whoever sets it makes sure a first write comes, or
+        calls L{flush}.
     """
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, transport: Any, prefix: bytes = b"") -> None:
         self.transport = transport
+        self.prefix = prefix
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         self.transport.registerProducer(producer, streaming)
@@ -135,5 +224,19 @@ class EagerConsumer:
 
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if eager_write(transport, data) and transport.producer is not None:
+        prefix = self.prefix
+        if prefix:
+            self.prefix = b""
+            done = eager_write_parts(transport, (prefix, data))
+        else:
+            done = eager_write(transport, data)
+        if done and transport.producer is not None:
             transport.startWriting()
+
+    def flush(self) -> None:
+        """
+        Send the prefix now if no write took it.
+        """
+        prefix, self.prefix = self.prefix, b""
+        if prefix:
+            eager_write(self.transport, prefix)

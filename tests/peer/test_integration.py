@@ -334,6 +334,9 @@ class PeerIntegrationTests(IntegrationBase):
     async def test_seed_client_get_file(self) -> None:
         await self.start_tracker()
         source = await self.published_source()
+        # The peer port hands connections over with their request (clients
+        # speak first), seed clients' included.
+        self.assertGreater(source.port.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT), 0)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", source.port.getHost().port)
         client = await connectProtocol(endpoint, Collect(frame({"action": "get_file", "lname": "f"})))
         self.assertEqual(await client.done, DATA)

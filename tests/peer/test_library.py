@@ -302,6 +302,31 @@ class ServingTests(LibraryTestMixin, SynchronousTestCase):
         self.assertRaises(OSError, os.fstat, fd)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_serving_now(self) -> None:
+        """
+        L{Library.serving_now} answers at once only inside a file's serving
+        window, for the file as published: before the first full check,
+        after the window, or once the file changed, it answers None (ask
+        L{Library.open_for_serving}).
+        """
+        from twistedp2p.peer.library import SERVING_RECHECK
+
+        lib, _, f = self.published()
+        self.assertIsNone(lib.serving_now("a"))
+        self.assertIsNone(lib.serving_now("unknown"))
+        _, first = self.successResultOf(lib.open_for_serving("a"))
+        entry, lease = lib.serving_now("a")
+        self.assertIs(entry, lib.get("a"))
+        self.assertEqual(os.pread(lease.fileno(), 4, 0), b"data")
+        lease.close()
+        first.close()
+        self.clock.advance(SERVING_RECHECK)
+        self.assertIsNone(lib.serving_now("a"))
+        _, again = self.successResultOf(lib.open_for_serving("a"))
+        again.close()
+        f.write_bytes(b"other!")
+        self.assertIsNone(lib.serving_now("a"))
+
     def test_close_lets_go_of_open_files(self) -> None:
         """
         L{Library.close} (at shutdown) closes the files kept open for

@@ -184,6 +184,25 @@ class UploadTests(SynchronousTestCase):
         self.assertEqual(t.value(), DATA)
         self.assertTrue(t.disconnecting)
 
+    def test_transfer_events_in_order(self) -> None:
+        """
+        Observers hear of an upload once its first bytes are out, and of its
+        end after that: a seed request, which ends as soon as its bytes are
+        sent, and a native get, which ends when its session does.
+        """
+        proto, t = self.connect()
+        proto.dataReceived(frame({"action": "get_file", "lname": "a.bin"}))
+        self.pump(t)
+        proto, t = self.connect()
+        self.get(proto, id=1)
+        self.pump(t)
+        self.parts.clock.advance(60)
+        kinds = [(e.kind, e.fields["transfer"]["id"]) for e in self.parts.seen if e.kind.startswith("transfer_")]
+        self.assertEqual(
+            kinds,
+            [("transfer_started", 1), ("transfer_finished", 1), ("transfer_started", 2), ("transfer_finished", 2)],
+        )
+
     def test_seed_download(self) -> None:
         proto, t = self.connect()
         proto.dataReceived(frame({"action": "download", "fname": "a.bin"}))

@@ -566,15 +566,10 @@ class Library:
         entry = self._entries.get(fname)
         if entry is None:
             return succeed(None)
-        served = self._serving.get(fname)
-        if served is not None:
-            if (
-                served.entry is entry
-                and self._now() - served.checked_at < SERVING_RECHECK
-                and served.unchanged()
-            ):
-                return succeed((entry, served.lease()))
-            self._forget_served(fname)
+        found = self.serving_now(fname)
+        if found is not None:
+            return succeed(found)
+        self._forget_served(fname)
         checked_at = self._now()
 
         def checked(result: tuple[str | None, Any]) -> Any:
@@ -599,6 +594,22 @@ class Library:
             return entry, lease
 
         return self._run(self._open_checked, entry).addCallback(checked)
+
+    def serving_now(self, fname: str) -> tuple[Entry, "FileLease"] | None:
+        """
+        L{open_for_serving}'s answer without a Deferred, when it is known at
+        once: C{fname}'s file is open, inside its L{SERVING_RECHECK} window
+        and unchanged (an C{fstat}).  None means ask L{open_for_serving}.
+        """
+        served = self._serving.get(fname)
+        if (
+            served is not None
+            and served.entry is self._entries.get(fname)
+            and self._now() - served.checked_at < SERVING_RECHECK
+            and served.unchanged()
+        ):
+            return served.entry, served.lease()
+        return None
 
     def _forget_served(self, fname: str) -> None:
         served = self._serving.pop(fname, None)

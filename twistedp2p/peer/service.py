@@ -23,6 +23,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from twistedp2p import wire
+from twistedp2p.eagerwrite import accept_on_data
 from twistedp2p.peer.download import DownloadSettings
 from twistedp2p.peer.events import Events
 from twistedp2p.peer.library import Library
@@ -311,6 +312,8 @@ class PeerService(MultiService):
             port.stopListening()
             return
         self.port = port
+        # Downloaders speak first: a connection reaches us with its request.
+        accept_on_data(port)
         self.node.p2p_port = port.getHost().port
         self.log.info(
             "peer {hostname} serving on port {port}, repository {repo}",

@@ -43,6 +43,8 @@ class Transfer:
         self.done = 0
         self.started = started
         self.finished = False
+        #: The observers were told it started (L{Transfers.announce}).
+        self.announced = False
         self.sources: int | None = None
         self.resumed = 0
         #: (time, done) samples for the current rate.
@@ -149,19 +151,38 @@ class Transfers:
         #: Completed transfers by direction, for status.
         self.completed = {"up": 0, "down": 0}
 
-    def start(self, direction: str, fname: str, peer: str, total: int | None) -> Transfer:
+    def start(self, direction: str, fname: str, peer: str, total: int | None, announce: bool = True) -> Transfer:
+        """
+        Enter a transfer in the table.
+
+        @param announce: tell the observers now; with False, the caller
+            calls L{announce} once the latency-critical part is done (an
+            upload's first bytes).  A transfer that finishes first is
+            announced then, so observers always see it start before it ends.
+        """
         t = Transfer(self, next(self._ids), direction, fname, peer, total, self._clock.seconds())
         self._active[t.id] = t
-        if self._events is not None:
-            arrow = "to" if direction == "up" else "from"
-            self._events.emit(
-                "transfer_started",
-                f"{'upload' if direction == 'up' else 'download'} of {fname} {arrow} {peer} started",
-                transfer=t.to_dict(self._clock.seconds()),
-            )
+        if announce:
+            self.announce(t)
         return t
 
+    def announce(self, t: Transfer) -> None:
+        """
+        Tell the observers that C{t} started (once).
+        """
+        if t.announced:
+            return
+        t.announced = True
+        if self._events is not None:
+            arrow = "to" if t.direction == "up" else "from"
+            self._events.emit(
+                "transfer_started",
+                f"{'upload' if t.direction == 'up' else 'download'} of {t.fname} {arrow} {t.peer} started",
+                transfer=t.to_dict(self._clock.seconds()),
+            )
+
     def _finish(self, t: Transfer, outcome: str) -> None:
+        self.announce(t)
         self._active.pop(t.id, None)
         if outcome == "done":
             self.completed[t.direction] += 1

@@ -29,7 +29,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from twistedp2p import wire
-from twistedp2p.eagerwrite import EagerConsumer, capable, eager_write
+from twistedp2p.eagerwrite import EagerConsumer, capable, eager_write, read_now
 from twistedp2p.peer.library import Library
 from twistedp2p.peer.ratelimit import ThrottledConsumer, TokenBucket
 from twistedp2p.peer.slots import UP, Slot, Slots
@@ -141,6 +141,11 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             nodelay(True)
         self.callLater = self.factory.clock.callLater
         self.setTimeout(self.factory.idle_timeout)
+        if self._eager:
+            # The port accepts on data (L{accept_on_data}, set by the peer
+            # service): the request is usually here already, so answer it
+            # in this turn rather than on the reactor's next one.
+            read_now(self.transport)
 
     def connectionLost(self, reason: Failure = None) -> None:
         self._connected = False
@@ -294,9 +299,11 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             return
         self._slot = slot
         self._serving = True
-        reused = self._reuse(fname)
-        if reused is not None:
-            self._start_get(reused, request)
+        found = self._reuse(fname)
+        if found is None:
+            found = self.factory.library.serving_now(fname)
+        if found is not None:
+            self._start_get(found, request)
             return
         self._close_open_file()
         d = self.factory.library.open_for_serving(fname)
@@ -360,20 +367,18 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             return
         if length is None:
             length = entry.size - offset
-        self.sendString(
-            wire.encode(
-                wire.reply(
-                    wire.SUCCESS,
-                    request.id,
-                    fname=fname,
-                    offset=offset,
-                    length=length,
-                    file_size=entry.size,
-                    sha256=entry.sha256,
-                )
+        header = wire.encode(
+            wire.reply(
+                wire.SUCCESS,
+                request.id,
+                fname=fname,
+                offset=offset,
+                length=length,
+                file_size=entry.size,
+                sha256=entry.sha256,
             )
         )
-        self._send(f, fname, length, close_after=False, keep_open=True, offset=offset)
+        self._send(f, fname, length, close_after=False, keep_open=True, offset=offset, header=header)
 
     def _failed_before_sending(self, failure: Failure, request_id: Any) -> None:
         self._serving = False
@@ -421,15 +426,28 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
     # -- the bytes -------------------------------------------------------------
 
     def _send(
-        self, f: Any, fname: str, length: int, close_after: bool, keep_open: bool = False, offset: int = 0
+        self,
+        f: Any,
+        fname: str,
+        length: int,
+        close_after: bool,
+        keep_open: bool = False,
+        offset: int = 0,
+        header: bytes | None = None,
     ) -> None:
+        """
+        Send C{length} bytes of C{f} from C{offset}, after the C{header}
+        frame if one is given (in the same segment as the first chunk when
+        the bytes go to the socket directly).
+        """
         transfer = self._transfer
         if transfer is not None and transfer.fname != fname:
             self._transfer = None
             transfer.finish("done")
             transfer = None
         if transfer is None:
-            transfer = self._transfer = self.factory.transfers.start(UP, fname, self.peer, length)
+            # Observers hear of it once the first bytes are out.
+            transfer = self._transfer = self.factory.transfers.start(UP, fname, self.peer, length, announce=False)
         else:
             transfer.total = (transfer.total or 0) + length
         reader = RangeReader(f, length, offset)
@@ -477,16 +495,25 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         consumer: Any = self.transport
         sender = ChunkSender()
         bucket = self.factory.bucket
+        eager = None
         if bucket is not None and bucket.limited:
             consumer = ThrottledConsumer(self.transport, bucket)
             sender.CHUNK_SIZE = ChunkSender.THROTTLED_CHUNK_SIZE
         elif self._eager:
-            # The first chunk (all of a small range) leaves at once.
-            consumer = EagerConsumer(self.transport)
+            # The first chunk (all of a small range) leaves at once, in one
+            # segment with the header.
+            consumer = eager = EagerConsumer(self.transport, _pack_length(len(header)) + header if length and header else b"")
+            header = None if length else header
+        if header is not None:
+            self.sendString(header)
         self._sender = sender
         d = sender.beginFileTransfer(reader, consumer, transform=count)
+        if eager is not None:
+            # (Only if the file ended before its first chunk.)
+            eager.flush()
         d.addBoth(cleanup)
         d.addCallbacks(finished, lost)
+        self.factory.transfers.announce(transfer)
 
 
 class UploadFactory(Factory):
