@@ -35,7 +35,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--size", type=int, help="transfer: file size in bytes (default 1 GiB; quick 64 MiB)")
     parser.add_argument("--gen-procs", type=int, default=1, help="lookups: load-generator processes (default 1)")
     parser.add_argument("--gen", choices=["c", "python"], default="c",
-                        help="lookups: the C generator (bench/fastgen.c, compiled with cc; default) or the Python one")
+                        help="lookups and ttfb: the C clients (bench/fastgen.c, bench/firstbyte.c, compiled with cc; "
+                             "default) or the Python ones")
     parser.add_argument("--out", type=Path, help="write the Markdown results here (default bench/results/latest.md)")
     parser.add_argument("--write-docs", action="store_true", help="also write the results into docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) for inspection")

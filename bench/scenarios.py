@@ -46,14 +46,16 @@ class Context:
     sessions: int | None = None
     size: int | None = None
     gen_procs: int = 1
-    #: "c" (bench/fastgen.c, compiled here) or "python" (bench/loadgen.py).
+    #: "c" (bench/fastgen.c and bench/firstbyte.c, compiled here) or
+    #: "python" (bench/loadgen.py and bench/ttfb.py).
     gen: str = "c"
     log: Callable[[str], None] = print
     rows: list[Row] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     #: Notes for the whole run (below the table).
     notes: list[str] = field(default_factory=list)
-    fastgen: str | None = None
+    #: Compiled C clients by name ("" when one could not be built).
+    c_clients: dict[str, str] = field(default_factory=dict)
 
     def sub(self, name: str) -> Path:
         path = self.workdir / name
@@ -185,28 +187,36 @@ class LookupLoad:
         }
 
 
-def fastgen(ctx: Context) -> str | None:
+def c_client(ctx: Context, name: str, purpose: str) -> str | None:
     """
-    The C lookup generator (bench/fastgen.c), compiled once per benchmark
-    run; None (and a note) when it cannot be built, or with --gen python.
+    A C client of the benchmark (C{bench/NAME.c}), compiled once per
+    benchmark run; None (and a note saying that C{purpose} used the Python
+    one) when it cannot be built, or with C{--gen python}.
     """
     if ctx.gen == "python":
         return None
-    if ctx.fastgen is not None:
-        return ctx.fastgen or None
-    ctx.fastgen = ""
+    if name in ctx.c_clients:
+        return ctx.c_clients[name] or None
+    ctx.c_clients[name] = ""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
-        ctx.notes.append("lookups used the Python generator: no C compiler (apt-get install gcc for the C one)")
+        ctx.notes.append(f"{purpose} used the Python one: no C compiler (apt-get install gcc for the C one)")
         return None
-    binary = ctx.workdir / "fastgen"
-    source = Path(__file__).with_name("fastgen.c")
+    binary = ctx.workdir / name
+    source = Path(__file__).with_name(f"{name}.c")
     proc = subprocess.run([cc, "-O2", "-o", str(binary), str(source)], capture_output=True, text=True)
     if proc.returncode != 0:
-        ctx.notes.append(f"lookups used the Python generator: compiling fastgen.c failed: {proc.stderr.strip()[-300:]}")
+        ctx.notes.append(f"{purpose} used the Python one: compiling {name}.c failed: {proc.stderr.strip()[-300:]}")
         return None
-    ctx.fastgen = str(binary)
-    return ctx.fastgen
+    ctx.c_clients[name] = str(binary)
+    return ctx.c_clients[name]
+
+
+def fastgen(ctx: Context) -> str | None:
+    """
+    The C lookup generator (bench/fastgen.c), or None for the Python one.
+    """
+    return c_client(ctx, "fastgen", "lookups' load generator")
 
 
 def lookup_variants(ctx: Context) -> list[tuple[str, int]]:
@@ -525,6 +535,68 @@ def _peer_scenario(ctx: Context, name: str, body: Callable[[Context, str], None]
         ctx.log(f"bench: {name} skipped: {e}")
 
 
+_NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{ listen 127.0.0.1:{port}; root {dir}/www; }}
+}}
+"""
+
+
+class NginxFirstByte:
+    """
+    nginx serving a static file, timed by curl (``%{time_starttransfer}``,
+    from curl's start of the request, connect included, to the first byte):
+    the reference the issue gives for the TTFB target (no lookup at all).
+    One process (``master_process off``), so stopping it by PID stops all.
+    """
+
+    def __init__(self, kids: Children, work: Path, data: bytes, log: Callable[[str], None]) -> None:
+        self.note = ""
+        self.url = ""
+        nginx, note = tools.ensure("nginx", log)
+        self.curl, curl_note = tools.ensure("curl", log)
+        if not nginx or not self.curl:
+            self.note = note or curl_note
+            return
+        home = work / "nginx"
+        (home / "www").mkdir(parents=True, exist_ok=True)
+        (home / "www" / "f.bin").write_bytes(data)
+        port = free_port()
+        conf = home / "nginx.conf"
+        conf.write_text(_NGINX_CONF.format(dir=home, port=port))
+        proc = kids.process("nginx", [nginx, "-c", str(conf), "-p", str(home), "-e", str(home / "nginx-error.log")],
+                            stdin=False)
+        wait_port(port, proc.proc, what="nginx")
+        self.url = f"http://127.0.0.1:{port}/f.bin"
+
+    def samples(self, rounds: int, warmup: int = 10) -> list[float]:
+        """
+        Seconds to the first byte of C{rounds} requests, one curl each.
+        """
+        out = []
+        for i in range(warmup + rounds):
+            proc = subprocess.run([self.curl, "-sS", "--fail", "-o", "/dev/null", "-w", "%{time_starttransfer}",
+                                   self.url], capture_output=True, text=True, timeout=60)
+            if proc.returncode != 0:
+                raise BenchError(f"curl from nginx failed: {proc.stderr.strip()}")
+            if i >= warmup:
+                out.append(float(proc.stdout.strip()))
+        return out
+
+
 def _ttfb(ctx: Context, store: str) -> None:
     rounds = 100
     fname = "bench-ttfb.bin"
@@ -543,13 +615,21 @@ def _ttfb(ctx: Context, store: str) -> None:
         raw_source = kids.helper("raw-source", "rawnet", ["first-byte", "4096", "--framed"])
         raw_tracker = kids.helper("raw-tracker", "rawnet", ["fake-tracker", str(raw_source.event("ready")["port"])])
         raw_tracker_port = raw_tracker.event("ready")["port"]
+        nginx = NginxFirstByte(kids, work, (repo / fname).read_bytes(), ctx.log)
+        nginx_runs = []
+        binary = c_client(ctx, "firstbyte", "ttfb's client")
         for i in range(ctx.runs):
-            client = kids.helper(f"ttfb{i}", "ttfb", ["--tracker", f"127.0.0.1:{tracker.port}", "--baseline-port",
-                                                      str(floor_port), "--fname", fname, "--rounds", str(rounds),
-                                                      "--floor-tracker", f"127.0.0.1:{raw_tracker_port}"])
+            args = ["--tracker", f"127.0.0.1:{tracker.port}", "--baseline-port", str(floor_port), "--fname", fname,
+                    "--rounds", str(rounds), "--floor-tracker", f"127.0.0.1:{raw_tracker_port}"]
+            if binary:
+                client = kids.process(f"ttfb{i}", [binary, *args], stdin=False)
+            else:
+                client = kids.helper(f"ttfb{i}", "ttfb", args)
             runs.append(client.event("result", timeout=120))
             client.stop()
             kids.forget(client)
+            if nginx.url:
+                nginx_runs.append(nginx.samples(rounds))
     def q(samples: list[float], p: float) -> float:
         return 1000.0 * percentile(samples, p)
 
@@ -564,6 +644,15 @@ def _ttfb(ctx: Context, store: str) -> None:
                             b, ratio(v, b), target, v.median <= limit, notes=notes))
         ctx.rows.append(Row(scenario, f"time to first byte p{p}", "ms", v,
                             "same round, blocking stand-in tracker + source (floor)", f, ratio(v, f)))
+        if nginx_runs:
+            n = Spread.of(q(r, p) for r in nginx_runs)
+            # The issue's reference machine: nginx 0.16 ms p50, for targets of 0.2 and 0.35 ms.
+            ctx.rows.append(Row(scenario, f"time to first byte p{p}", "ms", v,
+                                "nginx + curl, static file, no lookup", n, ratio(v, n),
+                                notes=[f"the issue's reference: nginx 0.16 ms p50 with curl; target {limit} ms "
+                                       f"= {limit / 0.16:.2f}x that"]))
+    if not nginx_runs:
+        ctx.skipped.append(Skipped("ttfb: nginx + curl baseline", nginx.note))
 
 
 # -- transfer ---------------------------------------------------------------------------------

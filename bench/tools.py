@@ -15,6 +15,7 @@ import subprocess
 PACKAGES = {
     "curl": "curl",
     "sha256sum": "coreutils",
+    "nginx": "nginx-light",
 }
 
 _updated = False

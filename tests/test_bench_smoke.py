@@ -33,3 +33,7 @@ def test_quick_benchmark_produces_a_table(tmp_path: Path) -> None:
     # Scenarios that need only the tracker always produce rows.
     for scenario in ("| lookups (sqlite) | fetch round trips/s", "| sessions (200 held", "| backlog (1,000 at once) |"):
         assert scenario in text, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # TTFB against its three baselines (nginx comes from .ci/debian-packages).
+    for baseline in ("raw connect + first byte", "blocking stand-in tracker + source (floor)", "nginx + curl"):
+        assert f"| ttfb (4 KiB, fetch -> first byte) | time to first byte p50 | ms |" in text
+        assert baseline in text, proc.stdout[-3000:] + proc.stderr[-3000:]
