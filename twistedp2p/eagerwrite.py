@@ -155,8 +155,9 @@ def accept_on_data(port: Any, seconds: int = 10) -> bool:
     their first bytes arrived (C{TCP_DEFER_ACCEPT}, Linux), for protocols
     where the client speaks first: the accept and the first request are
     then one reactor turn (with L{read_now}) instead of two.  A client that
-    sends nothing is accepted after about C{seconds} anyway, and the
-    protocol's own idle timeout applies from then on.
+    sends nothing is accepted anyway once the kernel's SYN-ACK
+    retransmissions for C{seconds} are over (about 15 s for 10 on Linux),
+    and the protocol's own idle timeout applies from then on.
 
     @return: whether the option was set (not on other systems, or for a
         port that is not TCP).
