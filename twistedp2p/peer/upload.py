@@ -500,16 +500,18 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             consumer = ThrottledConsumer(self.transport, bucket)
             sender.CHUNK_SIZE = ChunkSender.THROTTLED_CHUNK_SIZE
         elif self._eager:
-            # The first chunk (all of a small range) leaves at once, in one
-            # segment with the header.
-            consumer = eager = EagerConsumer(self.transport, _pack_length(len(header)) + header if length and header else b"")
-            header = None if length else header
+            # The first chunk (all of a small range) leaves at once, and the
+            # header with it, in one segment.
+            consumer = eager = EagerConsumer(self.transport)
+            if header is not None and length:
+                eager.prefix = _pack_length(len(header)) + header
+                header = None
         if header is not None:
             self.sendString(header)
         self._sender = sender
         d = sender.beginFileTransfer(reader, consumer, transform=count)
         if eager is not None:
-            # (Only if the file ended before its first chunk.)
+            # The header, if the file ended before its first chunk.
             eager.flush()
         d.addBoth(cleanup)
         d.addCallbacks(finished, lost)
