@@ -21,6 +21,14 @@ PACKAGES = {
 _updated = False
 
 
+def _which(tool: str) -> str | None:
+    """
+    C{tool} on the PATH, or in the system directories (nginx is in
+    /usr/sbin, which a user's PATH may lack).
+    """
+    return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+
+
 def ensure(tool: str, log=print) -> tuple[str | None, str]:
     """
     Find C{tool}, installing its Debian package if needed.
@@ -28,7 +36,7 @@ def ensure(tool: str, log=print) -> tuple[str | None, str]:
     @return: (path or None, note).  The note says what was done, or why
         the tool is missing.
     """
-    found = shutil.which(tool)
+    found = _which(tool)
     if found:
         return found, ""
     package = PACKAGES.get(tool, tool)
@@ -48,7 +56,7 @@ def ensure(tool: str, log=print) -> tuple[str | None, str]:
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
         detail = getattr(e, "stderr", b"") or b""
         return None, f"installing {package} failed: {detail.decode(errors='replace').strip()[-200:] or e}"
-    found = shutil.which(tool)
+    found = _which(tool)
     if not found:
         return None, f"{package} installed but {tool} is still not on the PATH"
     return found, f"installed {package} with apt-get"
