@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from twistedp2p import errors
 from twistedp2p.peer.events import Events
-from twistedp2p.peer.tracker_link import CONNECTED, WAITING, FailoverEndpoint, TrackerLink
+from twistedp2p.peer.tracker_link import CONNECTED, WAITING, FailoverEndpoint, TrackerLink, reconnect_policy
 
 from .helpers import all_frames, frame
 
@@ -251,3 +251,33 @@ class TrackerLinkTests(SynchronousTestCase):
         self.successResultOf(d)
         self.failureResultOf(self.link.request("search"), errors.TrackerUnavailable)
         self.assertEqual(self.lines, ["tracker link: connected to A"])
+
+
+class ReconnectPolicyTests(SynchronousTestCase):
+    """
+    L{reconnect_policy}: exponential backoff, and a random part that is up
+    to a second early on and grows with the backoff later.
+    """
+
+    def test_backoff_without_randomness(self) -> None:
+        policy = reconnect_policy(rand=lambda: 0.0)
+        self.assertEqual([policy(a) for a in range(4)], [0.5, 0.75, 1.125, 1.6875])
+        self.assertEqual(policy(20), 10.0)
+        # No overflow however long the tracker stays away.
+        self.assertEqual(policy(10**6), 10.0)
+
+    def test_random_part(self) -> None:
+        """
+        The random part is up to one second while the backoff is under a
+        second, and up to the backoff itself after that.
+        """
+        policy = reconnect_policy(rand=lambda: 1.0)
+        self.assertEqual(policy(0), 1.5)
+        self.assertEqual(policy(1), 1.75)
+        self.assertEqual(policy(2), 2.25)
+        self.assertEqual(policy(20), 20.0)
+
+    def test_default_is_random(self) -> None:
+        delays = {reconnect_policy()(0) for _ in range(50)}
+        self.assertGreater(len(delays), 1)
+        self.assertTrue(all(0.5 <= d <= 1.5 for d in delays), delays)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Sequence
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -103,6 +103,27 @@ def _reason(e: BaseException | Failure) -> str:
     return text.splitlines()[0]
 
 
+def reconnect_policy(
+    initial: float = 0.5, factor: float = 1.5, max_delay: float = 10.0, rand: Callable[[], float] = random.random
+) -> Callable[[int], float]:
+    """
+    Seconds to wait before reconnect attempt C{attempt} (0, 1, ...): an
+    exponential backoff from C{initial} to C{max_delay}, plus a random part
+    of up to one second or, once the backoff passed a second, up to the
+    backoff itself.  Peers that lost a tracker together (it restarted)
+    spread their first attempts over a second, as with Twisted's
+    C{backoffPolicy}; but those that keep failing (a tracker still busy with
+    the first of many thousands) spread further each time, instead of
+    coming back in waves one second wide.
+    """
+
+    def policy(attempt: int) -> float:
+        base = min(initial * factor ** min(attempt, 64), max_delay)
+        return base + rand() * max(1.0, base)
+
+    return policy
+
+
 class TrackerLink(Service):
     """
     The tracker session: a L{ClientService} over a L{FailoverEndpoint}.
@@ -130,9 +151,7 @@ class TrackerLink(Service):
         self._hello_fields = hello_fields
         self._on_session = on_session
         self._request_timeout = request_timeout
-        self._policy = retry_policy or backoffPolicy(
-            initialDelay=0.5, maxDelay=10.0, factor=1.5, jitter=random.random
-        )
+        self._policy = retry_policy or reconnect_policy()
         self.endpoint = FailoverEndpoint(endpoints, self._endpoint_event)
         self.factory = TrackerClientFactory(clock, request_timeout)
         self.client_service = ClientService(
