@@ -300,13 +300,22 @@ def test_tracker_dashboard(stack: Stack, browser: Any, tmp_path: Path) -> None:
 
     screenshot(page, "tracker.png", tmp_path)
 
-    # Evict (two clicks): the seed client leaves the table.
+    # Evict (two clicks): the seed client leaves the table.  The question
+    # survives the table being redrawn between the clicks (here: a session
+    # arriving).
     evict = page.locator('#peers-body tr[data-hostname="seed-laptop"] button', has_text="Evict")
     evict.click()
-    page.locator('#peers-body tr[data-hostname="seed-laptop"] button', has_text="Really evict?").click()
+    really = page.locator('#peers-body tr[data-hostname="seed-laptop"] button', has_text="Really evict?")
+    expect(really).to_have_count(1)
+    other = SeedClient(stack.tracker_port)
+    assert other.ask({"action": "hello", "hostname": "seed-desktop", "p2p_port": 40998})["status"] == "success"
+    expect(page.locator('#peers-body tr[data-hostname="seed-desktop"]')).to_have_count(1)
+    really.click()
     expect(page.locator('#peers-body tr[data-hostname="seed-laptop"]')).to_have_count(0)
     expect(page.locator("#log li.kind-evicted")).to_have_count(1)
     seed.close()
+    other.close()
+    expect(page.locator('#peers-body tr[data-hostname="seed-desktop"]')).to_have_count(0)
 
     # The peer process is killed: its row goes away.
     beta_proc.kill()

@@ -71,7 +71,7 @@
             { class: "actions" },
             el("button", { type: "button", onclick: () => discover(p.hostname) }, "Discover"),
             el("button", { type: "button", onclick: () => ping(p.hostname) }, "Ping"),
-            el("button", { type: "button", class: "danger", onclick: (e) => evict(p, e.currentTarget) }, "Evict")
+            el("button", { type: "button", class: "danger", onclick: () => evict(p) }, evictLabel(p.session_id))
           )
         )
     );
@@ -127,20 +127,46 @@
     P2P.flash("peer-flash", r.data.text, !r.data.online ? "error" : healthy ? "ok" : "warn");
   }
 
-  function evict(peer, button) {
-    if (button.dataset.armed !== "yes") {
-      button.dataset.armed = "yes";
-      button.textContent = "Really evict?";
-      setTimeout(() => {
-        button.dataset.armed = "";
-        button.textContent = "Evict";
-      }, 4000);
+  // Sessions whose Evict button was clicked once: a second click within 4 s
+  // evicts.  Kept here rather than on the button, so that the question
+  // survives the table being redrawn in between (it is, on every change).
+  const armed = new Map();
+
+  function evictLabel(sessionId) {
+    return armed.has(sessionId) ? "Really evict?" : "Evict";
+  }
+
+  function evictButton(sessionId) {
+    return document.querySelector('#peers-body tr[data-session="' + CSS.escape(sessionId) + '"] button.danger');
+  }
+
+  function relabel(sessionId) {
+    const button = evictButton(sessionId);
+    if (button) button.textContent = evictLabel(sessionId);
+  }
+
+  function evict(peer) {
+    const sid = peer.session_id;
+    if (!armed.has(sid)) {
+      armed.set(
+        sid,
+        setTimeout(() => {
+          armed.delete(sid);
+          relabel(sid);
+        }, 4000)
+      );
+      relabel(sid);
       return;
     }
-    button.disabled = true;
-    api("evict", { body: { session_id: peer.session_id } }).then((r) => {
+    clearTimeout(armed.get(sid));
+    armed.delete(sid);
+    relabel(sid);
+    const button = evictButton(sid);
+    if (button) button.disabled = true;
+    api("evict", { body: { session_id: sid } }).then((r) => {
       P2P.flash("peer-flash", r.ok ? "evicted " + r.data.hostname : r.data.error, r.ok ? "ok" : "error");
-      button.disabled = false;
+      const after = evictButton(sid);
+      if (after) after.disabled = false;
     });
   }
 
