@@ -6,6 +6,7 @@ figures themselves are for docs/benchmarks.md, not for CI.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tests.benchrun import run_bench
@@ -33,7 +34,11 @@ def test_quick_benchmark_produces_a_table(tmp_path: Path) -> None:
     # Scenarios that need only the tracker always produce rows.
     for scenario in ("| lookups (sqlite) | fetch round trips/s", "| sessions (200 held", "| backlog (1,000 at once) |"):
         assert scenario in text, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # TTFB against its three baselines (nginx comes from .ci/debian-packages).
-    for baseline in ("raw connect + first byte", "blocking stand-in tracker + source (floor)", "nginx + curl"):
-        assert f"| ttfb (4 KiB, fetch -> first byte) | time to first byte p50 | ms |" in text
+    # TTFB against its three baselines.  nginx comes from .ci/debian-packages
+    # in CI; elsewhere the benchmark installs it when it can (root), and
+    # otherwise says why that baseline was skipped.
+    assert "| ttfb (4 KiB, fetch -> first byte) | time to first byte p50 | ms |" in text
+    for baseline in ("raw connect + first byte", "blocking stand-in tracker + source (floor)"):
         assert baseline in text, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if os.environ.get("CI") or "ttfb: nginx + curl baseline" not in text:
+        assert "nginx + curl, static file" in text, proc.stdout[-3000:] + proc.stderr[-3000:]
