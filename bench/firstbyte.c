@@ -106,6 +106,8 @@ struct reader {
     int fd;
     char *buf;
     size_t have;
+    /* The byte that the current frame's terminating NUL covers. */
+    char saved;
 };
 
 static void fill(struct reader *r) {
@@ -119,7 +121,8 @@ static void fill(struct reader *r) {
     r->have += n;
 }
 
-/* The next whole frame's body (NUL-terminated in place); *len its length. */
+/* The next whole frame's body, NUL-terminated in place until drop_frame
+ * (which gives back the byte the NUL covers); *len its length. */
 static char *next_frame(struct reader *r, size_t *len) {
     for (;;) {
         if (r->have >= 4) {
@@ -130,6 +133,8 @@ static char *next_frame(struct reader *r, size_t *len) {
                 die("a %zu-byte frame is too long", n);
             if (r->have >= 4 + n) {
                 *len = n;
+                r->saved = r->buf[4 + n];
+                r->buf[4 + n] = 0;
                 return r->buf + 4;
             }
         }
@@ -138,6 +143,7 @@ static char *next_frame(struct reader *r, size_t *len) {
 }
 
 static void drop_frame(struct reader *r, size_t len) {
+    r->buf[4 + len] = r->saved;
     memmove(r->buf, r->buf + 4 + len, r->have - 4 - len);
     r->have -= 4 + len;
 }
@@ -181,16 +187,11 @@ static int json_str(const char *text, const char *key, char *out, size_t outlen)
 static char *read_answer(struct reader *r, size_t *len) {
     for (;;) {
         char *body = next_frame(r, len);
-        char saved = body[*len];
-        body[*len] = 0;
-        if (!strstr(body, "\"action\"")) {
-            body[*len] = saved;
+        if (!strstr(body, "\"action\""))
             return body;
-        }
         char pong[128];
         long long id = json_int(body, "id");
         snprintf(pong, sizeof pong, "{\"status\":\"success\",\"message\":\"pong\",\"id\":%lld}", id);
-        body[*len] = saved;
         drop_frame(r, *len);
         send_frame(r->fd, pong);
     }
@@ -200,7 +201,7 @@ static struct reader tracker_session(const char *hostport, const char *hostname)
     char host[64];
     int port;
     split_hostport(hostport, host, sizeof host, &port);
-    struct reader r = {dial(host, port), malloc(BUF + 1), 0};
+    struct reader r = {dial(host, port), malloc(BUF + 1), 0, 0};
     if (!r.buf)
         die("out of memory");
     char hello[256];
@@ -209,7 +210,6 @@ static struct reader tracker_session(const char *hostport, const char *hostname)
     send_frame(r.fd, hello);
     size_t len;
     char *body = read_answer(&r, &len);
-    body[len] = 0;
     if (!strstr(body, "success"))
         die("hello refused: %s", body);
     drop_frame(&r, len);
@@ -227,7 +227,6 @@ static double sut_round(struct reader *t, const char *fname, long long id, doubl
     size_t len;
     char *body = read_answer(t, &len);
     *lookup = now() - t0;
-    body[len] = 0;
     const char *list = strstr(body, "\"peer_list\"");
     char ip[64];
     long long port = list ? json_int(list, "port") : -1;
@@ -329,7 +328,7 @@ int main(int argc, char **argv) {
     if (!scratch || !lookup || !sut || !base || !floors)
         die("out of memory");
     struct reader t = tracker_session(tracker, "bench-ttfb-c");
-    struct reader f = {-1, NULL, 0};
+    struct reader f = {-1, NULL, 0, 0};
     if (floor_tracker)
         f = tracker_session(floor_tracker, "bench-ttfb-c-floor");
     long long id = 100;
