@@ -34,6 +34,9 @@ def test_quick_benchmark_produces_a_table(tmp_path: Path) -> None:
     # Scenarios that need only the tracker always produce rows.
     for scenario in ("| lookups (sqlite) | fetch round trips/s", "| sessions (200 held", "| backlog (1,000 at once) |"):
         assert scenario in text, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Lookups while sessions are held: with the default heartbeat and the short one.
+    for figure in ("fetch latency p99 while held, default --heartbeat 30 ", "fetch latency p99 while held, --heartbeat 1 "):
+        assert figure in text, proc.stdout[-3000:] + proc.stderr[-3000:]
     # TTFB against its three baselines.  nginx comes from .ci/debian-packages
     # in CI; elsewhere the benchmark installs it when it can (root), and
     # otherwise says why that baseline was skipped.

@@ -39,6 +39,8 @@ from twistedp2p.web.options import WEB_OPTIONS, check_web_options
 
 DEFAULT_LISTEN = "tcp:9999"
 DEFAULT_BACKLOG = 1024
+#: Seconds between two heartbeat pings of a session (--heartbeat).
+DEFAULT_HEARTBEAT = 30.0
 #: The default --lease, in heartbeats: a tracker's records outlive two
 #: missed renewals.
 LEASE_HEARTBEATS = 3
@@ -114,7 +116,7 @@ class Options(usage.Options):
             f"Index database: a SQLite file path (default ./{DEFAULT_SQLITE_FILE}), "
             "sqlite:PATH, memory, or postgresql://USER@HOST/DBNAME.",
         ],
-        ["heartbeat", None, 30.0, "Seconds between heartbeat pings to native peers.", _seconds("heartbeat")],
+        ["heartbeat", None, DEFAULT_HEARTBEAT, "Seconds between heartbeat pings to native peers.", _seconds("heartbeat")],
         ["heartbeat-misses", None, 3, "Unanswered pings in a row that evict a peer.", _at_least_one("heartbeat-misses")],
         ["ping-timeout", None, 5.0, "Seconds a ping may take (contested hello, admin ping).", _seconds("ping-timeout")],
         [
