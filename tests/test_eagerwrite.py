@@ -3,8 +3,7 @@ Tests for L{twistedp2p.eagerwrite}: the import-time check, both branches
 of L{eager_write} and L{eager_write_parts} (direct to the socket, and
 through the transport), byte order when something is buffered or a send
 is partial, flow control of a file sent through L{EagerConsumer} to a
-reader that stops reading, its prefix, and accepting on data with
-L{read_now}.
+reader that stops reading, and accepting on data with L{read_now}.
 """
 
 from __future__ import annotations
@@ -172,25 +171,6 @@ class PartsTests(unittest.SynchronousTestCase):
         t = StringTransport()
         self.assertFalse(eager_write_parts(t, (b"a", b"bc")))
         self.assertEqual(t.value(), b"abc")
-
-    def test_prefix_once(self) -> None:
-        """
-        L{EagerConsumer}'s prefix goes out with its first write, in the same
-        send, and never again; L{EagerConsumer.flush} sends a prefix no
-        write took, once.
-        """
-        t = FakeConnection(FakeSocket(1 << 20))
-        consumer = EagerConsumer(t, b"H")
-        consumer.write(b"one")
-        consumer.write(b"two")
-        self.assertEqual(t.socket.sent, [b"Hone", b"two"])
-        consumer.flush()
-        self.assertEqual(t.socket.sent, [b"Hone", b"two"])
-        t = FakeConnection(FakeSocket(1 << 20))
-        consumer = EagerConsumer(t, b"H")
-        consumer.flush()
-        consumer.flush()
-        self.assertEqual(t.socket.sent, [b"H"])
 
 
 class Collector(Protocol):

@@ -206,16 +206,10 @@ class EagerConsumer:
     would have: the producer is pulled on the next writable turn, exactly
     as if the bytes had been buffered and sent then.  Partial sends leave
     the rest in the transport's buffer, which pulls as usual.
-
-    @ivar prefix: bytes that go out with the first write, in the same
-        C{sendmsg} (a header frame with the first chunk of its body), then
-        never again.  Whoever sets it makes sure a first write comes, or
-        calls L{flush}.
     """
 
-    def __init__(self, transport: Any, prefix: bytes = b"") -> None:
+    def __init__(self, transport: Any) -> None:
         self.transport = transport
-        self.prefix = prefix
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         self.transport.registerProducer(producer, streaming)
@@ -225,19 +219,5 @@ class EagerConsumer:
 
     def write(self, data: bytes) -> None:
         transport = self.transport
-        prefix = self.prefix
-        if prefix:
-            self.prefix = b""
-            done = eager_write_parts(transport, (prefix, data))
-        else:
-            done = eager_write(transport, data)
-        if done and transport.producer is not None:
+        if eager_write(transport, data) and transport.producer is not None:
             transport.startWriting()
-
-    def flush(self) -> None:
-        """
-        Send the prefix now if no write took it.
-        """
-        prefix, self.prefix = self.prefix, b""
-        if prefix:
-            eager_write(self.transport, prefix)

@@ -65,9 +65,12 @@ def encode(message: Mapping[str, Any]) -> bytes:
     """
     Serialise one message to the bytes that go inside a frame.
     """
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    return _encode_text(message).encode("utf-8")
+
+
+# One encoder for every message: json.dumps(..., separators=...) would build
+# a new one per call (on every answer of the tracker and every get header).
+_encode_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def decode(frame: bytes) -> dict[str, Any]:

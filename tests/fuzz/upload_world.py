@@ -177,6 +177,10 @@ class PullTransport(StringTransport):
         StringTransport.write(self, data)
         self._conn.written(data)
 
+    def writeSequence(self, data: Any) -> None:
+        # (StringTransport's own would bypass write, and so the model.)
+        self.write(b"".join(data))
+
     def loseConnection(self) -> None:
         if not self.disconnecting:
             self._conn.closing()

@@ -28,7 +28,7 @@ from twisted.protocols.basic import FileSender, Int32StringReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
-from twistedp2p import wire
+from twistedp2p import eagerwrite, wire
 from twistedp2p.eagerwrite import EagerConsumer, capable, eager_write, read_now
 from twistedp2p.peer.library import Library
 from twistedp2p.peer.ratelimit import ThrottledConsumer, TokenBucket
@@ -126,26 +126,39 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         #: A plain TCP connection: frames and unthrottled file bytes go to
         #: its socket at once while nothing is buffered (L{eager_write}).
         self._eager = False
-        self.peer = "?"
+        self._peer: str | None = None
+
+    @property
+    def peer(self) -> str:
+        """
+        The other end as C{host:port}, for logs and the transfer table
+        (worked out when first needed: not on the way to the first byte).
+        """
+        if self._peer is None:
+            self._peer = describe_peer(self.transport) if self.transport is not None else "?"
+        return self._peer
 
     # -- connection ------------------------------------------------------
 
     def connectionMade(self) -> None:
         self._connected = True
-        self.factory.connections.add(self)
-        self.peer = describe_peer(self.transport)
         self._eager = capable(self.transport)
         nodelay = getattr(self.transport, "setTcpNoDelay", None)
         if nodelay is not None:
             # Headers and pipelined requests are small: never hold them back.
             nodelay(True)
         self.callLater = self.factory.clock.callLater
-        self.setTimeout(self.factory.idle_timeout)
         if self._eager:
             # The port accepts on data (L{accept_on_data}, set by the peer
             # service): the request is usually here already, so answer it
-            # in this turn rather than on the reactor's next one.
+            # in this turn rather than on the reactor's next one, and before
+            # the bookkeeping below, which the first bytes need not wait for.
+            # (Nothing here closes the connection synchronously: a close
+            # is reported to connectionLost on a later turn.)
             read_now(self.transport)
+        self.factory.connections.add(self)
+        if self._connected:
+            self.setTimeout(self.factory.idle_timeout)
 
     def connectionLost(self, reason: Failure = None) -> None:
         self._connected = False
@@ -437,9 +450,31 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
     ) -> None:
         """
         Send C{length} bytes of C{f} from C{offset}, after the C{header}
-        frame if one is given (in the same segment as the first chunk when
-        the bytes go to the socket directly).
+        frame if one is given.
+
+        Unthrottled, the header and the first chunk leave at once, in one
+        write (one segment for a small file): the transfer table entry and
+        the L{ChunkSender} that sends the rest under the transport's flow
+        control are set up after them, off the way to the first byte.
+        Under an upload cap every byte, the first chunk too, goes through
+        the L{ThrottledConsumer}.
         """
+        reader = RangeReader(f, length, offset)
+        bucket = self.factory.bucket
+        throttled = bucket is not None and bucket.limited
+        first = b""
+        if not throttled:
+            first = reader.read(ChunkSender.CHUNK_SIZE)
+            parts = [first] if first else []
+            if header is not None:
+                parts.insert(0, _pack_length(len(header)) + header)
+                header = None
+            if parts and self._eager:
+                eagerwrite.eager_write_parts(self.transport, parts)
+            elif parts:
+                self.transport.writeSequence(parts)
+        elif header is not None:
+            self.sendString(header)
         transfer = self._transfer
         if transfer is not None and transfer.fname != fname:
             self._transfer = None
@@ -450,7 +485,8 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             transfer = self._transfer = self.factory.transfers.start(UP, fname, self.peer, length, announce=False)
         else:
             transfer.total = (transfer.total or 0) + length
-        reader = RangeReader(f, length, offset)
+        if first:
+            transfer.add(len(first))
 
         def count(chunk: bytes) -> bytes:
             transfer.add(len(chunk))
@@ -494,25 +530,13 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
 
         consumer: Any = self.transport
         sender = ChunkSender()
-        bucket = self.factory.bucket
-        eager = None
-        if bucket is not None and bucket.limited:
+        if throttled:
             consumer = ThrottledConsumer(self.transport, bucket)
             sender.CHUNK_SIZE = ChunkSender.THROTTLED_CHUNK_SIZE
         elif self._eager:
-            # The first chunk (all of a small range) leaves at once, and the
-            # header with it, in one segment.
-            consumer = eager = EagerConsumer(self.transport)
-            if header is not None and length:
-                eager.prefix = _pack_length(len(header)) + header
-                header = None
-        if header is not None:
-            self.sendString(header)
+            consumer = EagerConsumer(self.transport)
         self._sender = sender
         d = sender.beginFileTransfer(reader, consumer, transform=count)
-        if eager is not None:
-            # The header, if the file ended before its first chunk.
-            eager.flush()
         d.addBoth(cleanup)
         d.addCallbacks(finished, lost)
         self.factory.transfers.announce(transfer)
