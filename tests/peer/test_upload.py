@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -17,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twistedp2p import wire
 from twistedp2p.peer.pieces import PieceList
 from twistedp2p.peer.ratelimit import TokenBucket
-from twistedp2p.peer.upload import MAX_PIPELINED, SESSION_LINGER, RangeReader, UploadFactory
+from twistedp2p.peer.upload import MAX_PIPELINED, SESSION_LINGER, RangeReader, UploadFactory, get_header
 
 from .helpers import PeerParts, all_frames, frame, split_frame, temp_dir
 
@@ -499,3 +500,49 @@ class UploadTests(SynchronousTestCase):
         [reply] = all_frames(t.value())
         self.assertEqual(reply["code"], "not_found")
         self.assertNotIn("a.bin", library)
+
+
+class GetHeaderTests(SynchronousTestCase):
+    """
+    L{get_header} gives the very bytes the JSON encoder gives for the same
+    answer, from fragments kept per entry.
+    """
+
+    def entry(self, fname: str, size: int) -> Any:
+        from twistedp2p.peer.library import Entry
+
+        return Entry(fname, "/x/" + fname, size, 0.0, hashlib.sha256(fname.encode()).hexdigest(), 0.0)
+
+    def test_same_bytes_as_the_encoder(self) -> None:
+        fragments: dict[int, Any] = {}
+        for fname in ("a.bin", 'quote"and\\back', "naïve façade ☃.txt", "tab\tname"):
+            entry = self.entry(fname, 12345)
+            for request_id in (None, 0, 7, 2**53 + 1):
+                for offset, length in ((0, 12345), (100, 0), (12344, 1)):
+                    expected = wire.encode(
+                        wire.reply(
+                            wire.SUCCESS,
+                            request_id,
+                            fname=fname,
+                            offset=offset,
+                            length=length,
+                            file_size=entry.size,
+                            sha256=entry.sha256,
+                        )
+                    )
+                    self.assertEqual(get_header(request_id, entry, offset, length, fragments), expected)
+
+    def test_fragments_follow_the_entry(self) -> None:
+        """
+        A republished file (a new entry, whatever its id) gets fragments of
+        its own; the cache stays bounded.
+        """
+        fragments: dict[int, Any] = {}
+        old = self.entry("f.bin", 1)
+        get_header(1, old, 0, 1, fragments)
+        new = self.entry("f.bin", 2)
+        fragments[id(new)] = fragments.pop(id(old))  # as if the id were reused
+        self.assertEqual(wire.decode(get_header(1, new, 0, 2, fragments))["file_size"], 2)
+        for i in range(300):
+            get_header(None, self.entry(f"n{i}", i), 0, 0, fragments)
+        self.assertLessEqual(len(fragments), 256)

@@ -89,6 +89,30 @@ class RangeReader:
         return data
 
 
+def get_header(request_id: int | None, entry: Any, offset: int, length: int, fragments: dict[int, Any]) -> bytes:
+    """
+    The body of a C{get} answer's header frame: the JSON object
+    C{wire.encode(wire.reply(SUCCESS, request_id, fname=..., offset=...,
+    length=..., file_size=..., sha256=...))} gives, put together from the
+    entry's encoded parts, kept in C{fragments} (by entry), and the
+    request's numbers, without running the JSON encoder on the way to the
+    first byte.
+    """
+    cached = fragments.get(id(entry))
+    if cached is None or cached[0] is not entry:
+        if len(fragments) >= 256:
+            fragments.clear()
+        cached = fragments[id(entry)] = (
+            entry,
+            b',"fname":' + wire.encode(entry.fname),
+            b',"file_size":%d,"sha256":%b}' % (entry.size, wire.encode(entry.sha256)),
+        )
+    _, fname_part, tail = cached
+    # Request ids are non-negative integers (wire.parse_request).
+    id_part = b"" if request_id is None else b',"id":%d' % request_id
+    return b'{"status":"success"%b%b,"offset":%d,"length":%d%b' % (id_part, fname_part, offset, length, tail)
+
+
 def describe_peer(transport: Any) -> str:
     peer = transport.getPeer()
     host = getattr(peer, "host", None)
@@ -380,17 +404,7 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             return
         if length is None:
             length = entry.size - offset
-        header = wire.encode(
-            wire.reply(
-                wire.SUCCESS,
-                request.id,
-                fname=fname,
-                offset=offset,
-                length=length,
-                file_size=entry.size,
-                sha256=entry.sha256,
-            )
-        )
+        header = get_header(request.id, entry, offset, length, self.factory.header_fragments)
         self._send(f, fname, length, close_after=False, keep_open=True, offset=offset, header=header)
 
     def _failed_before_sending(self, failure: Failure, request_id: Any) -> None:
@@ -572,6 +586,8 @@ class UploadFactory(Factory):
         self.session_linger = session_linger
         #: Open connections, so a stopping peer can close them.
         self.connections: set[UploadProtocol] = set()
+        #: Encoded parts of get headers, by published entry (L{get_header}).
+        self.header_fragments: dict[int, Any] = {}
         #: Native ranges (``get``) served in full, and their bytes.
         self.served_ranges = 0
         self.served_bytes = 0
