@@ -19,7 +19,8 @@ class FakeSource(Int32StringReceiver):
     Serves C{factory.data} as C{factory.fname}.  Faults, from the factory:
     C{corrupt} (piece indexes whose bytes are damaged), C{silent} (never
     answer), C{drop_after} (close after sending this many body bytes),
-    C{busy} (answer every get with busy).
+    C{busy} (answer every get with busy), C{silent_gets} (answer
+    ``pieces`` only).
     """
 
     MAX_LENGTH = wire.MAX_REQUEST_FRAME
@@ -41,6 +42,8 @@ class FakeSource(Int32StringReceiver):
             return
         if action != "get":
             self.transport.loseConnection()
+            return
+        if f.silent_gets:
             return
         if f.busy:
             self.sendString(wire.encode({"status": "busy", "message": "full"}))
@@ -75,6 +78,7 @@ class FakeSourceFactory(Factory):
         self.corrupt = set(faults.pop("corrupt", ()))
         self.silent = faults.pop("silent", False)
         self.busy = faults.pop("busy", False)
+        self.silent_gets = faults.pop("silent_gets", False)
         self.drop_after = faults.pop("drop_after", None)
         assert not faults, faults
         self.requests: list[dict[str, Any]] = []

@@ -22,6 +22,7 @@ from twistedp2p.peer.pieces import (
     hash_file,
     piece_count,
     piece_size_for,
+    piece_size_problem,
     pieces_of,
     root_of,
 )
@@ -44,6 +45,20 @@ class PieceSizeTests(SynchronousTestCase):
         self.assertEqual(piece_size_for(1024 * GiB), 16 * MiB)
         for size in (1, 10**6, 3 * GiB + 5, 10**13):
             self.assertLessEqual(piece_count(size, piece_size_for(size)), 65536)
+
+    def test_other_piece_sizes_refused(self) -> None:
+        """
+        A piece list is accepted only with the rule's piece size for its
+        size (whatever its root), from the wire or from the library's
+        files: the source does not choose how much a downloader holds.
+        """
+        data = os.urandom(600 * KiB)
+        for piece_size in (MIN_PIECE_SIZE // 2, 2 * MIN_PIECE_SIZE, GiB):
+            p = pieces_of(data, piece_size)
+            e = self.assertRaises(ValueError, PieceList.from_wire, p.to_wire(), p.root)
+            self.assertIn(f"piece size {piece_size} is not the rule's for {600 * KiB} bytes, {MIN_PIECE_SIZE}", str(e))
+            self.assertRaises(ValueError, PieceList.from_bytes, p.size, p.sha256, piece_size, p.to_bytes(), p.root)
+        self.assertIsNone(piece_size_problem(600 * KiB, MIN_PIECE_SIZE))
 
     def test_spans(self) -> None:
         p = pieces_of(b"a" * (2 * MIN_PIECE_SIZE + 5))

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twistedp2p import errors
 from twistedp2p.peer.download import LocalWriteError, SourceInfo, choose_sources, part_name
-from twistedp2p.peer.pieces import pieces_of
+from twistedp2p.peer.pieces import PieceList, pieces_of
 from twistedp2p.peer.ratelimit import TokenBucket
 from twistedp2p.peer.slots import Slots
 from twistedp2p.peer.swarm import (
@@ -42,6 +42,8 @@ DATA = os.urandom(12 * PIECE + 1000)
 SHA = hashlib.sha256(DATA).hexdigest()
 PIECES = pieces_of(DATA, PIECE)
 COUNT = PIECES.count  # 13
+#: What liars serve (same size): its pieces make a fake root.
+FAKE = os.urandom(len(DATA))
 
 
 def entry(host: str, port: int, root: str | None = PIECES.root, **kw: Any) -> dict[str, Any]:
@@ -77,11 +79,17 @@ class PlanTests(SynchronousTestCase):
         self.assertEqual([s.hostname for s in plan.listed], ["b", "c"])
         self.assertEqual([s.hostname for s in plan.others], ["a"])
 
-    def test_majority_then_preference(self) -> None:
+    def test_roots_in_order_majority_then_preference(self) -> None:
         other = "e" * 64
         srcs = [source("a", 1, root=other), source("b", 2), source("c", 3)]
-        self.assertEqual(plan_swarm(srcs).root, PIECES.root)
-        self.assertEqual([s.hostname for s in plan_swarm(srcs).others], ["a"])
+        plan = plan_swarm(srcs)
+        self.assertEqual(plan.root, PIECES.root)
+        self.assertEqual([g.root for g in plan.groups], [PIECES.root, other])
+        self.assertEqual([s.hostname for s in plan.listed], ["b", "c"])
+        # Sources of another root are never asked for bytes under this one.
+        self.assertEqual(plan.others, ())
+        self.assertEqual([s.hostname for s in plan.next_root().listed], ["a"])
+        self.assertIsNone(plan.next_root().next_root())
         self.assertEqual(plan_swarm(srcs, prefer_root=other).root, other)
         # Ties: the tracker's order.
         self.assertEqual(plan_swarm(srcs[:2]).root, other)
@@ -96,9 +104,21 @@ class PlanTests(SynchronousTestCase):
         s = SourceInfo.from_wire(dict(entry("a", 1), piece_size=0))
         self.assertIsNone(s.root)
 
-    def test_absurd_piece_count_refused(self) -> None:
+    def test_piece_size_other_than_the_rule_refused(self) -> None:
+        """
+        The piece size is the rule's for the size (pieces.piece_size_for),
+        never the source's choice: a source announcing another is refused
+        (a 1 GiB piece would be a 1 GiB buffer).
+        """
         srcs = [source("a", 1, file_size=10**12, piece_size=1)]
-        self.assertIsNone(plan_swarm(srcs))
+        with self.assertRaises(errors.NoSources) as e:
+            plan_swarm(srcs)
+        self.assertIn("a (127.0.0.1:1) publishes a piece list with the wrong piece size", str(e.exception))
+        self.assertIn("16777216", str(e.exception))
+        huge = source("big", 2, piece_size=2**30)
+        plan = plan_swarm([huge, source("b", 3)])
+        self.assertEqual([s.hostname for s in plan.sources], ["b"])
+        self.assertEqual(plan.refused, (huge,))
 
 
 class StateTests(SynchronousTestCase):
@@ -262,11 +282,11 @@ class SwarmTests(SynchronousTestCase):
         self.sources[port] = parts
         return factory
 
-    def swarm(self, srcs, force: bool = False, bucket=None, threads=sync_run, **settings) -> SwarmDownload:
+    def swarm(self, srcs, force: bool = False, bucket=None, threads=sync_run, prefer=None, **settings) -> SwarmDownload:
         options = self.parts.download_options(
             self.net.connect, self.progress, force=force, run_in_thread=threads, bucket=bucket, **settings
         )
-        return SwarmDownload("f", plan_swarm(srcs), self.parts.repo, **options)
+        return SwarmDownload("f", plan_swarm(srcs, prefer_root=prefer), self.parts.repo, **options)
 
     def run_swarm(self, srcs, **kw) -> Deferred:
         self.download = self.swarm(srcs, **kw)
@@ -352,6 +372,88 @@ class SwarmTests(SynchronousTestCase):
         f = self.failureResultOf(d, errors.TransferFailed)
         self.assertIn("could not fetch f from any source", str(f.value))
         self.assertIn("does not match its SHA-256", str(f.value))
+        self.assertEqual(self.leftovers(), [])
+
+    def liar(self, port: int, **faults: Any) -> tuple[FakeSourceFactory, str]:
+        """
+        A source publishing the honest SHA-256 under a fake root: a piece
+        list of other bytes (with the right piece size), which its bytes
+        match.
+        """
+        fake = pieces_of(FAKE, PIECE)
+        lie = PieceList(fake.size, SHA, fake.piece_size, fake.digests)
+        factory = FakeSourceFactory(FAKE, pieces=lie, **faults)
+        self.net.servers[port] = factory
+        return factory, lie.root
+
+    def test_bogus_root_majority_does_not_poison(self) -> None:
+        """
+        Two sources publish a fake root under the honest file's SHA-256
+        (the majority root): it is followed first, its whole file does not
+        match the SHA-256, so its sources are dropped and the honest root
+        is followed; the honest source is never blamed for the fake list.
+        """
+        _, fake_root = self.liar(1)
+        self.liar(2)
+        honest = self.real_source(3)
+        srcs = [source("liar1", 1, root=fake_root), source("liar2", 2, root=fake_root), source("honest", 3)]
+        self.assertEqual(plan_swarm(srcs).root, fake_root)
+        d = self.run_swarm(srcs)
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertEqual((result.verified, result.sha256), (True, SHA))
+        self.assertEqual((self.parts.repo / "f").read_bytes(), DATA)
+        self.assertEqual(result.pieces, PIECES)
+        self.assertEqual(result.contributors, (("honest", COUNT),))
+        self.assertGreaterEqual(honest.served_ranges, COUNT)
+        dropped = [m for m in self.messages() if "dropping source" in m]
+        self.assertEqual(len(dropped), 2, dropped)
+        self.assertFalse(any("honest" in m for m in dropped))
+        self.assertTrue(all("does not match the published SHA-256" in m for m in dropped))
+        self.assertEqual(self.download.false_roots, [fake_root])
+        self.assertEqual({s.hostname for s in self.download.liars}, {"liar1", "liar2"})
+        self.assertEqual(self.leftovers(), [])
+        self.assertEqual(self.parts.slots.in_use, 0)
+
+    def test_bogus_root_sources_that_stall_give_way(self) -> None:
+        """
+        The fake root's sources show their list, then never send a piece:
+        once they are given up, the next root is followed.
+        """
+        _, fake_root = self.liar(1, silent_gets=True)
+        self.real_source(2)
+        srcs = [source("liar1", 1, root=fake_root), source("honest", 2)]
+        d = self.run_swarm(srcs, source_retries=1, ttfb_timeout=1.0, stall_timeout=5.0, prefer=fake_root)
+        for _ in range(10):
+            self.net.flush()
+            self.clock.advance(5)
+        result = self.successResultOf(d)
+        self.assertEqual((self.parts.repo / "f").read_bytes(), DATA)
+        self.assertEqual(result.contributors, (("honest", COUNT),))
+        self.assertTrue(any("no source of root" in m for m in self.messages()))
+
+    def test_bogus_roots_only(self) -> None:
+        """
+        Only sources of a fake root: a clear error, nothing left behind.
+        """
+        _, fake_root = self.liar(1)
+        self.liar(2)
+        d = self.run_swarm([source("liar1", 1, root=fake_root), source("liar2", 2, root=fake_root)])
+        self.net.flush()
+        f = self.failureResultOf(d, errors.VerificationFailed)
+        self.assertIn("the whole file does not match the published SHA-256", str(f.value))
+        self.assertEqual(self.leftovers(), [])
+        self.assertFalse((self.parts.repo / "f").exists())
+        # Two fake roots: every one tried, then the error names them.
+        other = pieces_of(os.urandom(len(DATA)), PIECE)
+        lie2 = PieceList(other.size, SHA, PIECE, other.digests)
+        self.net.servers[3] = FakeSourceFactory(FAKE, pieces=lie2)
+        d = self.run_swarm([source("liar1", 1, root=fake_root), source("liar3", 3, root=lie2.root)])
+        self.net.flush()
+        f = self.failureResultOf(d, errors.VerificationFailed)
+        self.assertIn("no published piece list gives its SHA-256", str(f.value))
+        self.assertIn(fake_root[:12], str(f.value))
+        self.assertIn(lie2.root[:12], str(f.value))
         self.assertEqual(self.leftovers(), [])
 
     def test_single_source_checked_whole(self) -> None:

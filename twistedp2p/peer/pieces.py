@@ -45,6 +45,19 @@ def piece_size_for(size: int) -> int:
     return piece
 
 
+def piece_size_problem(size: int, piece_size: int) -> str | None:
+    """
+    Why C{piece_size} is not the piece size of a C{size}-byte file (the
+    one L{piece_size_for} gives), or None when it is.  A downloader refuses
+    any other: the piece size bounds what it holds per piece, so the
+    source must not choose it.
+    """
+    expected = piece_size_for(size)
+    if piece_size == expected:
+        return None
+    return f"piece size {piece_size} is not the rule's for {size} bytes, {expected}"
+
+
 def piece_count(size: int, piece_size: int) -> int:
     return (size + piece_size - 1) // piece_size
 
@@ -139,6 +152,9 @@ class PieceList:
             raise ValueError(e.message)
         if not wire.is_sha256(sha):
             raise ValueError("sha256 must be 64 lowercase hex digits")
+        problem = piece_size_problem(size, piece_size)
+        if problem is not None:
+            raise ValueError(problem)
         if not isinstance(hexes, list) or len(hexes) != piece_count(size, piece_size):
             raise ValueError("the piece list does not match the file size")
         if not all(wire.is_sha256(h) for h in hexes):
@@ -157,8 +173,12 @@ class PieceList:
         """
         Rebuild a list from L{to_bytes} output.
 
-        @raise ValueError: when it does not hash to C{root}.
+        @raise ValueError: when it does not hash to C{root}, or its piece
+            size is not the rule's (L{piece_size_problem}).
         """
+        problem = piece_size_problem(size, piece_size)
+        if problem is not None:
+            raise ValueError(problem)
         if len(data) != DIGEST_SIZE * piece_count(size, piece_size):
             raise ValueError("wrong length for the piece list")
         digests = tuple(data[i : i + DIGEST_SIZE] for i in range(0, len(data), DIGEST_SIZE))

@@ -19,7 +19,7 @@ import heapq
 import json
 import os
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -53,7 +53,14 @@ from twistedp2p.peer.partfile import (
     unlink_quietly,
     write_atomically,
 )
-from twistedp2p.peer.pieces import MAX_PIECES, PieceList, bitmap_decode, bitmap_encode, piece_count
+from twistedp2p.peer.pieces import (
+    MAX_PIECES,
+    PieceList,
+    bitmap_decode,
+    bitmap_encode,
+    piece_count,
+    piece_size_problem,
+)
 from twistedp2p.peer.ratelimit import PauseReasons, TokenBucket, throttle_download
 from twistedp2p.peer.slots import DOWN, Slot, Slots
 from twistedp2p.peer.transfers import Transfers
@@ -72,60 +79,115 @@ class BadSource(errors.TransferFailed):
     """the source sent data that does not match the published hashes"""
 
 
+class PieceMismatch(BadSource):
+    """
+    A piece does not match the piece list followed.  Proof against its
+    source only when that source published the list's root (it vouched
+    for the list); a source that published no root is merely set aside.
+    """
+
+
 # -- which content ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RootGroup:
+    """
+    The sources that published one root (with its piece size) for a
+    content: they vouch for the piece list that hashes to it.
+    """
+
+    root: str
+    piece_size: int
+    sources: tuple[SourceInfo, ...]
 
 
 @dataclass(frozen=True)
 class SwarmPlan:
     """
-    What a multi-source fetch follows: one root (and the size, SHA-256 and
-    piece size it goes with), the sources that published it (asked for the
-    piece list), and the other native sources of the same content (asked
-    for byte ranges only).
+    What a multi-source fetch follows: the size and SHA-256 of the content,
+    the roots published for it (L{RootGroup}s, in the order they are
+    tried: the first is followed until it is proven false or its sources
+    are gone), the native sources that published no root (asked for byte
+    ranges only, checked against the root being followed), and the sources
+    refused outright (a piece size other than the rule's).
     """
 
-    root: str
-    piece_size: int
     size: int
     sha256: str
-    listed: tuple[SourceInfo, ...]
-    others: tuple[SourceInfo, ...]
+    groups: tuple[RootGroup, ...]
+    others: tuple[SourceInfo, ...] = ()
+    refused: tuple[SourceInfo, ...] = ()
+
+    @property
+    def root(self) -> str:
+        return self.groups[0].root
+
+    @property
+    def piece_size(self) -> int:
+        return self.groups[0].piece_size
+
+    @property
+    def listed(self) -> tuple[SourceInfo, ...]:
+        """The sources of the root followed now."""
+        return self.groups[0].sources
 
     @property
     def sources(self) -> tuple[SourceInfo, ...]:
         return self.listed + self.others
 
+    def next_root(self) -> "SwarmPlan | None":
+        """
+        The plan without the root followed now (None when it was the last).
+        """
+        if len(self.groups) < 2:
+            return None
+        return replace(self, groups=self.groups[1:])
+
 
 def plan_swarm(sources: Sequence[SourceInfo], prefer_root: str | None = None) -> SwarmPlan | None:
     """
-    Choose the root of a multi-source fetch among the native sources of one
-    content (as L{choose_sources} returns them): C{prefer_root} (a partial
-    download's) when some source publishes it, else the root most sources
-    publish (ties: the tracker's order).  None when no source publishes a
-    usable root: the fetch then downloads whole files.
+    Group the native sources of one content (as L{choose_sources} returns
+    them) by the root they publish, in the order to try: C{prefer_root} (a
+    partial download's) first, then by the number of sources (ties: the
+    tracker's order).  Majority only orders the tries: a root is given up
+    when the whole file it leads to does not match the published SHA-256
+    (L{SwarmDownload}), and the next is tried.
+
+    A source whose piece size is not the one L{piece_size_for} gives for
+    the size is refused (never used).  None when no source publishes a
+    usable root (the fetch then downloads whole files).
+
+    @raise errors.NoSources: every native source was refused.
     """
     natives = [s for s in sources if not s.seed and s.file_size is not None]
-    rooted = [
+    refused = tuple(
         s
         for s in natives
-        if s.root is not None
-        and s.piece_size is not None
-        and piece_count(s.file_size or 0, s.piece_size) <= MAX_ACCEPTED_PIECES
-    ]
+        if s.root is not None and s.piece_size is not None and piece_size_problem(s.file_size or 0, s.piece_size)
+    )
+    rooted = [s for s in natives if s.root is not None and s.piece_size is not None and s not in refused]
+    others = tuple(s for s in natives if s.root is None)
+    if refused and not rooted and not others:
+        first = refused[0]
+        raise errors.NoSources(
+            f"no usable source of {first.fname}: "
+            + ", ".join(dict.fromkeys(s.label for s in refused))
+            + f" publish{'es' if len(refused) == 1 else ''} a piece list with the wrong piece size: "
+            + str(piece_size_problem(first.file_size or 0, first.piece_size or 0))
+        )
     if not rooted:
         return None
     counts = Counter((s.root, s.piece_size) for s in rooted)
-    keys = list(counts)
-    preferred = [k for k in keys if k[0] == prefer_root]
-    if preferred:
-        chosen = preferred[0]
-    else:
-        chosen = max(keys, key=lambda k: (counts[k], -keys.index(k)))
-    listed = tuple(s for s in rooted if (s.root, s.piece_size) == chosen)
-    others = tuple(s for s in natives if s not in listed)
-    first = listed[0]
+    order = {k: n for n, k in enumerate(counts)}
+    keys = sorted(counts, key=lambda k: (k[0] != prefer_root, -counts[k], order[k]))
+    groups = tuple(
+        RootGroup(root, piece_size, tuple(s for s in rooted if (s.root, s.piece_size) == (root, piece_size)))
+        for root, piece_size in keys
+    )
+    first = groups[0].sources[0]
     assert first.file_size is not None and first.sha256 is not None
-    return SwarmPlan(chosen[0], chosen[1], first.file_size, first.sha256, listed, others)
+    return SwarmPlan(first.file_size, first.sha256, groups, others, refused)
 
 
 # -- the resume state --------------------------------------------------------------------
@@ -192,6 +254,9 @@ class PartState:
         root, sha = data.get("root"), data.get("sha256")
         if not (wire.is_sha256(root) and wire.is_sha256(sha)):
             raise ValueError("root and sha256 must be 64 lowercase hex digits")
+        problem = piece_size_problem(size, piece_size)
+        if problem is not None:
+            raise ValueError(problem)
         count = piece_count(size, piece_size)
         if count > MAX_ACCEPTED_PIECES or data.get("pieces") != count:
             raise ValueError("the piece count does not match the size")
@@ -819,14 +884,51 @@ class SwarmDownload(_Fetch):
         _Fetch.__init__(self, fname, repo, **kwargs)
         self.plan = plan
         self.state_path = self.repo / state_name(fname)
-        self.peers = [_Peer(s, True) for s in plan.listed] + [_Peer(s, False) for s in plan.others]
+        #: Sources proven wrong for this file (never used again in this
+        #: fetch, whatever root is followed).
+        self.liars: set[SourceInfo] = set()
+        #: Roots proven false (their pieces do not make the published file).
+        self.false_roots: list[str] = []
+        self._use_plan(plan)
+        self._reset()
+        self.resumed_bytes = 0
+        self._slot_wait: Deferred | None = None
+        self._retry_call: Any = None
+        self._checkpoint_call: Any = None
+        self._started_at = 0.0
+        self._transfer: Any = None
+        self._done: Deferred | None = None
+        self._finished = False
+        self._stopping = False
+        #: Between two roots (the part of the first is being removed).
+        self._switching = False
+        #: Fires once the part and the state are closed (after success,
+        #: failure or stop): a stopping peer waits for it.
+        self.closed: Deferred = Deferred()
+
+    def _use_plan(self, plan: SwarmPlan) -> None:
+        """
+        Follow C{plan}'s first root: its sources may show the piece list;
+        sources that published no root serve byte ranges; sources of other
+        roots are not used (they are never checked against a list they did
+        not vouch for).
+        """
+        self.plan = plan
+        self.peers = [_Peer(s, True) for s in plan.listed if s not in self.liars] + [
+            _Peer(s, False) for s in plan.others if s not in self.liars
+        ]
         #: With several sources, each piece is checked on arrival, so that a
         #: source sending bad data is caught and dropped at its first bad
         #: piece.  With a single source there is no other to turn to: only
         #: the whole-file SHA-256 is computed (each byte hashed once, not
-        #: twice), and a mismatch fails the fetch with nothing kept.  A
+        #: twice), and a mismatch gives up the root (and its source).  A
         #: resumed download still checks every piece its state claims.
         self.check_pieces = len(self.peers) > 1
+
+    def _reset(self) -> None:
+        """
+        The per-root state of the download (nothing fetched yet).
+        """
         self.pieces: PieceList | None = None
         self.writer: PieceWriter | None = None
         #: Pieces verified and written.
@@ -837,26 +939,14 @@ class SwarmDownload(_Fetch):
         self._requested: dict[int, set[PieceConnection]] = {}
         self._heap: list[int] = []
         self._claimed: frozenset[int] = frozenset()
-        self.resumed_bytes = 0
         self._writing_bytes = 0
         self._disk_paused = False
-        self._slot_wait: Deferred | None = None
-        self._retry_call: Any = None
-        self._checkpoint_call: Any = None
         self._checkpoint_running = False
         self._dirty = 0
-        self._started_at = 0.0
-        self._transfer: Any = None
         self._opening = False
         self._open_done = False
         # Room for a few batches of pieces on their way to the disk.
-        self._max_pending = max(self.settings.swarm_pending, 4 * plan.piece_size)
-        self._done: Deferred | None = None
-        self._finished = False
-        self._stopping = False
-        #: Fires once the part and the state are closed (after success,
-        #: failure or stop): a stopping peer waits for it.
-        self.closed: Deferred = Deferred()
+        self._max_pending = max(self.settings.swarm_pending, 4 * self.plan.piece_size)
 
     # -- running ---------------------------------------------------------------------
 
@@ -1207,7 +1297,7 @@ class SwarmDownload(_Fetch):
         peer = connection.peer
         if not ok:
             self._return(index)
-            reason = BadSource(f"piece {index} does not match its SHA-256")
+            reason = PieceMismatch(f"piece {index} does not match its SHA-256")
             if connection.closed:
                 self._bad_source(peer, reason)
                 self._fill()
@@ -1301,17 +1391,32 @@ class SwarmDownload(_Fetch):
 
     def _bad_source(self, peer: _Peer, reason: Exception) -> None:
         """
-        A source sent data that does not verify: never use it again for
-        this file, and say so.
+        A source sent data that does not verify.  When that is proof
+        against it (anything but a piece that fails against a list it did
+        not vouch for), never use it again for this file, and say so;
+        otherwise set it aside while this root is followed.
         """
+        proof = peer.listed or not isinstance(reason, PieceMismatch)
         if not peer.dropped:
-            self.log.warn(
-                "dropping source {source} for {fname}: {reason}; it is not used again for this file",
-                source=peer.label,
-                fname=self.fname,
-                reason=str(reason),
-            )
+            if proof:
+                self.log.warn(
+                    "dropping source {source} for {fname}: {reason}; it is not used again for this file",
+                    source=peer.label,
+                    fname=self.fname,
+                    reason=str(reason),
+                )
+            else:
+                self.log.info(
+                    "not using source {source} for {fname} under root {root}: {reason}"
+                    " (it published no root, so this proves nothing against it)",
+                    source=peer.label,
+                    fname=self.fname,
+                    root=self.plan.root[:12],
+                    reason=str(reason),
+                )
         peer.dropped = True
+        if proof:
+            self.liars.add(peer.source)
 
     def connection_failed(self, connection: PieceConnection, reason: Exception) -> None:
         """
@@ -1361,7 +1466,54 @@ class SwarmDownload(_Fetch):
             # Sources waiting for a retry.
             self._schedule_retry()
             return
+        if self._next_plan() is not None:
+            self._give_up_root(f"no source of root {self.plan.root[:12]} is left")
+            return
         self._fail_now(errors.TransferFailed(self._summary()))
+
+    def _next_plan(self) -> SwarmPlan | None:
+        """
+        The plan for the next root that has a source not proven wrong.
+        """
+        plan = self.plan.next_root()
+        while plan is not None and all(s in self.liars for s in plan.listed):
+            plan = plan.next_root()
+        return plan
+
+    def _give_up_root(self, why: str) -> None:
+        """
+        Stop following the current root (proven false, or no source of it
+        is left): remove what was fetched under it and follow the next.
+        """
+        plan = self._next_plan()
+        assert plan is not None
+        self._stop_timers()
+        self._close_connections()
+        self.log.warn(
+            "{fname}: {why}; following root {root} ({sources}) instead",
+            fname=self.fname,
+            why=why,
+            root=plan.root[:12],
+            sources=", ".join(s.label for s in plan.listed if s not in self.liars),
+        )
+        writer = self.writer
+        gone = writer.discard() if writer is not None else succeed(None)
+        self._finished = self._switching = True
+
+        def follow(_: Any) -> None:
+            self._switching = False
+            if self._stopping:
+                self.closed.callback(None)
+                return
+            self._finished = False
+            self._use_plan(plan)
+            self._reset()
+            self.resumed_bytes = 0
+            self._transfer.resume_from(0)
+            self._transfer.sources = 0
+            self._fill()
+
+        gone.addBoth(follow)
 
     def _summary(self) -> str:
         text = summarize_failures(self.fname, self.failures)
@@ -1449,8 +1601,36 @@ class SwarmDownload(_Fetch):
 
     def _final_failure(self, failure: Failure) -> None:
         """
-        Verification or installation failed after every piece arrived.
+        Verification or installation failed after every piece arrived.  A
+        whole file that does not match the published SHA-256 proves the
+        root false (its pieces all matched its list): its sources are
+        dropped and the next root, if any, is followed.
         """
+        if failure.check(errors.VerificationFailed):
+            self.false_roots.append(self.plan.root)
+            for peer in self.peers:
+                if peer.listed and peer.source not in self.liars:
+                    self.liars.add(peer.source)
+                    self.failures.append((peer.label, f"its piece list (root {self.plan.root[:12]}) does not give the published SHA-256"))
+                    self.log.warn(
+                        "dropping source {source} for {fname}: the file its piece list (root {root}) leads to"
+                        " does not match the published SHA-256; it is not used again for this file",
+                        source=peer.label,
+                        fname=self.fname,
+                        root=self.plan.root[:12],
+                    )
+            if self._next_plan() is not None and not self._stopping:
+                self._give_up_root(f"root {self.plan.root[:12]} is false ({failure.getErrorMessage()})")
+                return
+            if len(self.false_roots) > 1 or len(self.plan.groups) > 1:
+                failure = Failure(
+                    errors.VerificationFailed(
+                        f"could not fetch {self.fname}: no published piece list gives its SHA-256"
+                        f" {self.plan.sha256[:12]} (roots tried: "
+                        + ", ".join(r[:12] for r in self.false_roots)
+                        + "); its sources are not used again for this file"
+                    )
+                )
         if failure.check(errors.AlreadyExists):
             keep = self.writer.close(None) if self.writer is not None else succeed(None)
         else:
@@ -1504,6 +1684,14 @@ class SwarmDownload(_Fetch):
         Stop now (the peer is stopping, or the fetch was cancelled): close
         every connection and record what is on disk.  @return: L{closed}.
         """
+        if self._switching:
+            # (Between two roots: nothing is kept; L{closed} fires once the
+            # previous root's part is removed.)
+            if not self._stopping:
+                self._stopping = True
+                if self._transfer is not None:
+                    self._transfer.finish("stopped")
+            return self.closed
         if self._finished:
             return self.closed
         self._finished = self._stopping = True
