@@ -84,7 +84,8 @@ class CheckTests(SynchronousTestCase):
 
     def test_errors(self) -> None:
         for args, message in [
-            (["--web", "nonsense:1"], "bad --web endpoint"),
+            (["--web", "nonsense:1"], "--web 'nonsense:1': give a PORT"),
+            (["--web", "tcp:x"], "bad --web endpoint"),
             (["--web", "tcp:8080", "--web-token", "short"], "--web-token must be 8 to 256"),
             (["--web", "tcp:8080", "--web-token", "has space here"], "--web-token must be"),
             (["--web-token", "s3cret-token"], "--web-token needs --web"),

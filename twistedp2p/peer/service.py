@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, clientFromString, serverFromString
+from twisted.internet.endpoints import HostnameEndpoint, serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from twistedp2p import wire
 from twistedp2p.eagerwrite import accept_on_data
+from twistedp2p.endpoints import client_endpoint, parse_client, parse_server
 from twistedp2p.peer.download import DownloadSettings
 from twistedp2p.peer.events import Events
 from twistedp2p.peer.library import Library
@@ -101,7 +102,12 @@ class Options(usage.Options):
     optParameters = [
         ["hostname", None, None, "The name other peers see (default: this host's name)."],
         ["repo", None, DEFAULT_REPO, "Repository directory: downloads land here (created if missing)."],
-        ["listen", None, DEFAULT_LISTEN, "Server endpoint for the P2P port (e.g. tcp:0, tcp:7070)."],
+        [
+            "listen",
+            None,
+            DEFAULT_LISTEN,
+            "The P2P port: PORT, IP:PORT or a server endpoint (e.g. 7070, 192.168.1.5:7070, tcp:0).",
+        ],
         ["max-sessions", None, 4, "Uploads and downloads at once (K).", _at_least_one],
         ["ttfb-timeout", None, 2.0, "Seconds to wait for a source's first byte.", _positive_seconds],
         ["max-sources", None, 4, "Sources one download uses at once.", _at_least_one],
@@ -118,7 +124,8 @@ class Options(usage.Options):
         self["share-root"] = []
 
     def opt_tracker(self, endpoint: str) -> None:
-        """Tracker client endpoint; repeat for a failover list (default tcp:127.0.0.1:9999)."""
+        """The tracker: HOST[:PORT] (port 9999 by default; IPv6 as [::1]:9999) or a client endpoint
+        (tcp:HOST:PORT); repeat for a failover list (default 127.0.0.1:9999)."""
         self["tracker"].append(endpoint)
 
     def opt_share_root(self, directory: str) -> None:
@@ -128,15 +135,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["tracker"]:
             self["tracker"] = [DEFAULT_TRACKER]
-        for description in self["tracker"]:
-            try:
-                clientFromString(_NoReactor(), description)
-            except Exception as e:
-                raise usage.UsageError(f"bad --tracker endpoint {description!r}: {e}")
-        try:
-            serverFromString(_NoReactor(), self["listen"])
-        except Exception as e:
-            raise usage.UsageError(f"bad --listen endpoint {self['listen']!r}: {e}")
+        self["tracker"] = [parse_client(value, option="tracker") for value in self["tracker"]]
+        self["listen"] = parse_server(self["listen"], option="listen", default_port=0)
         if self["hostname"] is None:
             self["hostname"] = socket.gethostname() or "localhost"
         try:
@@ -155,12 +155,6 @@ class Options(usage.Options):
             raise usage.UsageError(f"--repo {self['repo']}: exists and is not a directory")
         self["repo"] = str(repo.absolute())
         check_web_options(self)
-
-
-class _NoReactor:
-    """
-    Stands in for the reactor while only parsing endpoint strings.
-    """
 
 
 class ShellService(Service):
@@ -261,7 +255,7 @@ class PeerService(MultiService):
         )
         self.node.upload_bucket = self.upload_bucket
         self.link = TrackerLink(
-            [(t, clientFromString(reactor, t)) for t in trackers],
+            [(t, client_endpoint(reactor, t)) for t in trackers],
             hello_fields=lambda: {"hostname": hostname, "p2p_port": self.node.p2p_port},
             on_session=self.node.announce_all,
             clock=reactor,

@@ -28,6 +28,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from twistedp2p.endpoints import parse_server
 from twistedp2p.errors import P2PError
 from twistedp2p.process import exit_nonzero, stop_reactor
 from twistedp2p.logs import level_named, tracker_gate
@@ -108,7 +109,13 @@ class Options(usage.Options):
         "file bytes move directly between peers."
     )
     optParameters = [
-        ["listen", None, DEFAULT_LISTEN, "Server endpoint for peers (e.g. tcp:9999:interface=0.0.0.0)."],
+        [
+            "listen",
+            None,
+            DEFAULT_LISTEN,
+            "Where peers connect: PORT, IP[:PORT] or a server endpoint "
+            "(e.g. 9999, 192.168.1.5:9999, [::1]:9999, tcp:9999:interface=0.0.0.0).",
+        ],
         [
             "db",
             None,
@@ -161,11 +168,7 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        try:
-            serverFromString(None, self["listen"])
-        except Exception as e:
-            raise usage.UsageError(f"bad --listen endpoint {self['listen']!r}: {e}")
-        self["listen"] = with_backlog(self["listen"])
+        self["listen"] = with_backlog(parse_server(self["listen"], option="listen", default_port=9999))
         try:
             from_url = postgres_options(self["db"])
         except ValueError as e:

@@ -17,8 +17,9 @@ import secrets
 import sys
 from typing import Any, TextIO
 
-from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
+
+from twistedp2p.endpoints import parse_server
 
 #: Option specs to append to a service's C{optParameters}.
 WEB_OPTIONS: list[list[Any]] = [
@@ -26,8 +27,8 @@ WEB_OPTIONS: list[list[Any]] = [
         "web",
         None,
         None,
-        "Serve the web dashboard, JSON API and /metrics on this server endpoint "
-        "(e.g. tcp:8080:interface=127.0.0.1); off unless given.",
+        "Serve the web dashboard, JSON API and /metrics here: PORT, IP:PORT or a server endpoint "
+        "(e.g. 127.0.0.1:8080, 8080, tcp:8080:interface=127.0.0.1); off unless given.",
     ],
     [
         "web-token",
@@ -117,10 +118,7 @@ def check_web_options(config: Any, out: TextIO | None = None) -> None:
         if token is not None:
             raise usage.UsageError("--web-token needs --web ENDPOINT")
         return
-    try:
-        serverFromString(None, endpoint)
-    except Exception as e:
-        raise usage.UsageError(f"bad --web endpoint {endpoint!r}: {e}")
+    endpoint = config["web"] = parse_server(endpoint, option="web")
     if token is not None and not _TOKEN.match(token):
         raise usage.UsageError(
             "--web-token must be 8 to 256 characters from A-Z a-z 0-9 . _ ~ + / = -"
