@@ -6,3 +6,15 @@ move directly between peers.
 """
 
 __version__ = "0.1.0"
+
+
+def version_text() -> str:
+    """
+    What C{--version} prints: twistedp2p's version, then Twisted's and
+    Python's.
+    """
+    import platform
+
+    import twisted
+
+    return f"twistedp2p {__version__} (Twisted {twisted.__version__}, Python {platform.python_version()})"

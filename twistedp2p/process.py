@@ -41,6 +41,22 @@ def exit_nonzero(reactor: Any, line: str) -> None:
         reactor.callWhenRunning(stop)
 
 
+def say_on_terminal(line: str) -> None:
+    """
+    Write C{line} on the process's real stdout, fd 1 as the process got it
+    (twistd sends C{sys.stdout} to its log, which may be a file); a closed
+    or broken stdout is ignored.
+    """
+    stdout = sys.__stdout__
+    if stdout is None:
+        return
+    try:
+        stdout.write(line + "\n")
+        stdout.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def hard_exit(status: int) -> None:
     """
     Flush what is buffered and leave the process with C{status} at once.

@@ -93,3 +93,14 @@ class CheckTests(SynchronousTestCase):
             with self.assertRaises(usage.UsageError) as caught:
                 parse(*args)
             self.assertIn(message, str(caught.exception))
+
+
+class DashboardLinkTests(SynchronousTestCase):
+    def test_link(self) -> None:
+        from twistedp2p.web.options import dashboard_link
+
+        self.assertEqual(dashboard_link("http://127.0.0.1:8080/", None), "http://127.0.0.1:8080/")
+        self.assertEqual(dashboard_link("http://0.0.0.0:8080/", "t0ken-abc"), "http://127.0.0.1:8080/#token=t0ken-abc")
+        self.assertEqual(dashboard_link("http://[::]:8080/", None), "http://[::1]:8080/")
+        self.assertEqual(dashboard_link("http://[::1]:80/", "t0ken-abc"), "http://[::1]:80/#token=t0ken-abc")
+        self.assertIsNone(dashboard_link(None, "t0ken-abc"))

@@ -35,7 +35,7 @@ from twistedp2p.peer.tracker_link import TrackerLink
 from twistedp2p.peer.transfers import Transfers
 from twistedp2p.peer.upload import IDLE_TIMEOUT, UploadFactory
 from twistedp2p.process import exit_nonzero, stop_reactor
-from twistedp2p.web.options import WEB_OPTIONS, check_web_options
+from twistedp2p.web.options import WEB_OPTIONS, check_web_options, say_dashboard
 
 DEFAULT_TRACKER = "tcp:127.0.0.1:9999"
 DEFAULT_REPO = "./p2p-repo"
@@ -117,6 +117,15 @@ class Options(usage.Options):
         *WEB_OPTIONS,
     ]
     optFlags = [["no-shell", None, "Do not read commands from stdin (daemon, compose)."]]
+
+    def opt_version(self) -> None:
+        """
+        Print twistedp2p's version and exit.
+        """
+        from twistedp2p import version_text
+
+        print(version_text())
+        sys.exit(0)
 
     def __init__(self) -> None:
         super().__init__()
@@ -318,6 +327,7 @@ class PeerService(MultiService):
         self.addService(self.link)
         if self.web is not None:
             self.addService(self.web)
+            say_dashboard(self.web, "peer")
         if self.shell:
             ShellService(self.node, self.reactor, self._quit).setServiceParent(self)
         waiters, self._waiters = self._waiters, []

@@ -36,7 +36,7 @@ from twistedp2p.tracker.gcfreeze import GCFreezer
 from twistedp2p.tracker.protocol import TrackerFactory
 from twistedp2p.tracker.registry import Registry
 from twistedp2p.tracker.store.factory import DEFAULT_SQLITE_FILE, postgres_options, store_from_url
-from twistedp2p.web.options import WEB_OPTIONS, check_web_options
+from twistedp2p.web.options import WEB_OPTIONS, check_web_options, say_dashboard
 
 DEFAULT_LISTEN = "tcp:9999"
 DEFAULT_BACKLOG = 1024
@@ -166,6 +166,15 @@ class Options(usage.Options):
             "collection are frozen out of later ones: see docs/benchmarks.md).",
         ],
     ]
+
+    def opt_version(self) -> None:
+        """
+        Print twistedp2p's version and exit.
+        """
+        from twistedp2p import version_text
+
+        print(version_text())
+        sys.exit(0)
 
     def postOptions(self) -> None:
         self["listen"] = with_backlog(parse_server(self["listen"], option="listen", default_port=9999))
@@ -310,13 +319,15 @@ class TrackerService(MultiService):
         )
         if self.gc_freezer is not None:
             self.gc_freezer.start()
+        if self.web is not None:
+            # Before the shell, so the dashboard's address comes before the prompt.
+            self.addService(self.web)
+            say_dashboard(self.web, "tracker")
         if self.shell:
             self._start_shell(
                 f"p2ptracker {self.tracker_id} listening on {address.host}:{address.port}"
                 f" (index: {self.store_description}); type 'help' for commands"
             )
-        if self.web is not None:
-            self.addService(self.web)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(port)

@@ -100,6 +100,35 @@ def is_tcp_endpoint(description: str) -> bool:
     return split_endpoint(description)[0] in ("tcp", "tcp6", "ssl")
 
 
+def dashboard_link(url: str | None, token: str | None) -> str | None:
+    """
+    The address to open a dashboard at, from this host: C{url} (see
+    L{twistedp2p.web.server.WebService.url}) with a wildcard host replaced
+    by loopback, and the token in the fragment (C{#token=...}), where the
+    page picks it up.  None when the dashboard is not on TCP.
+    """
+    if url is None:
+        return None
+    url = url.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:")
+    return f"{url}#token={token}" if token else url
+
+
+def say_dashboard(web: Any, label: str) -> None:
+    """
+    Once C{web} (a L{twistedp2p.web.server.WebService}) listens, print
+    where to open it on the real terminal (stdout as the process got it),
+    once: C{LABEL dashboard: http://127.0.0.1:8080/#token=...}.
+    """
+    from twistedp2p.process import say_on_terminal
+
+    def listening(_: Any) -> None:
+        link = dashboard_link(web.url, web.token)
+        if link is not None:
+            say_on_terminal(f"{label} dashboard: {link}")
+
+    web.whenListening().addCallbacks(listening, lambda _: None)
+
+
 def check_web_options(config: Any, out: TextIO | None = None) -> None:
     """
     Check C{--web}/C{--web-token} in a parsed options mapping and settle the
