@@ -474,3 +474,93 @@ class LoopbackLimitTests(unittest.TestCase):
 
     if not sys.platform.startswith("linux"):
         test_slow_reader_bounded_buffer.skip = "measures socket queues with Linux ioctls"
+
+    @inlineCallbacks
+    def test_pipelined_answers_from_memory_bounded(self):
+        """
+        A client pipelines thousands of C{pieces} and C{ping} requests (the
+        answers a peer makes from memory) and does not read: the peer stops
+        reading once its own buffer is over the transport's bound, and holds
+        at most that bound plus one answer; when the client reads, every
+        answer arrives, in order.
+        """
+        repo = Path(self.mktemp()) / "repo"
+        repo.mkdir(parents=True)
+        # 256 pieces (a sparse file: quick to write and hash): each piece
+        # list answer is about 17 KB.
+        with open(repo / "big", "wb") as f:
+            f.truncate(64 << 20)
+        library = Library(repo, [], run_synchronously, reactor)
+        entry = self.successResultOf(library.describe("big", "big"))
+        self.successResultOf(library.put(entry))
+        self.addCleanup(library.close)
+        factory = UploadFactory(library, Slots(1), Transfers(reactor), reactor, idle_timeout=60.0)
+        self.addCleanup(factory.disconnect_all)
+        written = [0]
+        paused: Deferred = Deferred()
+        build = factory.buildProtocol
+
+        def buildProtocol(addr: Any) -> Any:
+            p = build(addr)
+            send, pause = p.sendString, p.pauseProducing
+
+            def sendString(data: bytes) -> None:
+                written[0] += 4 + len(data)
+                send(data)
+
+            def pauseProducing() -> None:
+                if not paused.called:
+                    paused.callback(None)
+                pause()
+
+            p.sendString, p.pauseProducing = sendString, pauseProducing
+            return p
+
+        factory.buildProtocol = buildProtocol
+        port = yield self.listen(factory)
+        n = 1500
+        requests = b"".join(
+            frame(body_of({"action": "pieces", "fname": "big", "id": 2 * i}))
+            + frame(body_of({"action": "ping", "id": 2 * i + 1}))
+            for i in range(n)
+        )
+        reader = yield self.client(port, requests)
+        reader.transport.pauseProducing()
+        [server] = factory.connections
+        one = len(wire.encode(wire.reply(wire.SUCCESS, 0, fname="big", **entry.pieces.to_wire()))) + 4
+        bound = server.transport.bufferSize + one
+
+        def in_peer() -> int:
+            return (
+                written[0]
+                - len(reader.data)
+                - _queued(reader.transport.getHandle(), termios.FIONREAD)
+                - _queued(server.transport.getHandle(), termios.TIOCOUTQ)
+            )
+
+        # Until the peer pauses, check at every turn that it never holds
+        # more than the bound (without the bound it answers everything).
+        while not paused.called:
+            self.assertLessEqual(in_peer(), bound, f"{written[0]} bytes answered")
+            yield deferLater(reactor, 0.005, lambda: None)
+        held = in_peer()
+        self.measured = dict(answered=written[0], in_peer=held, bound=bound)
+        self.assertLessEqual(held, bound, self.measured)
+        self.assertLess(written[0], n * one, self.measured)
+        # The client reads: every answer arrives, in order.
+        reader.transport.resumeProducing()
+        total = n * one + sum(
+            len(wire.encode(wire.reply(wire.SUCCESS, 2 * i + 1, message="pong"))) + 4 for i in range(n)
+        )
+        yield reader.until(total)
+        data, at, ids = bytes(reader.data), 0, []
+        while at < len(data):
+            (size,) = struct.unpack("!I", data[at : at + 4])
+            ids.append(wire.decode(data[at + 4 : at + 4 + size])["id"])
+            at += 4 + size
+        self.assertEqual(ids, list(range(2 * n)))
+        if os.environ.get("P2P_SHOW_MEASURES"):
+            print("pipelined answers:", self.measured)
+
+    if not sys.platform.startswith("linux"):
+        test_pipelined_answers_from_memory_bounded.skip = "measures socket queues with Linux ioctls"

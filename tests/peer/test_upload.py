@@ -502,6 +502,165 @@ class UploadTests(SynchronousTestCase):
         self.assertNotIn("a.bin", library)
 
 
+class BufferedTransport(StringTransport):
+    """
+    A StringTransport with a bounded buffer, as a TCP transport has: while
+    more than C{bufferSize} bytes wait, a registered streaming producer is
+    paused (at the write that crossed the bound); L{drain} hands the
+    buffered bytes to the reader and resumes the producer, as a TCP
+    transport does once its buffer is empty.
+    """
+
+    bufferSize = 4096
+
+    def __init__(self) -> None:
+        StringTransport.__init__(self, peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
+        self.delivered = b""
+        #: The most bytes ever buffered at once.
+        self.peak = 0
+
+    def write(self, data: bytes) -> None:
+        StringTransport.write(self, data)
+        self._written()
+
+    def writeSequence(self, data: Any) -> None:
+        StringTransport.writeSequence(self, data)
+        self._written()
+
+    def _written(self) -> None:
+        buffered = len(self.io.getvalue())
+        self.peak = max(self.peak, buffered)
+        if self.producer is not None and self.streaming and buffered > self.bufferSize:
+            if self.producerState != "paused-producer":
+                self.producerState = "paused-producer"
+                self.producer.pauseProducing()
+
+    def pauseProducing(self) -> None:
+        # (Reading, as a TCP transport's pauseProducing stops reading.)
+        self.reading = False
+
+    def resumeProducing(self) -> None:
+        self.reading = True
+
+    reading = True
+
+    def drain(self) -> None:
+        self.delivered += self.value()
+        self.clear()
+        if self.producer is not None:
+            if not self.streaming:
+                self.producer.resumeProducing()
+            elif self.producerState == "paused-producer":
+                self.producerState = "producing"
+                self.producer.resumeProducing()
+
+
+class OutputFlowControlTests(SynchronousTestCase):
+    """
+    Answers made from memory (C{pieces}, C{ping}) are written under the
+    transport's flow control: a client that pipelines them and does not
+    read makes the peer buffer about one answer beyond the transport's
+    bound, and reading stops until the buffer drains.
+    """
+
+    def setUp(self) -> None:
+        self.parts = PeerParts(temp_dir(self), max_sessions=2)
+        # Several pieces: each piece-list answer is a few hundred bytes.
+        self.data = os.urandom(6 * 256 * 1024 + 5)
+        self.entry = self.parts.publish("a.bin", self.data)
+        self.factory = UploadFactory(
+            self.parts.library, self.parts.slots, self.parts.transfers, self.parts.clock, 60.0
+        )
+
+    def connect(self) -> tuple[Any, BufferedTransport]:
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+        transport = BufferedTransport()
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def pieces_reply_size(self) -> int:
+        proto, t = self.connect()
+        proto.dataReceived(frame({"action": "pieces", "fname": "a.bin", "id": 1}))
+        return len(t.value())
+
+    def drain_all(self, t: BufferedTransport, limit: int = 100_000) -> None:
+        for _ in range(limit):
+            if not t.value() and t.producer is None:
+                return
+            t.drain()
+        self.fail("the output never drained")
+
+    def test_pipelined_pings_bounded(self) -> None:
+        proto, t = self.connect()
+        n = 5000
+        proto.dataReceived(b"".join(frame({"action": "ping", "id": i}) for i in range(n)))
+        one = len(frame({"status": "success", "id": n, "message": "pong"}))
+        # The unread answers stay within the bound plus one answer, and the
+        # connection is no longer read.
+        self.assertLessEqual(t.peak, t.bufferSize + one)
+        self.assertFalse(t.reading)
+        self.assertIs(t.producer, proto)
+        self.assertFalse(t.disconnecting)
+        # As the reader drains, every answer comes, in order.
+        self.drain_all(t)
+        replies = all_frames(t.delivered)
+        self.assertEqual([r["id"] for r in replies], list(range(n)))
+        self.assertTrue(t.reading)
+        self.assertIsNone(t.producer)
+        self.assertLessEqual(t.peak, t.bufferSize + one)
+
+    def test_pipelined_pieces_bounded(self) -> None:
+        one = self.pieces_reply_size()
+        proto, t = self.connect()
+        n = 2000
+        proto.dataReceived(b"".join(frame({"action": "pieces", "fname": "a.bin", "id": i}) for i in range(n)))
+        self.assertLessEqual(t.peak, t.bufferSize + one + 16)
+        self.assertFalse(t.reading)
+        self.drain_all(t)
+        replies = all_frames(t.delivered)
+        self.assertEqual([r["id"] for r in replies], list(range(n)))
+        self.assertEqual({r["root"] for r in replies}, {self.entry.root})
+
+    def test_pings_queued_behind_a_range(self) -> None:
+        """
+        Pings that came while a range was going out are answered after it,
+        in order, under the same flow control.
+        """
+        proto, t = self.connect()
+        proto.dataReceived(frame({"action": "get", "fname": "a.bin", "offset": 0, "length": 10}))
+        # (The range went out whole; the pull producer finishes on a pull.)
+        pings = b"".join(frame({"action": "ping", "id": i}) for i in range(MAX_PIPELINED))
+        proto.dataReceived(pings)
+        self.drain_all(t)
+        header, rest = split_frame(t.delivered)
+        self.assertEqual(rest[:10], self.data[:10])
+        self.assertEqual([r["id"] for r in all_frames(rest[10:])], list(range(MAX_PIPELINED)))
+
+    def test_close_while_paused(self) -> None:
+        """
+        An error answer closes the connection even while this protocol is
+        the paused producer.
+        """
+        proto, t = self.connect()
+        proto.dataReceived(b"".join(frame({"action": "ping", "id": i}) for i in range(1000)))
+        self.assertIs(t.producer, proto)
+        proto.dataReceived(b"")
+        self.drain_all(t)
+        proto.dataReceived(frame({"action": "pieces", "fname": "nope", "id": 1}))
+        self.assertTrue(t.disconnecting)
+        self.assertIsNone(t.producer)
+
+    def test_idle_timeout_while_output_full(self) -> None:
+        """
+        A reader that never reads the answers is closed by the idle timeout
+        (no request is read while the buffer is full).
+        """
+        proto, t = self.connect()
+        proto.dataReceived(b"".join(frame({"action": "ping", "id": i}) for i in range(5000)))
+        self.parts.clock.advance(61)
+        self.assertTrue(t.disconnecting)
+
+
 class GetHeaderTests(SynchronousTestCase):
     """
     L{get_header} gives the very bytes the JSON encoder gives for the same

@@ -7,7 +7,11 @@ requests on one connection: they are answered in order, one at a time.
 Seed-protocol clients send one ``get_file`` or ``download`` and get the raw
 file until we close.  Bytes are pulled by the transport through a
 L{FileSender} (through a L{ThrottledConsumer} under ``--upload-rate``), so a
-slow reader never makes us buffer the file.
+slow reader never makes us buffer the file.  Answers made from memory
+(``pieces``, ``ping``) are written under the transport's flow control too:
+while its buffer is over its bound, the connection is neither read nor
+answered (L{UploadProtocol.pauseProducing}), so a client that pipelines
+requests and never reads makes us buffer one answer, not all of them.
 
 Requests only ever name a shared name, which the L{Library} maps to a file;
 nothing here interprets a request as a path.  A connection holds one
@@ -151,6 +155,13 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         #: its socket at once while nothing is buffered (L{eager_write}).
         self._eager = False
         self._peer: str | None = None
+        #: This protocol is the transport's registered (streaming) producer,
+        #: while it writes an answer from memory, and until the transport's
+        #: buffer drains if that answer filled it.
+        self._watching = False
+        #: The transport said its buffer is over its bound: nothing is read
+        #: or answered until it drains.
+        self._output_full = False
 
     @property
     def peer(self) -> str:
@@ -186,6 +197,7 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = None) -> None:
         self._connected = False
+        self._watching = False
         self._queue.clear()
         self.factory.connections.discard(self)
         self.setTimeout(None)
@@ -250,7 +262,7 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         is left, end the upload session (free the slot) unless another
         request comes within L{SESSION_LINGER} seconds.
         """
-        while self._queue and not self._serving and not self._closing and self._connected:
+        while self._queue and not self._serving and not self._closing and self._connected and not self._output_full:
             self._handle(self._queue.popleft())
         if self._serving or self._queue or self._linger is not None:
             return
@@ -293,7 +305,7 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         elif request.action == "download":
             self._seed_get(request.fields["fname"])
         elif request.action == "ping":
-            self.sendString(wire.encode(wire.reply(wire.SUCCESS, request.id, message="pong")))
+            self._reply(wire.reply(wire.SUCCESS, request.id, message="pong"))
 
     def _close_with(self, message: dict[str, Any]) -> None:
         self.sendString(wire.encode(message))
@@ -302,7 +314,71 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
     def _close(self) -> None:
         self._closing = True
         self._queue.clear()
+        # (A registered producer that is paused would hold the close back.)
+        self._unwatch_output()
         self.transport.loseConnection()
+
+    # -- flow control of answers made from memory ------------------------------
+
+    def _reply(self, message: dict[str, Any]) -> None:
+        """
+        Send an answer made from memory under the transport's flow control:
+        this protocol is registered as the transport's streaming producer
+        while it writes, so a transport whose buffer goes over its bound
+        (C{bufferSize}, 64 KiB for TCP) tells it at once
+        (L{pauseProducing}), and it stays registered until the buffer has
+        drained (L{resumeProducing}).  File bytes have their own producer
+        (L{ChunkSender}), registered while a range is sent; requests that
+        come meanwhile wait in the queue.
+        """
+        if self._connected and not self._watching:
+            self._watching = True
+            self.transport.registerProducer(self, True)
+        self.sendString(wire.encode(message))
+        if not self._output_full:
+            self._unwatch_output()
+
+    def _unwatch_output(self) -> None:
+        if self._watching:
+            self._watching = False
+            self._output_full = False
+            self.transport.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's buffer is over its bound: stop reading (the
+        transport stops reading the socket, and frames already read stay
+        unparsed) and answering until it drains.
+        """
+        if self._output_full:
+            return
+        self._output_full = True
+        Int32StringReceiver.pauseProducing(self)
+
+    def resumeProducing(self) -> None:
+        """
+        The transport's buffer drained: answer what is queued, then read on.
+        """
+        if not self._output_full:
+            return
+        self._unwatch_output()
+        if not self._connected or self._closing:
+            return
+        self.paused = False
+        self.transport.resumeProducing()
+        self._drain()
+        if not self.paused:
+            # The frames read before the pause (the buffer may fill again
+            # on the way: the loop stops when paused).
+            self.dataReceived(b"")
+
+    def stopProducing(self) -> None:
+        """
+        The transport is closing (it forgets its producer itself).
+        """
+        self._watching = False
+        self._output_full = False
+        self.paused = True
 
     # -- native pieces ---------------------------------------------------------
 
@@ -315,9 +391,7 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             why = "is not published here" if entry is None else "has no piece list yet"
             self._close_with(wire.error("not_found", f"{fname} {why}", request.id))
             return
-        self.sendString(
-            wire.encode(wire.reply(wire.SUCCESS, request.id, fname=fname, **entry.pieces.to_wire()))
-        )
+        self._reply(wire.reply(wire.SUCCESS, request.id, fname=fname, **entry.pieces.to_wire()))
 
     # -- native get ------------------------------------------------------------
 
