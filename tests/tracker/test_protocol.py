@@ -602,3 +602,91 @@ class MemoryLayoutTests(ProtocolTestBase):
         p.lose()
         self.failureResultOf(admin)
         self.assertEqual(set(vars(p.proto)) - keys, set())
+
+
+class BoundedTransport(StringTransport):
+    """
+    A L{StringTransport} that applies a TCP transport's back-pressure rule:
+    a registered streaming producer is paused when a write takes the
+    buffer past C{bufferSize}, and resumed when L{drain} sends everything.
+    """
+
+    bufferSize = 4096
+
+    def write(self, data):
+        StringTransport.write(self, data)
+        if self.producer is not None and self.streaming and len(self.io.getvalue()) > self.bufferSize:
+            self.producer.pauseProducing()
+
+    def drain(self):
+        sent = self.value()
+        self.clear()
+        if self.producer is not None and self.streaming:
+            self.producer.resumeProducing()
+        return sent
+
+
+class BackPressureTests(ProtocolTestBase):
+    """
+    A client that pipelines large requests and does not read its answers:
+    the connection stops being read (and answering) while the transport's
+    buffer is over its bound, and goes on when it drained.
+    """
+
+    def setUp(self):
+        ProtocolTestBase.setUp(self)
+        source = self.native("src", 4001)
+        for i in range(40):
+            source.ask({"action": "publish", "fname": f"{i:03d}-" + "x" * 100, "sha256": SHA_A, "id": 10 + i})
+        self.one_answer = None
+
+    def slow_reader(self):
+        p = Peer(self.factory)
+        p.transport = BoundedTransport(peerAddress=IPv4Address("TCP", "10.0.0.9", 50009))
+        p.proto.makeConnection(p.transport)
+        answer = p.ask({"action": "hello", "hostname": "slow", "p2p_port": 4002, "version": 1, "id": 1})
+        self.assertEqual(answer["status"], "success")
+        return p
+
+    def test_registered_as_streaming_producer(self):
+        p = self.slow_reader()
+        self.assertIs(p.transport.producer, p.proto)
+        self.assertTrue(p.transport.streaming)
+
+    def test_stops_reading_until_drained(self):
+        p = self.slow_reader()
+        searches = [{"action": "search", "pattern": "", "limit": 10000, "id": 100 + i} for i in range(50)]
+        p.send(*searches)
+        answer_size = len(frame(frames(p.transport.value())[0]))
+        # Paused after the answer that crossed the bound: the transport
+        # holds at most the bound plus one answer, reading is paused.
+        self.assertEqual(p.transport.producerState, "paused")
+        self.assertLessEqual(len(p.transport.value()), p.transport.bufferSize + answer_size)
+        ids = []
+        rounds = 0
+        while len(ids) < len(searches):
+            rounds += 1
+            self.assertLess(rounds, 100)
+            sent = frames(p.transport.value())
+            ids += [a["id"] for a in sent]
+            self.assertLessEqual(len(p.transport.value()), p.transport.bufferSize + answer_size)
+            p.transport.drain()
+            # Nothing is answered from inside the transport's call.
+            self.assertEqual(p.transport.value(), b"")
+            self.clock.advance(0)
+        self.assertEqual(ids, [s["id"] for s in searches])
+        self.assertGreater(rounds, 5)
+        self.assertEqual(p.transport.producerState, "producing")
+        self.assertEqual(p.ask({"action": "ping", "id": 7})["id"], 7)
+
+    def test_close_while_paused_unregisters(self):
+        """
+        A transport does not close while a paused producer is registered:
+        closing the connection (an eviction, a timeout) unregisters it.
+        """
+        p = self.slow_reader()
+        p.send(*[{"action": "search", "limit": 10000, "id": 100 + i} for i in range(10)])
+        self.assertEqual(p.transport.producerState, "paused")
+        self.registry.evict(p.proto.session.session_id, "test")
+        self.assertIsNone(p.transport.producer)
+        self.assertTrue(p.transport.disconnecting)

@@ -7,6 +7,18 @@ answer is pending (a store write, a contested hello) later requests wait in
 a bounded queue, and past C{MAX_QUEUED} the connection stops being read.
 Answers (frames with C{"status"}) from native peers are matched to the
 tracker's heartbeat pings at once, queue or not.
+
+Back-pressure: each connection is registered with its transport as a
+streaming producer of answers.  When the transport's write buffer grows past
+its C{bufferSize} (a client that does not read its answers), the transport
+calls L{TrackerProtocol.pauseProducing}: the connection stops being read
+and stops answering what it already read, until the transport has sent
+everything and calls L{TrackerProtocol.resumeProducing}.  A connection
+therefore buffers at most C{bufferSize} plus one answer.  Answers written
+straight to the socket (L{twistedp2p.eagerwrite}) never reach that buffer,
+so each connection also yields the reactor once it produced C{TURN_BYTES}
+in one go: the work done for it in one reactor turn is at most one answer
+past that budget, whatever the kernel's buffers take.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -44,7 +57,7 @@ _pack_length = _LENGTH.pack
 _unpack_length = _LENGTH.unpack_from
 
 
-@implementer(ILink)
+@implementer(ILink, IPushProducer)
 class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
     """
     One peer's connection to the tracker.
@@ -60,6 +73,9 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
     #: Seconds a frame may take from its first byte to its last: a client
     #: that stalls inside a frame (half-open) is closed, session or not.
     FRAME_TIMEOUT = 30.0
+    #: Bytes of answers after which a connection lets the reactor run
+    #: other connections before it answers more (one turn's budget).
+    TURN_BYTES = 64 * 1024
 
     log = Logger(observer=tracker_gate)
 
@@ -70,6 +86,16 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
     _pending = False
     _in_step = False
     _resume_call = None
+    #: Reading stops while either holds: the transport's write buffer is
+    #: over its bound (L{pauseProducing}), or C{MAX_QUEUED} requests wait.
+    _write_blocked = False
+    _queue_full = False
+    #: A third reason: the connection used its turn's budget (TURN_BYTES).
+    _yielding = False
+    _turn_bytes = 0
+    _yield_call = None
+    #: Registered with the transport as its producer.
+    _producing = False
     #: Bytes received that no complete frame has taken yet.
     _unparsed = 0
     _frame_call = None
@@ -117,6 +143,12 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         self._pending = False
         self._in_step = False
         self._resume_call = None
+        self._write_blocked = False
+        self._queue_full = False
+        self._yielding = False
+        self._turn_bytes = 0
+        self._yield_call = None
+        self._producing = False
         self._unparsed = 0
         self._frame_call = None
         self._ip = "0.0.0.0"
@@ -148,6 +180,10 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
             # (about 0.7 KiB per connection).
             transport.dataBuffer = b""
             transport.offset = 0
+        # Back-pressure: the transport pauses us while its write buffer is
+        # over its bound (see the module docstring).
+        transport.registerProducer(self, True)
+        self._producing = True
         self.log.debug("connection from {peer}", peer=self._peer)
         self.setTimeout(self.HELLO_TIMEOUT)
 
@@ -162,15 +198,18 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         self.log.info("closing {peer}: no hello within {timeout:g} s", peer=self._peer, timeout=self.HELLO_TIMEOUT)
-        self.transport.loseConnection()
+        self.close()
 
     def connectionLost(self, reason: Failure = ConnectionDone()) -> None:
         self._lost = True
+        self._producing = False
         self.setTimeout(None)
         self._queue = None
         self._heartbeat_answered = None
         if self._resume_call is not None and self._resume_call.active():
             self._resume_call.cancel()
+        if self._yield_call is not None and self._yield_call.active():
+            self._yield_call.cancel()
         if self._frame_call is not None and self._frame_call.active():
             self._frame_call.cancel()
         pings, self._pings = self._pings, None
@@ -190,7 +229,7 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
             limit=self.MAX_LENGTH,
         )
         self.registry.rejected("frame_too_long", f"frame of {length} bytes", self._session_id, self._peer)
-        self.transport.loseConnection()
+        self.close()
 
     # -- ILink ---------------------------------------------------------------
 
@@ -224,7 +263,61 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         return ping_id
 
     def close(self) -> None:
+        """
+        Close the connection once what is buffered is sent.  The producer is
+        unregistered first: a transport does not close while a paused
+        producer is registered with it.
+        """
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
+
+    # -- IPushProducer: the transport's back-pressure --------------------------
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's write buffer is over its bound: stop reading and
+        answering until it drained.
+        """
+        self._write_blocked = True
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        """
+        The transport sent everything it buffered.
+        """
+        self._write_blocked = False
+        self._schedule_resume()
+
+    def stopProducing(self) -> None:
+        """
+        The transport is gone (L{connectionLost} follows).
+        """
+        self._producing = False
+        self._write_blocked = True
+        self.paused = True
+
+    def _update_reading(self) -> None:
+        """
+        Read (and answer) while no reason to pause holds; else pause the
+        transport's reading.  Resuming answers what was read and queued
+        meanwhile from the reactor's next turn, never from inside a write
+        or our own C{dataReceived}.
+        """
+        if self._lost:
+            return
+        if self._write_blocked or self._queue_full or self._yielding:
+            if not self.paused:
+                self.paused = True
+                self.transport.pauseProducing()
+                self._watch_frame(restart=False)
+        elif self.paused:
+            self._schedule_resume()
+
+    def _schedule_resume(self) -> None:
+        if not self._lost and (self._resume_call is None or not self._resume_call.active()):
+            self._resume_call = self.clock.callLater(0, self._resume_reading)
 
     # -- frames in -----------------------------------------------------------
 
@@ -267,6 +360,20 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
             _eager_write(self.transport, data)
         else:
             self.transport.write(data)
+        self._turn_bytes += len(data)
+        if self._turn_bytes >= self.TURN_BYTES and not self._yielding and not self._lost:
+            self._yielding = True
+            self._yield_call = self.clock.callLater(0, self._end_turn)
+            self._update_reading()
+
+    def _end_turn(self) -> None:
+        """
+        The reactor ran a turn since this connection used its budget.
+        """
+        self._yield_call = None
+        self._yielding = False
+        self._turn_bytes = 0
+        self._resume_reading()
 
     def _watch_frame(self, restart: bool) -> None:
         """
@@ -288,7 +395,7 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         self.log.info(
             "closing {peer}: a frame did not complete within {timeout:g} s", peer=self._peer, timeout=self.FRAME_TIMEOUT
         )
-        self.transport.loseConnection()
+        self.close()
 
     def stringReceived(self, frame: bytes) -> None:
         self._unparsed -= self.prefixLength + len(frame)
@@ -319,14 +426,20 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         self.log.debug("{peer} answered an unknown request {id!r}", peer=self._peer, id=ping_id)
 
     def _enqueue(self, message: dict | None, error: wire.WireError | None) -> None:
-        if self._pending:
+        if self._pending or self._write_blocked or self._yielding or self._queue:
+            # Behind a pending answer, or read before the transport paused
+            # us: answered in order once that answer is sent or the
+            # transport drained.
             queue = self._queue
             if queue is None:
                 queue = self._queue = deque()
             queue.append((message, error))
-            if len(queue) >= self.MAX_QUEUED and not self.paused:
+            if len(queue) >= self.MAX_QUEUED and not self._queue_full:
                 self.log.warn("{peer} has {n} requests queued: pausing reads", peer=self._peer, n=len(queue))
-                self.pauseProducing()
+                self._queue_full = True
+                self._update_reading()
+            if not self._pending and not self._write_blocked and not self._yielding:
+                self._drain()
             return
         self._step(message, error)
         if self._queue and not self._pending:
@@ -407,21 +520,31 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         Answer queued requests until one has to wait.
         """
         queue = self._queue
-        while queue and not self._pending and not self._lost:
+        while queue and not self._pending and not self._lost and not self._write_blocked and not self._yielding:
             message, error = queue.popleft()
             self._step(message, error)
         if not queue and self._queue is queue:
             # Most of the time nothing waits: keep no empty deque around.
             self._queue = None
-        if self.paused and len(queue or ()) < self.MAX_QUEUED // 2 and not self._lost:
-            # Resume from the reactor, never from inside our own dataReceived.
-            if self._resume_call is None or not self._resume_call.active():
-                self._resume_call = self.clock.callLater(0, self._resume_reading)
+        if self._queue_full and len(queue or ()) < self.MAX_QUEUED // 2:
+            self._queue_full = False
+            self._update_reading()
 
     def _resume_reading(self) -> None:
+        """
+        Reading resumed: answer what queued while paused, then the frames
+        already received.
+        """
         self._resume_call = None
-        if self.paused and not self._lost:
-            self.resumeProducing()
+        if self._lost or self._write_blocked or self._yielding:
+            return
+        if self._queue and not self._pending:
+            # May clear _queue_full.
+            self._drain()
+        if self.paused and not (self._lost or self._write_blocked or self._queue_full or self._yielding):
+            self.paused = False
+            self.transport.resumeProducing()
+            self.dataReceived(b"")
 
     def _error(self, code: str, message: str, request_id: Any) -> dict:
         self.log.warn("rejected request from {peer}: {code}: {message}", peer=self._peer, code=code, message=message)
@@ -648,7 +771,7 @@ class TrackerFactory(Factory):
         Close every connection (the tracker stops).
         """
         for p in list(self.connections):
-            p.transport.loseConnection()
+            p.close()
 
 
 class _TrackedProtocol(TrackerProtocol):
