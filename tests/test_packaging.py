@@ -71,3 +71,15 @@ def test_twistd_lists_plugins(tmp_path: Path, editable: bool) -> None:
             cwd=tmp_path,
         )
         assert "'peer.html'" in out and "'tracker.html'" in out
+        # The console command: its version, and twistd finding the plugins
+        # through it.
+        import twistedp2p
+
+        out = _run([bindir / "twistedp2p", "--version"], cwd=tmp_path)
+        assert out.startswith(f"twistedp2p {twistedp2p.__version__} ")
+        assert "--listen" in _run([bindir / "twistedp2p", "tracker", "--help"], cwd=tmp_path)
+        assert "--tracker" in _run([bindir / "twistedp2p", "peer", "--help"], cwd=tmp_path)
+        assert _run([bindir / "twistedp2p", "peer", "--version"], cwd=tmp_path) == out
+        assert not (tmp_path / "p2p-repo").exists()
+        done = subprocess.run([bindir / "twistedp2p", "bench"], cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 2 and "needs a clone" in done.stderr

@@ -60,3 +60,21 @@ def test_dashboard_address_is_printed_before_the_shell(cluster: Cluster) -> None
     peer.expect(r"tracker link: connected")
     peer.command("status", r"tracker")
     assert sum("dashboard:" in line for line in peer.seen) == 1
+
+
+def test_console_command_runs_the_tracker_like_p2p(tmp_path: Path) -> None:
+    """
+    C{twistedp2p tracker} (the console command) runs twistd with the log in
+    ./tracker.log, and the shell on the terminal.
+    """
+    from tests.e2e.harness import free_port
+
+    command = Path(twistd()).with_name("twistedp2p")
+    port = free_port()
+    done = subprocess.run(
+        [str(command), "tracker", "--listen", f"127.0.0.1:{port}", "--db", "memory"],
+        cwd=tmp_path, input="quit\n", capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"p2ptracker \S+ listening on 127\.0\.0\.1:%d" % port, done.stdout), done.stdout
+    assert "listening on" in (tmp_path / "tracker.log").read_text()
