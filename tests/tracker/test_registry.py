@@ -744,3 +744,39 @@ class MetricsHookTests(RegistryTestBase):
         self.registry.disconnected(a.session_id)
         self.assertEqual(self.flushLoggedErrors(IndexUnavailable), [])
         self.assertEqual(sample("p2p_tracker_store_errors_total", {}), 1)
+
+
+class QuotaTests(SynchronousTestCase):
+    """
+    One session may hold at most C{max_files} publications (issue 15,
+    item 10): a new name past the cap is refused with C{quota}; replacing
+    or republishing one it holds is not, nor is another session.
+    """
+
+    def test_cap(self):
+        from twistedp2p.tracker.store.memory import MemoryStore
+
+        clock = Clock()
+        store = MemoryStore()
+        registry = Registry(store, clock, "trk", max_files=3)
+        a = self.successResultOf(registry.hello(object(), "a", "10.0.0.1", 4000, 1))
+        b = self.successResultOf(registry.hello(object(), "b", "10.0.0.2", 4000, 1))
+        for i in range(3):
+            self.assertEqual(self.successResultOf(registry.publish(a.session_id, f"f{i}", sha256=SHA_A)), "created")
+        failure = self.failureResultOf(registry.publish(a.session_id, "f3", sha256=SHA_A), wire.WireError)
+        self.assertEqual(failure.value.code, "quota")
+        self.assertIn("3", failure.value.message)
+        self.assertEqual(self.successResultOf(registry.publish(a.session_id, "f0", sha256=SHA_A)), "unchanged")
+        self.assertEqual(
+            self.successResultOf(registry.publish(a.session_id, "f0", sha256=SHA_B, allow_overwrite=True)), "updated"
+        )
+        self.assertEqual(self.successResultOf(registry.publish(b.session_id, "f3", sha256=SHA_A)), "created")
+        self.assertEqual(len(registry.publications_of(a.session_id)), 3)
+        self.assertEqual(len(store.index.publications_of(a.session_id)), 3)
+        self.successResultOf(registry.unpublish(a.session_id, "f1"))
+        self.assertEqual(self.successResultOf(registry.publish(a.session_id, "f3", sha256=SHA_A)), "created")
+
+    def test_default(self):
+        from twistedp2p.tracker.store.memory import MemoryStore
+
+        self.assertEqual(Registry(MemoryStore(), Clock(), "trk").max_files, 10000)

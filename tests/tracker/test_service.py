@@ -73,6 +73,15 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(o["tracker-id"], "east-1")
         self.assertTrue(o["no-shell"])
 
+    def test_max_files_per_peer(self):
+        self.assertEqual(parse()["max-files-per-peer"], 10000)
+        o = parse("--max-files-per-peer", "5", "--db", "memory", "--no-shell")
+        self.assertEqual(o["max-files-per-peer"], 5)
+        from twisted.internet.task import Clock
+
+        self.assertEqual(service.makeService(o, Clock()).registry.max_files, 5)
+        self.assertRaises(usage.UsageError, parse, "--max-files-per-peer", "0")
+
     def test_backlog_kept(self):
         self.assertEqual(parse("--listen", "tcp:7070:backlog=5")["listen"], "tcp:7070:backlog=5")
         self.assertEqual(service.with_backlog("unix:/tmp/x"), "unix:/tmp/x:backlog=1024")

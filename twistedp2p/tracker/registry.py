@@ -165,6 +165,8 @@ class Registry:
     @param heartbeat_slices: how many ticks (slices of the sessions) one
         round takes; default: one tick per L{HEARTBEAT_TICK} seconds, at most
         L{MAX_HEARTBEAT_SLICES}.
+    @param max_files: publications one session may hold at once; a publish
+        of a new name past it fails with C{quota} (None: no cap).
     """
 
     log = Logger(observer=tracker_gate)
@@ -173,6 +175,8 @@ class Registry:
     #: together) short for the requests that wait behind them.
     HEARTBEAT_TICK = 0.02
     MAX_HEARTBEAT_SLICES = 1000
+    #: The default cap on one session's publications (C{--max-files-per-peer}).
+    DEFAULT_MAX_FILES = 10000
 
     def __init__(
         self,
@@ -184,8 +188,10 @@ class Registry:
         ping_timeout: float = 5.0,
         probe: Probe | None = None,
         heartbeat_slices: int | None = None,
+        max_files: int | None = DEFAULT_MAX_FILES,
     ) -> None:
         self.store = store
+        self.max_files = max_files
         self.clock = clock
         self.tracker_id = tracker_id
         self.heartbeat_interval = heartbeat
@@ -469,6 +475,12 @@ class Registry:
         new = Publication(fname, lname, file_size, last_modified, sha256, root, piece_size)
         old = live.publications.get(fname)
         if old is None:
+            if self.max_files is not None and len(live.publications) >= self.max_files:
+                return fail(wire.WireError(
+                    "quota",
+                    f"this session already publishes {len(live.publications)} files, the most this tracker "
+                    f"accepts from one session ({self.max_files}); unpublish some first",
+                ))
             status = wire.CREATED
         elif old == new:
             return succeed(self._published(live, new, wire.UNCHANGED))

@@ -127,6 +127,13 @@ class Options(usage.Options):
         ["heartbeat-misses", None, 3, "Unanswered pings in a row that evict a peer.", _at_least_one("heartbeat-misses")],
         ["ping-timeout", None, 5.0, "Seconds a ping may take (contested hello, admin ping).", _seconds("ping-timeout")],
         [
+            "max-files-per-peer",
+            None,
+            Registry.DEFAULT_MAX_FILES,
+            "Files one session may publish at once (more: error 'quota').",
+            _at_least_one("max-files-per-peer"),
+        ],
+        [
             "tracker-id",
             None,
             None,
@@ -249,6 +256,7 @@ class TrackerService(MultiService):
         web: str | None = None,
         web_token: str | None = None,
         gc_freezer: Any = None,
+        max_files: int | None = Registry.DEFAULT_MAX_FILES,
     ) -> None:
         MultiService.__init__(self)
         self.reactor = reactor
@@ -265,6 +273,7 @@ class TrackerService(MultiService):
             misses=misses,
             ping_timeout=ping_timeout,
             probe=tcp_probe(reactor, ping_timeout),
+            max_files=max_files,
         )
         self.factory = TrackerFactory(self.registry, reactor)
         self._on_fatal = on_fatal or self._exit_nonzero
@@ -475,4 +484,5 @@ def makeService(config: Options, reactor: Any = None) -> TrackerService:
         web=config["web"],
         web_token=config["web-token"],
         gc_freezer=None if config["no-gc-freeze"] else GCFreezer(),
+        max_files=config["max-files-per-peer"],
     )
