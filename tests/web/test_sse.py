@@ -9,12 +9,33 @@ import json
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from twistedp2p.web.sse import EventHub, Ticker
+
+
+class StreamRequest(DummyRequest):
+    """
+    A L{DummyRequest} that keeps a registered streaming producer (as
+    twisted.web's requests do) instead of pulling it in a loop, with a
+    transport that records an abort.
+    """
+
+    def __init__(self, *args, **kw):
+        DummyRequest.__init__(self, *args, **kw)
+        self.producer = None
+        self.streaming = None
+        self.transport = StringTransport()
+
+    def registerProducer(self, producer, streaming):
+        self.producer, self.streaming = producer, streaming
+
+    def unregisterProducer(self):
+        self.producer = None
 
 
 def parse(written: list[bytes]) -> list[dict]:
@@ -41,7 +62,7 @@ class EventHubTests(SynchronousTestCase):
         self.hub = EventHub(self.clock, keepalive=15.0, history=3)
 
     def open(self, last_id: str | None = None) -> DummyRequest:
-        request = DummyRequest([b"events"])
+        request = StreamRequest([b"events"])
         if last_id is not None:
             request.requestHeaders.setRawHeaders(b"last-event-id", [last_id.encode()])
         self.assertIs(self.hub.render_stream(request), NOT_DONE_YET)
@@ -151,7 +172,7 @@ class TickerTests(SynchronousTestCase):
         self.ticker.start()
         self.clock.advance(1)
         self.assertEqual(calls, [])
-        request = DummyRequest([b""])
+        request = StreamRequest([b""])
         self.hub.render_stream(request)
         self.clock.advance(1)
         self.clock.advance(1)
@@ -166,7 +187,7 @@ class TickerTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_push_soon_coalesces_a_burst(self) -> None:
-        request = DummyRequest([b""])
+        request = StreamRequest([b""])
         self.hub.render_stream(request)
         for n in range(2, 6):
             self.state["n"] = n
@@ -180,8 +201,76 @@ class TickerTests(SynchronousTestCase):
 
     def test_failing_snapshot_is_logged_and_skipped(self) -> None:
         self.ticker.snapshots["bad"] = lambda: 1 / 0
-        request = DummyRequest([b""])
+        request = StreamRequest([b""])
         self.hub.render_stream(request)
         self.ticker.tick()
         self.assertEqual(self.pushed(request), [{"n": 1}])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
+class SlowStreamTests(SynchronousTestCase):
+    """
+    Stalled readers of /api/events (issue 15, item 8): a stream holds back
+    at most C{max_queued} bytes while its connection's buffer is full, the
+    stream that would pass it is dropped, and at most C{max_streams} are
+    open.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.hub = EventHub(self.clock, max_streams=3, max_queued=4096)
+
+    def open(self) -> StreamRequest:
+        request = StreamRequest([b"events"])
+        self.assertIs(self.hub.render_stream(request), NOT_DONE_YET)
+        return request
+
+    def test_registered_as_streaming_producer(self) -> None:
+        request = self.open()
+        self.assertIsNotNone(request.producer)
+        self.assertTrue(request.streaming)
+
+    def test_paused_stream_queues_then_resumes_in_order(self) -> None:
+        request = self.open()
+        before = len(request.written)
+        request.producer.pauseProducing()
+        for i in range(5):
+            self.hub.publish("notice", "info", f"n{i}")
+        self.assertEqual(len(request.written), before)
+        request.producer.resumeProducing()
+        texts = [json.loads(b["data"][0])["text"] for b in parse(request.written) if b.get("event") == ["notice"]]
+        self.assertEqual(texts, [f"n{i}" for i in range(5)])
+        self.assertEqual(self.hub.clients, 1)
+
+    def test_slowest_stream_dropped_others_kept(self) -> None:
+        stalled, reading = self.open(), self.open()
+        stalled.producer.pauseProducing()
+        for i in range(200):
+            self.hub.publish("notice", "info", "x" * 100)
+        self.assertEqual(self.hub.clients, 1)
+        self.assertEqual(self.hub.dropped, 1)
+        self.assertTrue(stalled.transport.disconnecting)
+        self.assertIsNone(stalled.producer)
+        self.assertFalse(reading.transport.disconnecting)
+        texts = [b for b in parse(reading.written) if b.get("event") == ["notice"]]
+        self.assertEqual(len(texts), 200)
+        # The ring still has the latest events for the reconnect.
+        self.assertEqual(len(self.hub.recent(0)), 200)
+
+    def test_queue_bounded_while_paused(self) -> None:
+        request = self.open()
+        request.producer.pauseProducing()
+        stream = request.producer
+        for i in range(30):
+            self.hub.publish("notice", "info", "y" * 100)
+            self.assertLessEqual(stream.queued, 4096)
+
+    def test_stream_cap_503(self) -> None:
+        for _ in range(3):
+            self.open()
+        request = StreamRequest([b"events"])
+        body = self.hub.render_stream(request)
+        self.assertEqual(request.responseCode, 503)
+        self.assertIn(b"too many event streams", body)
+        self.assertEqual(self.hub.clients, 3)
+        self.assertEqual(self.hub.refused, 1)

@@ -15,6 +15,14 @@ misses nothing that happened between the two.  A comment line goes out
 every C{keepalive} seconds so proxies and browsers keep the stream open.
 L{Ticker} pushes a snapshot only when it changed, and only while somebody
 listens.
+
+Slow readers: each stream is registered with its request as a streaming
+producer, so it knows when the connection's write buffer is full.  While
+it is, messages wait in the stream's own queue, at most C{max_queued}
+bytes; a stream whose queue would pass that is the slowest reader and is
+dropped (its connection aborted: the browser reconnects with
+C{Last-Event-ID} and gets what it missed from the ring).  At most
+C{max_streams} streams are open at once; one more is answered 503.
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ import json
 from collections import deque
 from typing import Any, Callable
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from twistedp2p.web.api import to_json
 
@@ -37,6 +47,10 @@ KEEPALIVE = 15.0
 HISTORY = 500
 #: Milliseconds a browser waits before reconnecting a dropped stream.
 RETRY_MS = 2000
+#: Bytes a stream may hold back while its connection's buffer is full.
+MAX_QUEUED = 256 * 1024
+#: Event streams open at once; one more is answered 503.
+MAX_STREAMS = 64
 
 
 def _frame(event: str, data: Any, event_id: int | None = None) -> bytes:
@@ -53,13 +67,26 @@ class EventHub:
 
     log = Logger()
 
-    def __init__(self, clock: Any, keepalive: float = KEEPALIVE, history: int = HISTORY) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        keepalive: float = KEEPALIVE,
+        history: int = HISTORY,
+        max_streams: int = MAX_STREAMS,
+        max_queued: int = MAX_QUEUED,
+    ) -> None:
         self.clock = clock
         self.keepalive = keepalive
+        self.max_streams = max_streams
+        self.max_queued = max_queued
+        #: Streams dropped for falling behind, and refused (503), so far.
+        self.dropped = 0
+        self.refused = 0
         self._ids = itertools.count(1)
         self._last_id = 0
         self.history: deque[dict[str, Any]] = deque(maxlen=history)
-        self._clients: set[Any] = set()
+        #: request -> its L{_Stream}.
+        self._clients: dict[Any, _Stream] = {}
         self._loop: LoopingCall | None = None
         #: Called with each log event after it is sent (metrics, tests).
         self.observers: list[Callable[[dict[str, Any]], None]] = []
@@ -111,12 +138,19 @@ class EventHub:
         return found[-limit:] if limit > 0 else []
 
     def _send(self, data: bytes) -> None:
-        for request in list(self._clients):
+        for request, stream in list(self._clients.items()):
             try:
-                request.write(data)
+                kept = stream.send(data)
             except Exception:
                 self.log.failure("writing to an event stream failed")
                 self._drop(request)
+                continue
+            if not kept:
+                self.dropped += 1
+                self.log.warn(
+                    "dropping an event stream that fell {n} bytes behind", n=stream.queued + len(data)
+                )
+                self._drop(request, abort=True)
 
     # -- streams -------------------------------------------------------------
 
@@ -131,6 +165,13 @@ class EventHub:
         request.setHeader(b"X-Accel-Buffering", b"no")
         if request.method == b"HEAD":
             return b""
+        if len(self._clients) >= self.max_streams:
+            self.refused += 1
+            self.log.warn("refusing an event stream: {n} are open", n=len(self._clients))
+            request.setResponseCode(503)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            request.setHeader(b"Retry-After", b"10")
+            return b"too many event streams are open; try again later\n"
         last = _last_event_id(request)
         replay: list[dict[str, Any]] = []
         resumed = False
@@ -143,19 +184,33 @@ class EventHub:
             _frame("ready", {"time": float(self.clock.seconds()), "last_id": self._last_id, "resumed": resumed})
         )
         request.write(b"".join(chunks))
-        self._clients.add(request)
+        stream = _Stream(request, self.max_queued)
+        self._clients[request] = stream
+        request.registerProducer(stream, True)
         request.notifyFinish().addBoth(self._finished, request)
         return NOT_DONE_YET
 
     def _finished(self, result: Any, request: Any) -> None:
-        self._clients.discard(request)
+        self._clients.pop(request, None)
         if isinstance(result, Failure):
             self.log.debug("event stream closed by the client")
 
-    def _drop(self, request: Any) -> None:
-        self._clients.discard(request)
+    def _drop(self, request: Any, abort: bool = False) -> None:
+        """
+        End a stream: finish its response, or (C{abort}: a reader too slow
+        to take what is buffered for it) abort its connection, which frees
+        the buffer at once.
+        """
+        stream = self._clients.pop(request, None)
         try:
-            request.finish()
+            if stream is not None:
+                stream.stop()
+                request.unregisterProducer()
+            transport = getattr(request, "transport", None)
+            if abort and transport is not None:
+                transport.abortConnection()
+            else:
+                request.finish()
         except Exception:
             self.log.failure("closing an event stream failed")
 
@@ -182,6 +237,60 @@ class EventHub:
             self._loop = None
         for request in list(self._clients):
             self._drop(request)
+
+
+@implementer(IPushProducer)
+class _Stream:
+    """
+    One open event stream: writes to its request while the connection
+    takes them, else queues up to C{max_queued} bytes.
+    """
+
+    def __init__(self, request: Any, max_queued: int) -> None:
+        self.request = request
+        self.max_queued = max_queued
+        self.paused = False
+        self.stopped = False
+        self._queue: deque[bytes] = deque()
+        #: Bytes waiting in the queue.
+        self.queued = 0
+
+    def send(self, data: bytes) -> bool:
+        """
+        Write or queue C{data}.  @return: False when it does not fit (the
+        stream must be dropped).
+        """
+        if self.stopped:
+            return True
+        if self.paused or self._queue:
+            if self.queued + len(data) > self.max_queued:
+                return False
+            self._queue.append(data)
+            self.queued += len(data)
+            return True
+        self.request.write(data)
+        return True
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._queue.clear()
+        self.queued = 0
+
+    # IPushProducer: the connection's write buffer.
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        queue = self._queue
+        while queue and not self.paused and not self.stopped:
+            data = queue.popleft()
+            self.queued -= len(data)
+            self.request.write(data)
+
+    def stopProducing(self) -> None:
+        self.stop()
 
 
 def _last_event_id(request: Any) -> int | None:
