@@ -21,6 +21,7 @@ from twistedp2p.peer.download import (
     Download,
     GetProtocol,
     LocalWriteError,
+    NoSpaceLeft,
     PartWriter,
     SeedGetProtocol,
     SourceInfo,
@@ -400,15 +401,16 @@ class PartWriterTests(SynchronousTestCase):
         w.on_error = errors_seen.append
         self.successResultOf(w.open())
 
-        def full(offset, chunks):
+        def full(chunks, offset):
             raise OSError(28, "No space left on device")
 
-        w._write_chunk = full
+        w._file.write = full
         w.write(b"x" * 20)
         self.assertEqual(len(errors_seen), 1)
-        f = self.failureResultOf(w.finish(), LocalWriteError)
-        self.assertIn("No space left", str(f.value))
-        self.flushLoggedErrors(OSError)
+        f = self.failureResultOf(w.finish(), NoSpaceLeft)
+        self.assertIn(f"no space left on device (writing {self.path};", str(f.value))
+        # Expected, and said in one line: no traceback logged.
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_open_error(self) -> None:
         w = PartWriter(self.dir / "missing" / ".f.part", sync_run)

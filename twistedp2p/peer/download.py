@@ -36,6 +36,7 @@ from twistedp2p import errors, wire
 from twistedp2p.peer.partfile import (
     DIRECT_ALIGN,
     LocalWriteError,
+    NoSpaceLeft,
     PartFile,
     SerialWorker,
     after_all,
@@ -44,6 +45,7 @@ from twistedp2p.peer.partfile import (
     part_name,
     summarize_failures,
     unlink_quietly,
+    write_error,
 )
 from twistedp2p.peer.ratelimit import PauseReasons, TokenBucket, throttle_download
 from twistedp2p.peer.slots import DOWN, Slots
@@ -256,7 +258,7 @@ class PartWriter:
             try:
                 self._file = PartFile(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             except OSError as e:
-                raise LocalWriteError(f"cannot write {self.path}: {e.strerror or e}")
+                raise write_error(self.path, e)
 
         return self._writes.submit(work)
 
@@ -325,7 +327,11 @@ class PartWriter:
             release()
             if self.error is None:
                 self.error = failure
-                self.log.failure("writing {path} failed", failure, path=str(self.path))
+                if failure.check(LocalWriteError):
+                    # (A full disk, say: the fetch reports it in one line.)
+                    self.log.warn("{error}", error=failure.getErrorMessage())
+                else:
+                    self.log.failure("writing {path} failed", failure, path=str(self.path))
                 if self.on_error is not None:
                     self.on_error(failure)
 
@@ -336,7 +342,10 @@ class PartWriter:
         """(Write queue.)"""
         if self.error is not None or self._file is None:
             return
-        self.written += self._file.write(chunks, offset)
+        try:
+            self.written += self._file.write(chunks, offset)
+        except OSError as e:
+            raise write_error(self.path, e)
 
     def _hash_chunk(self, chunks: list[bytes]) -> None:
         """(Hash queue.)"""
@@ -356,7 +365,10 @@ class PartWriter:
             if self.error is not None:
                 self._close_quietly()
                 self._raise()
-            self._close_synced()
+            try:
+                self._close_synced()
+            except OSError as e:
+                raise write_error(self.path, e)
             return self.written, self._hasher.hexdigest()
 
         return after_all([self._writes], self._hashes, close)
@@ -367,7 +379,7 @@ class PartWriter:
         if isinstance(e, LocalWriteError):
             raise e
         if isinstance(e, OSError):
-            raise LocalWriteError(f"cannot write {self.path}: {e.strerror or e}")
+            raise write_error(self.path, e)
         self.error.raiseException()
 
     def _close_synced(self) -> None:
@@ -817,6 +829,9 @@ class Download(_Fetch):
                     self._record(source, str(e))
                     busy.append(source)
                     continue
+                except NoSpaceLeft as e:
+                    # (The attempt removed the part file.)
+                    raise e.fetching(self.fname)
                 except LocalWriteError:
                     raise
                 except errors.TransferFailed as e:
@@ -891,7 +906,9 @@ class Download(_Fetch):
         protocol.bucket = self.bucket
         protocol.max_size = self.settings.max_file_size
         writer.on_error = lambda failure: protocol._fail(
-            LocalWriteError(f"cannot write {self.part}: {failure.getErrorMessage()}")
+            failure.value
+            if isinstance(failure.value, LocalWriteError)
+            else LocalWriteError(f"cannot write {self.part}: {failure.getErrorMessage()}")
         )
 
         async def first_byte() -> None:

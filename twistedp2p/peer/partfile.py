@@ -30,6 +30,61 @@ class LocalWriteError(errors.TransferFailed):
     """the downloaded file cannot be written here"""
 
 
+#: Write errors that mean the file system (or the user's quota) is full.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class NoSpaceLeft(LocalWriteError):
+    """
+    The file system holding a part file is full (or the user's quota is):
+    one line, C{[fetch FNAME: ]no space left on device (writing PATH; N
+    bytes free there[; the partial download was removed])}.
+    """
+
+    def __init__(self, path: Path, free: int | None = None, fname: str | None = None, removed: bool = False) -> None:
+        self.path = Path(path)
+        self.free = free
+        self.fname = fname
+        self.removed = removed
+        details = [f"writing {self.path}"]
+        if free is not None:
+            details.append(f"{free} bytes free there")
+        if removed:
+            details.append("the partial download was removed")
+        prefix = f"fetch {fname}: " if fname else ""
+        super().__init__(f"{prefix}no space left on device ({'; '.join(details)})")
+
+    def fetching(self, fname: str, removed: bool = True) -> "NoSpaceLeft":
+        """
+        The same error as the fetch of C{fname} reports it (its part file
+        removed, unless C{removed} is false).
+        """
+        return NoSpaceLeft(self.path, self.free, fname, removed)
+
+
+def free_bytes(path: Path) -> int | None:
+    """
+    Bytes an unprivileged process may still write on the file system
+    holding C{path} (C{statvfs}), or None if that cannot be known.
+    """
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def write_error(path: Path, e: OSError) -> LocalWriteError:
+    """
+    The error to report for C{e}, raised while writing (or creating) the
+    part file C{path}: L{NoSpaceLeft} for a full file system or quota
+    (with the free space left, a C{statvfs}), else L{LocalWriteError}.
+    """
+    if e.errno in NO_SPACE_ERRNOS:
+        return NoSpaceLeft(path, free_bytes(path.parent))
+    return LocalWriteError(f"cannot write {path}: {e.strerror or e}")
+
+
 def part_name(fname: str) -> str:
     """
     The hidden name of a partial download (short enough for any file
@@ -131,15 +186,21 @@ def write_all(fd: int, chunks: Sequence[Any], offset: int) -> int:
     """
     total = 0
     views = [memoryview(c) for c in chunks if len(c)]
-    while views:
-        n = os.pwritev(fd, views, offset) if len(views) > 1 else os.pwrite(fd, views[0], offset)
-        total += n
-        offset += n
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if n:
-            views[0] = views[0][n:]
+    try:
+        while views:
+            n = os.pwritev(fd, views, offset) if len(views) > 1 else os.pwrite(fd, views[0], offset)
+            total += n
+            offset += n
+            while views and n >= len(views[0]):
+                n -= len(views[0])
+                views.pop(0).release()
+            if n:
+                views[0] = views[0][n:]
+    finally:
+        # A failed write's traceback keeps this frame: the views must not
+        # keep the chunks (an mmap'd buffer among them) exported.
+        for view in views:
+            view.release()
     return total
 
 
@@ -231,14 +292,32 @@ class PartFile:
         if fd is not None:
             os.close(fd)
 
+    def _close_fd(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
     def close(self) -> None:
-        try:
-            self._close_direct()
-        finally:
-            if self._buffer is not None:
-                self._buffer.close()
-                self._buffer = None
-            os.close(self.fd)
+        """
+        Close both descriptors and let go of the buffer, whatever fails on
+        the way (then the first error is raised).  Closing twice is no error.
+        """
+        error: OSError | None = None
+        for step in (self._close_direct, self._close_fd):
+            try:
+                step()
+            except OSError as e:
+                error = error or e
+        buffer, self._buffer = self._buffer, None
+        if buffer is not None:
+            try:
+                buffer.close()
+            except BufferError:
+                # A view of it is still alive somewhere: the mapping goes
+                # with the last one (it is memory, not the file's space).
+                log.warn("the part file's write buffer is still in use; leaving it to the garbage collector")
+        if error is not None:
+            raise error
 
 
 def write_atomically(target: Path, data: bytes, sync_dir: bool = True) -> None:

@@ -42,6 +42,7 @@ from twistedp2p.peer.download import (
 )
 from twistedp2p.peer.partfile import (
     LocalWriteError,
+    NoSpaceLeft,
     PartFile,
     SerialWorker,
     _hidden,
@@ -52,6 +53,7 @@ from twistedp2p.peer.partfile import (
     summarize_failures,
     unlink_quietly,
     write_atomically,
+    write_error,
 )
 from twistedp2p.peer.pieces import (
     MAX_PIECES,
@@ -410,7 +412,7 @@ class PieceWriter:
         try:
             self._file = PartFile(self.part, os.O_RDWR | os.O_CREAT)
         except OSError as e:
-            raise LocalWriteError(f"cannot write {self.part}: {e.strerror or e}")
+            raise write_error(self.part, e)
         fd = self._file.fd
         try:
             if not claimed:
@@ -418,7 +420,7 @@ class PieceWriter:
             if os.fstat(fd).st_size != self.pieces.size:
                 os.ftruncate(fd, self.pieces.size)
         except OSError as e:
-            raise LocalWriteError(f"cannot write {self.part}: {e.strerror or e}")
+            raise write_error(self.part, e)
         good = set()
         for index in claimed:
             offset, length = self.pieces.span(index)
@@ -500,7 +502,7 @@ class PieceWriter:
         try:
             self._file.write(chunks, offset)
         except OSError as e:
-            raise LocalWriteError(f"cannot write {self.part}: {e.strerror or e}")
+            raise write_error(self.part, e)
         return True
 
     def _sync(self) -> None:
@@ -1335,6 +1337,9 @@ class SwarmDownload(_Fetch):
         if not failure.check(LocalWriteError):
             self.log.failure("writing {part} failed", failure, part=str(self.part))
             failure = Failure(LocalWriteError(f"cannot write {self.part}: {failure.getErrorMessage()}"))
+        elif failure.check(NoSpaceLeft):
+            # (_fail_now removes the part file: its space comes back.)
+            failure = Failure(failure.value.fetching(self.fname))
         self._fail_now(failure)
 
     # -- checkpoints -----------------------------------------------------------------
@@ -1640,7 +1645,8 @@ class SwarmDownload(_Fetch):
     def _fail_now(self, reason: Any) -> None:
         """
         Give up: keep what verified for the next fetch (or remove the part
-        when nothing did).
+        when nothing did).  A full disk removes the part, so that its space
+        comes back at once.
         """
         if self._finished:
             return
@@ -1648,7 +1654,7 @@ class SwarmDownload(_Fetch):
         self._stop_timers()
         self._close_connections()
         failure = reason if isinstance(reason, Failure) else Failure(reason)
-        if failure.check(errors.VerificationFailed) and self.writer is not None:
+        if failure.check(errors.VerificationFailed, NoSpaceLeft) and self.writer is not None:
             keep: Deferred = self.writer.discard()
         else:
             keep = self._keep()
