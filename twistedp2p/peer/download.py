@@ -263,6 +263,11 @@ class PartWriter:
         return self._writes.submit(work)
 
     @property
+    def identity(self) -> tuple[int, int] | None:
+        """The part file's device and inode, once it is open."""
+        return None if self._file is None else self._file.identity
+
+    @property
     def waiting(self) -> int:
         """Bytes received but not yet both written and hashed."""
         return self._buffered + self._pending
@@ -804,6 +809,8 @@ class Download(_Fetch):
     def __init__(self, fname: str, sources: Sequence[SourceInfo], repo: Path, **kwargs: Any) -> None:
         _Fetch.__init__(self, fname, repo, **kwargs)
         self.sources = list(sources)
+        #: The part file's device and inode (only it is moved into place).
+        self._identity: tuple[int, int] | None = None
 
     def run(self) -> Deferred:
         """
@@ -880,6 +887,7 @@ class Download(_Fetch):
         try:
             writer = PartWriter(self.part, self._run, self.settings.chunk_size, self.settings.max_pending)
             await writer.open()
+            self._identity = writer.identity
             transfer = self._transfers.start(DOWN, self.fname, source.label, source.file_size)
             try:
                 size, digest = await self._receive(source, writer, transfer)
@@ -947,4 +955,4 @@ class Download(_Fetch):
         Move the verified part into place.  @return: True when an existing
         file was replaced (only with force).
         """
-        return await self._run(install, self.part, self.final, self.force, False)
+        return await self._run(install, self.part, self.final, self.force, False, self._identity)

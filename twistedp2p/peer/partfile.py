@@ -13,6 +13,7 @@ import errno
 import hashlib
 import mmap
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -227,15 +228,25 @@ class PartFile:
     """
 
     def __init__(self, path: Path, flags: int, direct: bool = True) -> None:
-        self.fd = os.open(path, flags, 0o644)
+        self.fd = open_part(path, flags)
+        st = os.fstat(self.fd)
+        #: The part file's device and inode (L{install} moves only it).
+        self.identity = (st.st_dev, st.st_ino)
         self._direct: int | None = None
         self._buffer: mmap.mmap | None = None
         flag = getattr(os, "O_DIRECT", 0)
         if direct and flag:
             try:
-                self._direct = os.open(path, (flags & ~(os.O_CREAT | os.O_TRUNC | os.O_EXCL)) | flag)
+                self._direct = os.open(
+                    path, (flags & ~(os.O_CREAT | os.O_TRUNC | os.O_EXCL)) | flag | os.O_NOFOLLOW
+                )
             except OSError:
                 self._direct = None
+            else:
+                # (By name again: only if it is still the same file.)
+                st = os.fstat(self._direct)
+                if (st.st_dev, st.st_ino) != self.identity:
+                    self._close_direct()
 
     @property
     def direct(self) -> bool:
@@ -320,6 +331,66 @@ class PartFile:
             raise error
 
 
+def open_part(path: Path, flags: int) -> int:
+    """
+    Open a part file as C{flags} say (C{O_CREAT}, and C{O_TRUNC} for a new
+    download), but only ever a regular file of ours at C{path} itself: a
+    symbolic link, a hard link to another name, a FIFO or a device planted
+    there is never followed nor written to.  It is removed (the name only,
+    never what it points to) and a new part file is created in its place
+    with C{O_EXCL}, which creates a file or fails, never follows.
+
+    C{O_TRUNC} starts from an empty file: whatever is at C{path} is removed
+    first.  Otherwise an existing regular file (with no other name) is
+    opened for resuming.
+
+    @return: the descriptor.
+    """
+    base = (flags & ~(os.O_CREAT | os.O_TRUNC | os.O_EXCL)) | os.O_NOFOLLOW | os.O_CLOEXEC
+    if not flags & os.O_TRUNC:
+        try:
+            # (O_NONBLOCK: a FIFO planted there must not block the open.)
+            fd = os.open(path, base | os.O_NONBLOCK)
+        except FileNotFoundError:
+            fd = -1
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+                raise
+            log.warn("{path} is not a regular file; replacing it", path=str(path))
+            fd = -1
+        if fd >= 0:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                os.set_blocking(fd, True)
+                return fd
+            os.close(fd)
+            log.warn("{path} is not a regular file of its own; replacing it", path=str(path))
+    if flags & os.O_CREAT:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise
+        return os.open(path, base | os.O_CREAT | os.O_EXCL, 0o644)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+
+
+def regular_part(part: Path, identity: tuple[int, int] | None = None) -> bool:
+    """
+    Whether C{part} is (still) a regular file with no other name (and, when
+    C{identity} is given, that device and inode): the only thing
+    L{install} moves into place.  Not a symbolic link.
+    """
+    try:
+        st = os.lstat(part)
+    except OSError:
+        return False
+    if identity is not None and (st.st_dev, st.st_ino) != identity:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+
+
 def write_atomically(target: Path, data: bytes, sync_dir: bool = True) -> None:
     """
     Replace C{target} with C{data}: temp file beside it, fsync, rename, and
@@ -372,7 +443,8 @@ def link_exclusive(part: Path, final: Path) -> None:
     links are not supported.
     """
     try:
-        os.link(part, final)
+        # (Never through a symbolic link: link the name itself.)
+        os.link(part, final, follow_symlinks=False)
     except FileExistsError:
         raise
     except OSError as e:
@@ -385,18 +457,24 @@ def link_exclusive(part: Path, final: Path) -> None:
     os.unlink(part)
 
 
-def install(part: Path, final: Path, force: bool, keep_part: bool) -> bool:
+def install(part: Path, final: Path, force: bool, keep_part: bool, identity: tuple[int, int] | None = None) -> bool:
     """
     Move a verified (and synced) part file to its final name: over an
-    existing file only with C{force}, else never.
+    existing file only with C{force}, else never; and only a regular file
+    with no other name (L{regular_part}; of C{identity}, the part file's
+    device and inode, when given).
 
     @param keep_part: when the final name was taken meanwhile, keep the
         part (a resumable download) rather than remove it.
     @return: True when an existing file was replaced.
     @raise errors.AlreadyExists: the final name appeared meanwhile.
     @raise LocalWriteError: the move failed (the part is removed unless
-        C{keep_part}).
+        C{keep_part}), or C{part} is not the file the download wrote (it
+        is removed).
     """
+    if not regular_part(part, identity):
+        unlink_quietly(part)
+        raise LocalWriteError(f"{part} is no longer the file this download wrote; nothing was moved into place")
     existed = os.path.lexists(final)
     try:
         if force:
