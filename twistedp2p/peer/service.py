@@ -23,6 +23,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from twistedp2p import wire
+from twistedp2p import discovery
 from twistedp2p.eagerwrite import accept_on_data
 from twistedp2p.endpoints import client_endpoint, parse_client, parse_server
 from twistedp2p.peer.download import DownloadSettings
@@ -89,6 +90,24 @@ _rate.coerceDoc = (  # type: ignore[attr-defined]
 )
 
 
+def _udp_port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError("must be a UDP port from 1 to 65535")
+    return int(value)
+
+
+_udp_port.coerceDoc = "A UDP port, 1 to 65535."  # type: ignore[attr-defined]
+
+
+def _ip_address(option: str, value: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise usage.UsageError(f"--{option} {value!r}: give the IPv4 address of an interface")
+
+
 class Options(usage.Options):
     """
     Command line of ``twistd p2ppeer``.
@@ -115,8 +134,23 @@ class Options(usage.Options):
         ["download-rate", None, 0, "Cap on the peer's total download rate", _rate],
         ["max-file-size", None, None, "Refuse to publish or download files larger than this", _bytes],
         *WEB_OPTIONS,
+        ["discovery-port", None, discovery.DEFAULT_PORT, "UDP port of LAN tracker discovery.", _udp_port],
+        [
+            "discovery-interface",
+            None,
+            None,
+            "IP address of the interface to look for trackers on (default: the system's choice, and loopback).",
+        ],
     ]
-    optFlags = [["no-shell", None, "Do not read commands from stdin (daemon, compose)."]]
+    optFlags = [
+        ["no-shell", None, "Do not read commands from stdin (daemon, compose)."],
+        [
+            "no-discover",
+            None,
+            "Without --tracker, do not look for a tracker on the LAN nor use the remembered one: "
+            "only 127.0.0.1:9999.",
+        ],
+    ]
 
     def opt_version(self) -> None:
         """
@@ -142,6 +176,10 @@ class Options(usage.Options):
         self["share-root"].append(directory)
 
     def postOptions(self) -> None:
+        #: Trackers found on the LAN (and remembered) unless --tracker or --no-discover.
+        self["discover"] = not self["tracker"] and not self["no-discover"]
+        if self["discovery-interface"] is not None:
+            self["discovery-interface"] = _ip_address("discovery-interface", self["discovery-interface"])
         if not self["tracker"]:
             self["tracker"] = [DEFAULT_TRACKER]
         self["tracker"] = [parse_client(value, option="tracker") for value in self["tracker"]]
@@ -231,6 +269,10 @@ class PeerService(MultiService):
         upload_rate: float = 0,
         download_rate: float = 0,
         max_file_size: int | None = None,
+        discover: bool = False,
+        discovery_port: int = discovery.DEFAULT_PORT,
+        discovery_interface: str | None = None,
+        discovery_wait: float = discovery.DEFAULT_WAIT,
     ) -> None:
         MultiService.__init__(self)
         self.reactor = reactor
@@ -263,8 +305,14 @@ class PeerService(MultiService):
             download_bucket=self.download_bucket,
         )
         self.node.upload_bucket = self.upload_bucket
+        #: LAN discovery (a peer without --tracker): the UDP listener, or None.
+        self.discovery: Any = None
+        endpoints: list[tuple[Any, Any]] = [(t, client_endpoint(reactor, t)) for t in trackers]
+        if discover:
+            endpoints = [self._discovering(repo, trackers, run_in_thread, discovery_port, discovery_interface,
+                                           discovery_wait)]
         self.link = TrackerLink(
-            [(t, client_endpoint(reactor, t)) for t in trackers],
+            endpoints,
             hello_fields=lambda: {"hostname": hostname, "p2p_port": self.node.p2p_port},
             on_session=self.node.announce_all,
             clock=reactor,
@@ -289,6 +337,30 @@ class PeerService(MultiService):
             self.web = peer_web_service(
                 self.node, web, web_token, reactor, on_fatal=self._on_fatal, run_in_thread=run_in_thread
             )
+
+    def _discovering(
+        self, repo: str, trackers: list[str], run_in_thread: Callable[..., Deferred], port: int,
+        interface: str | None, wait: float,
+    ) -> tuple[Any, Any]:
+        """
+        The tracker endpoint of a peer without C{--tracker}: the remembered
+        tracker (C{REPO/.p2p/tracker.json}), then one announced on the LAN,
+        then the default address.
+        """
+        path = Path(repo) / ".p2p" / "tracker.json"
+        finder = discovery.Finder(self.reactor, port=port, interface=interface)
+        self.discovery = discovery.MulticastService(self.reactor, finder)
+
+        def remember(address: Any, tracker_id: str | None) -> None:
+            d = run_in_thread(discovery.write_remembered, path, address, tracker_id)
+            d.addErrback(lambda f: self.log.warn("cannot remember the tracker in {path}: {reason}",
+                                                 path=str(path), reason=f.getErrorMessage()))
+
+        endpoint = discovery.DiscoveringEndpoint(
+            self.reactor, finder, remembered=discovery.read_remembered(path), remember=remember,
+            fallback=trackers[0] if trackers else None, wait=wait,
+        )
+        return (endpoint, endpoint)
 
     def _connect_source(self, ip: str, port: int, factory: Any) -> Deferred:
         # Addresses from the wire go into an endpoint object, never into an
@@ -324,6 +396,8 @@ class PeerService(MultiService):
             port=self.node.p2p_port,
             repo=str(self.library.repo),
         )
+        if self.discovery is not None:
+            self.addService(self.discovery)
         self.addService(self.link)
         if self.web is not None:
             self.addService(self.web)
@@ -418,5 +492,8 @@ def makeService(config: Options, reactor: Any = None, **overrides: Any) -> PeerS
         upload_rate=config["upload-rate"],
         download_rate=config["download-rate"],
         max_file_size=config["max-file-size"],
+        discover=config["discover"],
+        discovery_port=config["discovery-port"],
+        discovery_interface=config["discovery-interface"],
         **overrides,
     )

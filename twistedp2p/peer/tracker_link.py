@@ -37,7 +37,8 @@ STOPPED = "stopped"
 class FailoverEndpoint:
     """
     Connect to the current endpoint of a list; on a failed connect try the
-    next, once round the list per C{connect}.  L{advance} moves on after a
+    next, once round the list per C{connect}.  A label is read with
+    C{str()} each time, so it may change (L{twistedp2p.discovery}).  L{advance} moves on after a
     lost connection.
 
     C{observer(kind, label, **info)} hears ``attempt``, ``failed`` (with
@@ -59,14 +60,14 @@ class FailoverEndpoint:
 
     @property
     def current(self) -> str:
-        return self._endpoints[self._index][0]
+        return str(self._endpoints[self._index][0])
 
     @property
     def labels(self) -> list[str]:
-        return [label for label, _ in self._endpoints]
+        return [str(label) for label, _ in self._endpoints]
 
     def peek_next(self) -> str:
-        return self._endpoints[(self._index + 1) % len(self._endpoints)][0]
+        return str(self._endpoints[(self._index + 1) % len(self._endpoints)][0])
 
     def advance(self) -> None:
         self._index = (self._index + 1) % len(self._endpoints)
@@ -78,7 +79,7 @@ class FailoverEndpoint:
         failure: BaseException | None = None
         for attempt in range(len(self._endpoints)):
             label, endpoint = self._endpoints[self._index]
-            self._observer("attempt", label)
+            self._observer("attempt", str(label))
             try:
                 protocol = await endpoint.connect(factory)
             except CancelledError:
@@ -87,9 +88,9 @@ class FailoverEndpoint:
                 failure = e
                 self.advance()
                 if attempt + 1 < len(self._endpoints):
-                    self._observer("failed", label, reason=_reason(e), next=self.current)
+                    self._observer("failed", str(label), reason=_reason(e), next=self.current)
                 continue
-            self._observer("connected", label)
+            self._observer("connected", str(label))
             return protocol
         assert failure is not None
         self._observer("exhausted", self.current, reason=_reason(failure))

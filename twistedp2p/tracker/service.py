@@ -28,6 +28,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from twistedp2p import discovery
 from twistedp2p.endpoints import parse_server
 from twistedp2p.errors import P2PError
 from twistedp2p.process import exit_nonzero, stop_reactor
@@ -98,6 +99,31 @@ def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
     return f"{description}:backlog={backlog}"
 
 
+def _udp_port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError(f"--discovery-port must be a UDP port from 1 to 65535, not {value!r}")
+    return int(value)
+
+
+_udp_port.coerceDoc = "A UDP port, 1 to 65535."  # type: ignore[attr-defined]
+
+
+def announce_interface(listen: str, given: str | None) -> str | None:
+    """
+    The interface a tracker announces itself on: C{given}, else loopback
+    when C{listen} only accepts loopback connections (announcing it on the
+    LAN would send peers to an address they cannot reach), else None (the
+    system's choice).
+    """
+    if given is not None:
+        return given
+    from twistedp2p.web.options import is_local_endpoint, split_endpoint
+
+    if split_endpoint(listen)[0] in ("tcp", "tcp6") and is_local_endpoint(listen):
+        return discovery.LOOPBACK
+    return None
+
+
 class Options(usage.Options):
     """
     Command line of ``twistd p2ptracker``.
@@ -162,10 +188,26 @@ class Options(usage.Options):
             "info",
             "Lowest level of the tracker's own log events: debug (adds every connection), info, warn, error.",
         ],
+        [
+            "announce-interval",
+            None,
+            discovery.DEFAULT_INTERVAL,
+            "Seconds between two announcements on the LAN.",
+            _seconds("announce-interval"),
+        ],
+        ["discovery-port", None, discovery.DEFAULT_PORT, "UDP port of LAN tracker discovery.", _udp_port],
+        [
+            "discovery-interface",
+            None,
+            None,
+            "IPv4 address of the interface to announce on (default: loopback when --listen is on "
+            "loopback only, else the system's choice).",
+        ],
         *WEB_OPTIONS,
     ]
     optFlags = [
         ["no-shell", None, "Do not read admin commands from stdin."],
+        ["no-announce", None, "Do not announce this tracker on the LAN (peers then need --tracker)."],
         [
             "no-gc-freeze",
             None,
@@ -209,6 +251,15 @@ class Options(usage.Options):
             self["log-level"] = level_named(self["log-level"])
         except ValueError as e:
             raise usage.UsageError(f"--log-level: {e}")
+        if self["discovery-interface"] is not None:
+            import ipaddress
+
+            try:
+                self["discovery-interface"] = str(ipaddress.IPv4Address(self["discovery-interface"]))
+            except ValueError:
+                raise usage.UsageError(
+                    f"--discovery-interface {self['discovery-interface']!r}: give the IPv4 address of an interface"
+                )
         check_web_options(self)
 
 
@@ -257,6 +308,7 @@ class TrackerService(MultiService):
         web_token: str | None = None,
         gc_freezer: Any = None,
         max_files: int | None = Registry.DEFAULT_MAX_FILES,
+        announce: dict[str, Any] | None = None,
     ) -> None:
         MultiService.__init__(self)
         self.reactor = reactor
@@ -292,6 +344,10 @@ class TrackerService(MultiService):
         #: A L{GCFreezer}, started once the tracker listens (None: leave
         #: the garbage collector alone).
         self.gc_freezer = gc_freezer
+        #: LAN announcement settings (interval, port, interface), or None.
+        self.announce = announce
+        #: The announcing UDP listener once listening, else None.
+        self.announcer: Any = None
 
     # -- start ---------------------------------------------------------------
 
@@ -328,6 +384,8 @@ class TrackerService(MultiService):
         )
         if self.gc_freezer is not None:
             self.gc_freezer.start()
+        if self.announce is not None:
+            self._start_announcing(port)
         if self.web is not None:
             # Before the shell, so the dashboard's address comes before the prompt.
             self.addService(self.web)
@@ -340,6 +398,18 @@ class TrackerService(MultiService):
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(port)
+
+    def _start_announcing(self, port: Any) -> None:
+        announcer = discovery.Announcer(
+            self.tracker_id,
+            lambda: port.getHost().port,
+            self.reactor,
+            interval=self.announce["interval"],
+            port=self.announce["port"],
+            interface=announce_interface(self.listen, self.announce["interface"]),
+        )
+        self.announcer = discovery.MulticastService(self.reactor, announcer)
+        self.announcer.startService()
 
     @property
     def store_description(self) -> str:
@@ -416,6 +486,9 @@ class TrackerService(MultiService):
             self._loop.stop()
         if self.gc_freezer is not None:
             self.gc_freezer.stop()
+        announcer, self.announcer = self.announcer, None
+        if announcer is not None:
+            announcer.stopService()
         return self._stop_chain()
 
     def _stop_chain(self) -> Deferred:
@@ -485,4 +558,9 @@ def makeService(config: Options, reactor: Any = None) -> TrackerService:
         web_token=config["web-token"],
         gc_freezer=None if config["no-gc-freeze"] else GCFreezer(),
         max_files=config["max-files-per-peer"],
+        announce=None if config["no-announce"] else {
+            "interval": config["announce-interval"],
+            "port": config["discovery-port"],
+            "interface": config["discovery-interface"],
+        },
     )
