@@ -14,7 +14,8 @@ it); its answer is then read off the connection's output:
     exactly the bytes of the range asked for (C{get}) or of the whole file
     (C{get_file}/C{download});
   - a range that does not fit the file is refused, never clipped;
-  - garbage gets the error C{wire} names, then the connection closes;
+  - garbage gets the error C{wire} names, then the connection closes (an
+    invalid C{get_file}/C{download}: a close without a byte);
   - a request during a transfer aborts the connection;
   - C{busy} only when every session slot is taken;
   - nothing else is ever written, and the marker never.
@@ -380,6 +381,16 @@ class UploadConn:
             message = wire.decode(r.body)
             request = wire.parse_request(message, wire.PEER_REQUESTS)
         except wire.WireError as e:
+            action = message.get("action") if isinstance(message, dict) else None
+            if type(action) is str and action in ("get_file", "download"):
+                # An invalid seed request: closed without a byte, as an
+                # unpublished name (never an error frame, which a seed
+                # client would save as the file).
+                _expect(self.consumed == len(self.out), f"{where}: bytes for an invalid seed request")
+                if not closing:
+                    return False
+                self.must_close = True
+                return True
             answer = self._frame()
             if answer is None:
                 return False

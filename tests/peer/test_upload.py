@@ -218,6 +218,35 @@ class UploadTests(SynchronousTestCase):
             self.assertEqual(t.value(), b"")
             self.assertTrue(t.disconnecting)
 
+    def test_seed_invalid_request_closes_silently(self) -> None:
+        """
+        A seed request with an invalid name (empty, a NUL byte, a control
+        character, not a string, missing) or another invalid field gets
+        what an unpublished name gets: a close without a byte, never an
+        error frame that the seed client would save as the file.
+        """
+        cases = [
+            {"action": "get_file", "lname": ""},
+            {"action": "get_file", "lname": "a.bin\x00"},
+            {"action": "get_file", "lname": "\x00"},
+            {"action": "get_file", "lname": "a\x07.bin"},
+            {"action": "get_file", "lname": 5},
+            {"action": "get_file"},
+            {"action": "get_file", "lname": "a.bin", "id": -1},
+            {"action": "download", "fname": ""},
+            {"action": "download", "fname": "a.bin\x00"},
+            {"action": "download", "fname": ["a.bin"]},
+        ]
+        for message in cases:
+            proto, t = self.connect()
+            proto.dataReceived(frame(message))
+            self.assertEqual(t.value(), b"", message)
+            self.assertTrue(t.disconnecting, message)
+            self.assertEqual(self.parts.slots.in_use, 0)
+
+    def test_unhashable_action_gets_error(self) -> None:
+        self.assertErrorFrame(frame({"action": ["get_file"], "lname": ""}), "no_action")
+
     def test_seed_busy_closes_silently(self) -> None:
         for _ in range(2):
             proto, t = self.connect()

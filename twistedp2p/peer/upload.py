@@ -49,6 +49,8 @@ MAX_PIPELINED = 32
 #: send: the socket buffers hold several pieces, so a pipelining
 #: downloader's next request often arrives after our queue ran dry.
 SESSION_LINGER = 2.0
+#: Seed-protocol requests: answered with raw bytes or a close, never a frame.
+SEED_ACTIONS = frozenset(("get_file", "download"))
 
 
 class ChunkSender(FileSender):
@@ -293,6 +295,14 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             message = wire.decode(frame)
             request = wire.parse_request(message, wire.PEER_REQUESTS)
         except wire.WireError as e:
+            action = message.get("action")
+            if type(action) is str and action in SEED_ACTIONS:
+                # A seed client saves whatever it receives as the file: an
+                # invalid request gets what an unpublished name gets, a
+                # close without a byte.
+                self.log.info("bad seed request from {peer}: {message}; closing", peer=self.peer, message=e.message)
+                self._close()
+                return
             self.log.info("bad request from {peer}: {message}", peer=self.peer, message=e.message)
             self._close_with(wire.error(e.code, e.message, wire.safe_id(message)))
             return
