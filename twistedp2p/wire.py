@@ -298,7 +298,8 @@ TRACKER_REQUESTS: dict[str, dict[str, Field]] = {
     },
     "unpublish": {"fname": Field(_fname)},
     "fetch": {"fname": Field(_fname), "limit": _opt(limit, DEFAULT_LIMIT)},
-    "list_shared_files": {"limit": _opt(limit, DEFAULT_LIMIT)},
+    # The same catalogue as search (the seed client sends no pattern).
+    "list_shared_files": {"pattern": _opt(pattern, ""), "limit": _opt(limit, DEFAULT_LIMIT)},
     "search": {"pattern": _opt(pattern, ""), "limit": _opt(limit, DEFAULT_LIMIT)},
     "discover": {"hostname": Field(hostname)},
     "ping": {},

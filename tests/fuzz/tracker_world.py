@@ -708,6 +708,10 @@ class TrackerWorld:
             ):
                 expect_error("bad_field", rid)
                 return
+            if conn.native and f.get("sha256") is None:
+                # Only seed clients may publish without a SHA-256.
+                expect_error("bad_field", rid)
+                return
             new = publication_for(f, conn.native)
             old = conn.pubs.get(fname)
             if old is None:

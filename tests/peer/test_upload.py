@@ -103,6 +103,29 @@ class UploadTests(SynchronousTestCase):
         self.assertTrue(t.disconnecting)
         self.assertEqual(self.parts.slots.in_use, 0)
 
+    def test_range_beyond_end_message(self) -> None:
+        """
+        The refusal says what was asked in words: never Python's None for
+        a length left out.
+        """
+        for fields, asked in (
+            ({"offset": len(DATA) + 1}, f"offset {len(DATA) + 1}"),
+            ({"offset": len(DATA) + 1, "length": None}, f"offset {len(DATA) + 1}"),
+            ({"offset": 10, "length": len(DATA)}, f"{len(DATA)} bytes from offset 10"),
+        ):
+            proto, t = self.connect()
+            self.get(proto, id=4, **fields)
+            [reply] = all_frames(t.value())
+            self.assertEqual(
+                reply,
+                {
+                    "status": "error",
+                    "id": 4,
+                    "code": "bad_field",
+                    "message": f"{asked} is beyond the end of a.bin ({len(DATA)} bytes)",
+                },
+            )
+
     def test_second_get_on_same_connection(self) -> None:
         proto, t = self.connect()
         self.get(proto, length=10)

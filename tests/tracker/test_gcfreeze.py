@@ -149,7 +149,7 @@ class SessionObjectsTests(unittest.TestCase):
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         source = yield connectProtocol(endpoint, Client())
         yield source.ask(action="hello", hostname="src", p2p_port=7000, version=1, id=1)
-        yield source.ask(action="publish", fname="a.txt", file_size=1, id=2)
+        yield source.ask(action="publish", fname="a.txt", file_size=1, sha256="a" * 64, id=2)
         # A contested hello pings the holder (a Deferred per ping).
         contender = yield connectProtocol(endpoint, Client())
         refused = yield contender.ask(action="hello", hostname="src", p2p_port=7000, version=1, id=1)

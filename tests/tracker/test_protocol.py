@@ -287,6 +287,31 @@ class RequestTests(ProtocolTestBase):
         self.assertEqual((answer["code"], answer["id"]), ("not_published", 3))
 
 
+    def test_native_publish_needs_sha256(self):
+        """
+        A versioned client must say what its file hashes to; a seed client
+        (which does not hash) need not.
+        """
+        p = self.native()
+        answer = p.ask({"action": "publish", "fname": "a", "file_size": 1, "id": 1})
+        self.assertEqual((answer["status"], answer["code"], answer["id"]), ("error", "bad_field", 1))
+        self.assertEqual(self.successResultOf(self.store.sources("a", 10)), [])
+        self.assertEqual(self.seed().ask({"action": "publish", "fname": "a", "lname": "/x/a"})["status"], "created")
+
+    def test_list_shared_files_pattern(self):
+        """
+        list_shared_files takes search's pattern (and lists all without).
+        """
+        src = self.native("src", 4000)
+        for name in ("a.pdf", "b.txt"):
+            src.ask({"action": "publish", "fname": name, "sha256": SHA_A, "id": 1})
+        me = self.native("me", 4001)
+        answer = me.ask({"action": "list_shared_files", "pattern": "*.PDF", "id": 2})
+        self.assertEqual([f["fname"] for f in answer["files"]], ["a.pdf"])
+        answer = me.ask({"action": "list_shared_files", "id": 3})
+        self.assertEqual([f["fname"] for f in answer["files"]], ["a.pdf", "b.txt"])
+
+
 class RequestWithReadViewTests(RequestTests):
     """
     The same answers when fetch takes the synchronous path.

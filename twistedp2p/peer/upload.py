@@ -478,12 +478,9 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         if offset > entry.size or (length is not None and offset + length > entry.size):
             self._serving = False
             self._end_session("failed: bad range")
+            asked = f"offset {offset}" if length is None else f"{length} bytes from offset {offset}"
             self._close_with(
-                wire.error(
-                    "bad_field",
-                    f"range {offset}+{length} is beyond the end of {fname} ({entry.size} bytes)",
-                    request.id,
-                )
+                wire.error("bad_field", f"{asked} is beyond the end of {fname} ({entry.size} bytes)", request.id)
             )
             return
         if length is None:

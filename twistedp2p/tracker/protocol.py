@@ -610,6 +610,10 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         f = request.fields
         if (f["root"] is None) != (f["piece_size"] is None):
             raise wire.WireError("bad_field", "publish needs both 'root' and 'piece_size', or neither")
+        if self._native and f["sha256"] is None:
+            # What a downloader verifies the bytes against: only seed
+            # clients, which do not hash, may leave it out.
+            raise wire.WireError("bad_field", "publish from a versioned client needs 'sha256'")
         d = self.registry.publish(
             self._session_id,
             f["fname"],
@@ -662,12 +666,8 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
             head = b'{"status":"success","id":%d,"fname":' % request_id
         return b"".join((head, cache.name(fname), b',"peer_list":[', peers, b"]}"))
 
-    def _list_shared_files(self, request: wire.Request) -> Deferred:
-        d = self.registry.catalogue("", request.fields["limit"])
-        d.addCallback(self._files, request)
-        return d
-
     def _search(self, request: wire.Request) -> Deferred:
+        # Also list_shared_files: the same catalogue, the same pattern.
         d = self.registry.catalogue(request.fields["pattern"], request.fields["limit"])
         d.addCallback(self._files, request)
         return d
@@ -699,7 +699,7 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         "publish": _publish,
         "unpublish": _unpublish,
         "fetch": _fetch,
-        "list_shared_files": _list_shared_files,
+        "list_shared_files": _search,
         "search": _search,
         "discover": _discover,
     }
