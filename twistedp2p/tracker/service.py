@@ -400,9 +400,13 @@ class TrackerService(MultiService):
             d.callback(port)
 
     def _start_announcing(self, port: Any) -> None:
+        tcp_port = getattr(port.getHost(), "port", None)
+        if tcp_port is None:
+            self.log.info("not announcing on the LAN: the tracker does not listen on TCP")
+            return
         announcer = discovery.Announcer(
             self.tracker_id,
-            lambda: port.getHost().port,
+            lambda: tcp_port,
             self.reactor,
             interval=self.announce["interval"],
             port=self.announce["port"],
