@@ -17,6 +17,7 @@ synchronous call in unit tests.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -101,6 +102,11 @@ class Entry:
     piece_size: int | None = None
     #: The piece list itself (not in library.json: see L{Library}).
     pieces: PieceList | None = field(default=None, compare=False, repr=False)
+    #: The file's device and inode when it was published: only that very
+    #: file is served under this name (None: a library of an older
+    #: version, until the first full check records them).
+    dev: int | None = None
+    ino: int | None = None
 
     def same_content(self, other: "Entry") -> bool:
         return self.size == other.size and self.sha256 == other.sha256
@@ -127,6 +133,8 @@ class Entry:
             "mtime_ns": self.mtime_ns,
             "root": self.root,
             "piece_size": self.piece_size,
+            "dev": self.dev,
+            "ino": self.ino,
         }
 
     def with_pieces(self, pieces: PieceList | None) -> "Entry":
@@ -155,6 +163,8 @@ class Entry:
                 mtime_ns=int(data.get("mtime_ns") or int(float(data["mtime"]) * 1e9)),
                 root=data.get("root"),
                 piece_size=data.get("piece_size"),
+                dev=data.get("dev"),
+                ino=data.get("ino"),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"bad entry: {e}")
@@ -174,6 +184,11 @@ class Entry:
             or entry.piece_size < 1
         ):
             raise ValueError("root must be 64 hex digits with a positive piece_size")
+        for value in (entry.dev, entry.ino):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError("dev and ino must be non-negative integers")
+        if (entry.dev is None) != (entry.ino is None):
+            raise ValueError("dev and ino go together")
         return entry
 
 
@@ -215,7 +230,7 @@ class ServedFile:
             st = os.fstat(self._f.fileno())
         except (OSError, ValueError):
             return False
-        return st.st_nlink > 0 and (st.st_size, st.st_mtime_ns) == (self.entry.size, self.entry.mtime_ns)
+        return st.st_nlink > 0 and _file_problem(self.entry, st) is None
 
 
 class FileLease:
@@ -401,7 +416,9 @@ class Library:
             st = os.stat(real)
             if st.st_size != size:
                 raise errors.P2PError(f"{real}: changed after the download")
-            entry = Entry(fname, str(real), st.st_size, st.st_mtime, sha256, now, st.st_mtime_ns)
+            entry = Entry(
+                fname, str(real), st.st_size, st.st_mtime, sha256, now, st.st_mtime_ns, dev=st.st_dev, ino=st.st_ino
+            )
             if pieces is not None and pieces.size == size and pieces.sha256 == sha256:
                 entry = entry.with_pieces(pieces)
             return entry
@@ -412,9 +429,11 @@ class Library:
         before = os.stat(path)
         pieces = hash_file(path)
         after = os.stat(path)
-        if (before.st_size, before.st_mtime_ns) != (
+        if (before.st_size, before.st_mtime_ns, before.st_dev, before.st_ino) != (
             after.st_size,
             after.st_mtime_ns,
+            after.st_dev,
+            after.st_ino,
         ) or pieces.size != after.st_size:
             raise errors.P2PError(f"{path}: the file changed while it was being hashed; try again")
         return Entry(
@@ -425,6 +444,8 @@ class Library:
             sha256=pieces.sha256,
             published_at=now,
             mtime_ns=after.st_mtime_ns,
+            dev=after.st_dev,
+            ino=after.st_ino,
         ).with_pieces(pieces)
 
     def ensure_pieces(self) -> Deferred:
@@ -499,7 +520,8 @@ class Library:
         """
         Say why an entry may no longer be served, or None if it still may
         (blocking: a few stat calls).  The path must still resolve to
-        itself inside a root and keep the published size and mtime.
+        itself inside a root and name the published file (its device and
+        inode) with the published size and mtime.
         """
         try:
             real = Path(entry.path).resolve(strict=True)
@@ -513,24 +535,41 @@ class Library:
             st = os.stat(real)
         except OSError:
             return "the file is gone"
-        if not stat.S_ISREG(st.st_mode):
-            return "the path is no longer a regular file"
-        if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
-            return "the file changed since it was published"
-        return None
+        return _file_problem(entry, st)
 
     def _open_checked(self, entry: Entry) -> tuple[str | None, Any]:
+        """
+        (Blocking.)  L{stale_reason}, then open the published path without
+        following a symbolic link in its last part (and without blocking on
+        a FIFO), and check the descriptor itself: the published device and
+        inode, a regular file of the published size and time.  Whatever was
+        swapped in between the check and the open (a symbolic link, another
+        file, a hard link to another file, a directory of links above it)
+        is refused there.
+
+        @return: C{(None, open file)}, or C{(reason, None)}.
+        """
         reason = self.stale_reason(entry)
         if reason is not None:
             return reason, None
         try:
-            f = open(entry.path, "rb")
-        except OSError:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return "the path is now a symbolic link", None
             return "the file cannot be opened", None
-        st = os.fstat(f.fileno())
-        if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
+        f = os.fdopen(fd, "rb")
+        try:
+            st = os.fstat(fd)
+            reason = _file_problem(entry, st) or (None if st.st_nlink else "the file is gone")
+            if reason is None:
+                os.set_blocking(fd, True)
+        except BaseException:
             f.close()
-            return "the file changed since it was published", None
+            raise
+        if reason is not None:
+            f.close()
+            return reason, None
         return None, f
 
     def check_serving(self, fname: str) -> Deferred:
@@ -577,9 +616,10 @@ class Library:
             if reason is not None:
                 self._drop_stale(entry, reason)
                 return None
-            fresh = ServedFile(entry, f, checked_at)
+            served = self._with_identity(entry, f)
+            fresh = ServedFile(served, f, checked_at)
             lease = fresh.lease()
-            if self._entries.get(fname) is entry and fname not in self._serving:
+            if self._entries.get(fname) is served and fname not in self._serving:
                 self._serving[fname] = fresh
                 # An idle peer keeps no published file open: the descriptor
                 # goes when its window ends (or its last upload does).
@@ -591,9 +631,25 @@ class Library:
                     self._forget_served(next(iter(self._serving)))
             else:
                 fresh.release()
-            return entry, lease
+            return served, lease
 
         return self._run(self._open_checked, entry).addCallback(checked)
+
+    def _with_identity(self, entry: Entry, f: Any) -> Entry:
+        """
+        C{entry}, with the device and inode of its open, fully checked file
+        recorded (and saved) if it has none yet (a library written by an
+        older version).
+        """
+        if entry.dev is not None:
+            return entry
+        st = os.fstat(f.fileno())
+        recorded = replace(entry, dev=st.st_dev, ino=st.st_ino)
+        if self._entries.get(entry.fname) is not entry:
+            return recorded
+        self._entries[entry.fname] = recorded
+        self._save().addErrback(lambda failure: self.log.failure("saving the library failed", failure))
+        return recorded
 
     def serving_now(self, fname: str) -> tuple[Entry, "FileLease"] | None:
         """
@@ -777,6 +833,20 @@ class Library:
                 pass
             return entry.with_pieces(None)
         return entry.with_pieces(pieces)
+
+
+def _file_problem(entry: Entry, st: os.stat_result) -> str | None:
+    """
+    Why C{st} (of the published path, or of the descriptor opened on it)
+    is not the file C{entry} published, or None.
+    """
+    if not stat.S_ISREG(st.st_mode):
+        return "the path is no longer a regular file"
+    if entry.dev is not None and (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
+        return "the path now names another file than the one published (device and inode differ)"
+    if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
+        return "the file changed since it was published"
+    return None
 
 
 def _close_and_entry(found: Any) -> Entry | None:
