@@ -43,6 +43,7 @@ from twistedp2p.peer.partfile import (
     first_line,
     install,
     part_name,
+    free_bytes,
     summarize_failures,
     unlink_quietly,
     write_error,
@@ -59,6 +60,14 @@ READ_SIZE = 1024 * 1024
 MAX_PENDING = 4 * WRITE_CHUNK
 #: Seconds without data (after the first byte) before giving up a source.
 STALL_TIMEOUT = 30.0
+#: The largest download from a source that publishes no size (a seed
+#: source) when ``--max-file-size`` is not given.
+UNSIZED_MAX_FILE_SIZE = 64 * 1024**3
+#: Bytes a download from a source that publishes no size leaves free on
+#: the repository's file system (it stops before), and the most bytes it
+#: takes between two checks of the free space.
+DISK_MARGIN = 256 * 1024 * 1024
+FREE_CHECK_BYTES = 64 * 1024 * 1024
 #: Base delays between rounds of retrying busy sources (each gets jitter);
 #: their number bounds the retries, their sum the extra wait.
 BUSY_DELAYS = (0.2, 0.4, 0.8, 1.2, 1.6, 2.0, 2.0, 2.0, 2.0, 2.0)
@@ -422,6 +431,93 @@ class PartWriter:
         return after_all([self._writes], self._hashes, remove).addErrback(log_failure)
 
 
+class DiskBudget:
+    """
+    How much a download of unknown size may still write: the free space of
+    the repository's file system (C{statvfs}, in a thread) less a margin,
+    read before the first byte and again at least every C{every} bytes and
+    whenever half of what was left is used.  Bytes beyond what the last
+    reading allowed fail the download at once (L{on_full}), before the
+    disk is full.
+    """
+
+    def __init__(
+        self,
+        part: Path,
+        settings: DownloadSettings,
+        run_in_thread: Callable[..., Deferred],
+    ) -> None:
+        self._part = part
+        self._settings = settings
+        self._run = run_in_thread
+        self.used = 0
+        #: C{used} may reach this; None until the first reading.
+        self._allowed: int | None = None
+        self._next_check = 0
+        self._checking = False
+        self._free: int | None = None
+        #: Called once with a L{NoSpaceLeft} when the budget is spent.
+        self.on_full: Callable[[NoSpaceLeft], None] = lambda e: None
+        self._full = False
+
+    def check(self) -> Deferred:
+        """
+        Read the free space now.  @return: a Deferred firing None, or
+        failing with L{NoSpaceLeft} if nothing may be written.
+        """
+        self._checking = True
+        used = self.used
+        d = self._run(self._settings.free_space, self._part.parent)
+
+        def got(free: int | None) -> None:
+            self._checking = False
+            self._free = free
+            if free is None:
+                # (Unknown: the size limit still bounds the download.)
+                self._allowed = None
+                self._next_check = used + self._settings.free_check_bytes
+                return
+            room = free - self._settings.disk_margin
+            self._allowed = used + max(room, 0)
+            self._next_check = used + max(1, min(self._settings.free_check_bytes, room // 2))
+            if room <= 0:
+                raise self._error()
+
+        return d.addCallback(got)
+
+    def _error(self) -> NoSpaceLeft:
+        return NoSpaceLeft(
+            self._part,
+            self._free,
+            note=(
+                f"this peer keeps {self._settings.disk_margin} bytes free when the source"
+                " does not say how large the file is"
+            ),
+        )
+
+    def add(self, n: int) -> None:
+        """
+        C{n} more bytes are about to be written.
+        """
+        self.used += n
+        if self._full:
+            return
+        if self._allowed is not None and self.used > self._allowed:
+            self._spent()
+            return
+        if self.used >= self._next_check and not self._checking:
+            self.check().addErrback(self._check_failed)
+
+    def _check_failed(self, failure: Failure) -> None:
+        failure.trap(NoSpaceLeft)
+        self._spent()
+
+    def _spent(self) -> None:
+        if not self._full:
+            self._full = True
+            self.on_full(self._error())
+
+
 # -- the protocols -------------------------------------------------------------------
 
 
@@ -459,6 +555,7 @@ class _TransferProtocol(TimeoutMixin):
         #: The download cap (set by L{Download}), and the size limit.
         self.bucket: TokenBucket | None = None
         self.max_size: int | None = None
+        self.max_size_reason = ""
         self.reasons = PauseReasons(self._pause_transport, self._resume_transport)
 
     def _abort(self) -> None:
@@ -498,9 +595,7 @@ class _TransferProtocol(TimeoutMixin):
         self.received += len(data)
         if self.max_size is not None and self.received > self.max_size:
             self._fail(
-                errors.FileTooLarge(
-                    f"the source sent more than this peer accepts (--max-file-size {self.max_size})"
-                )
+                errors.FileTooLarge(f"the source sent more than this peer accepts ({self.max_size_reason})")
             )
             return
         throttle_download(self.bucket, len(data), self.reasons)
@@ -751,8 +846,17 @@ class DownloadSettings:
     #: Record the verified pieces at most this often, or after this many.
     checkpoint_interval: float = 0.5
     checkpoint_pieces: int = 64
-    #: Refuse files larger than this (``--max-file-size``); None: no limit.
+    #: Refuse files larger than this (``--max-file-size``); None: no limit
+    #: but L{unsized_max_file_size} for a source that publishes no size.
     max_file_size: int | None = None
+    #: A source that publishes no size (a seed source): the most bytes
+    #: taken from it without ``--max-file-size``, the bytes left free on
+    #: the disk, the most bytes between two checks of the free space, and
+    #: how the free space is read (blocking: run in a thread).
+    unsized_max_file_size: int = UNSIZED_MAX_FILE_SIZE
+    disk_margin: int = DISK_MARGIN
+    free_check_bytes: int = FREE_CHECK_BYTES
+    free_space: Callable[[Path], "int | None"] = field(default=free_bytes)
 
 
 class _Fetch:
@@ -901,8 +1005,19 @@ class Download(_Fetch):
             slot.release()
 
     async def _receive(self, source: SourceInfo, writer: PartWriter, transfer: Any) -> tuple[int, str]:
+        budget: DiskBudget | None = None
+        if source.file_size is None:
+            # A source that publishes no size could send until the disk is
+            # full: bounded by a size limit and by the free space.
+            budget = DiskBudget(self.part, self.settings, self._run)
+            await budget.check()
+
         def sink(data: bytes) -> None:
             transfer.add(len(data))
+            if budget is not None:
+                budget.add(len(data))
+                if protocol._finished:
+                    return
             writer.write(data)
 
         def progress(done: int, total: int | None) -> None:
@@ -913,6 +1028,15 @@ class Download(_Fetch):
         protocol = kind(source, sink, progress, self._clock, self.settings.stall_timeout)
         protocol.bucket = self.bucket
         protocol.max_size = self.settings.max_file_size
+        protocol.max_size_reason = f"--max-file-size {protocol.max_size}"
+        if budget is not None:
+            budget.on_full = protocol._fail
+            if protocol.max_size is None:
+                protocol.max_size = self.settings.unsized_max_file_size
+                protocol.max_size_reason = (
+                    f"{protocol.max_size} bytes from a source that does not say how large the file is;"
+                    " --max-file-size sets the limit"
+                )
         writer.on_error = lambda failure: protocol._fail(
             failure.value
             if isinstance(failure.value, LocalWriteError)

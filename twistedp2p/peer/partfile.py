@@ -42,14 +42,25 @@ class NoSpaceLeft(LocalWriteError):
     bytes free there[; the partial download was removed])}.
     """
 
-    def __init__(self, path: Path, free: int | None = None, fname: str | None = None, removed: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        free: int | None = None,
+        fname: str | None = None,
+        removed: bool = False,
+        note: str | None = None,
+    ) -> None:
         self.path = Path(path)
         self.free = free
         self.fname = fname
         self.removed = removed
+        #: Why the download stopped before the disk was full, if it did.
+        self.note = note
         details = [f"writing {self.path}"]
         if free is not None:
             details.append(f"{free} bytes free there")
+        if note is not None:
+            details.append(note)
         if removed:
             details.append("the partial download was removed")
         prefix = f"fetch {fname}: " if fname else ""
@@ -60,7 +71,7 @@ class NoSpaceLeft(LocalWriteError):
         The same error as the fetch of C{fname} reports it (its part file
         removed, unless C{removed} is false).
         """
-        return NoSpaceLeft(self.path, self.free, fname, removed)
+        return NoSpaceLeft(self.path, self.free, fname, removed, self.note)
 
 
 def free_bytes(path: Path) -> int | None:
