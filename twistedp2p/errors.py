@@ -71,3 +71,34 @@ class Busy(TransferFailed):
 
 class FileTooLarge(P2PError):
     """the file is larger than this peer allows"""
+
+
+class AlreadyHave(AlreadyExists):
+    """the repository already has that file, with the same SHA-256"""
+
+    def __init__(self, message: str = "", path: str = "", sha256: str | None = None):
+        super().__init__(message)
+        self.path = path
+        self.sha256 = sha256
+
+
+class Interrupted(TransferFailed):
+    """the download was stopped"""
+
+    def __init__(
+        self,
+        message: str = "",
+        fname: str = "",
+        reason: str = "interrupted",
+        kept: int = 0,
+        pieces: int | None = None,
+    ):
+        super().__init__(message)
+        #: What stopped it: ``interrupted`` (the peer is stopping),
+        #: ``paused`` or ``cancelled``.
+        self.fname = fname
+        self.reason = reason
+        #: Verified pieces kept on disk, and the file's piece count (None
+        #: for a whole-file download, which keeps nothing).
+        self.kept = kept
+        self.pieces = pieces

@@ -211,9 +211,38 @@ class FetchTests(NodeTestsMixin, SynchronousTestCase):
         self.assertIn("fetched", [e.kind for e in self.parts.seen])
 
     def test_exists_checked_first(self) -> None:
+        self.peer_list(7000)
         self.write("f", b"mine")
-        self.failureResultOf(self.node.fetch("f"), errors.AlreadyExists)
-        self.assertEqual(self.link.requests, [])
+        f = self.failureResultOf(self.node.fetch("f"), errors.AlreadyExists)
+        self.assertNotIsInstance(f.value, errors.AlreadyHave)
+        # Only a lookup (to tell the same content from another): no download.
+        self.assertEqual(self.link.actions(), ["fetch"])
+        self.assertEqual(self.net.connects, [])
+
+    def test_exists_tracker_down(self) -> None:
+        self.link.handlers["fetch"] = lambda f: errors.TrackerUnavailable()
+        self.write("f", DATA)
+        f = self.failureResultOf(self.node.fetch("f"), errors.AlreadyExists)
+        self.assertNotIsInstance(f.value, errors.AlreadyHave)
+
+    def test_already_here_same_content(self) -> None:
+        """
+        REPO/FNAME holds what the sources publish: the fetch says so.
+        """
+        self.peer_list(7000)
+        self.write("f", DATA)
+        f = self.failureResultOf(self.node.fetch("f"), errors.AlreadyHave)
+        self.assertEqual((f.value.path, f.value.sha256), (str(self.repo / "f"), SHA))
+        self.assertIn("already here, same content", str(f.value))
+        self.assertEqual(self.net.connects, [])
+
+    def test_already_published_same_content(self) -> None:
+        self.write("g", DATA)
+        self.successResultOf(self.node.publish("g", "f"))
+        self.peer_list(7000)
+        f = self.failureResultOf(self.node.fetch("f"), errors.AlreadyHave)
+        self.assertEqual(f.value.path, str(self.repo / "g"))
+        self.assertFalse((self.repo / "f").exists())
 
     def test_no_sources(self) -> None:
         self.failureResultOf(self.node.fetch("f"), errors.NoSources)
@@ -242,7 +271,8 @@ class FetchTests(NodeTestsMixin, SynchronousTestCase):
         self.net.servers[7001] = "hang"
         d = self.node.fetch("f")
         self.node.stop()
-        self.failureResultOf(d)
+        f = self.failureResultOf(d, errors.Interrupted)
+        self.assertEqual((f.value.reason, f.value.pieces), ("interrupted", None))
         self.assertEqual(self.parts.slots.in_use, 0)
 
 
@@ -380,6 +410,83 @@ class SwarmNodeTests(NodeTestsMixin, SynchronousTestCase):
         self.assertEqual((self.repo / "f").read_bytes(), DATA)
         # Nothing left to resume.
         self.assertEqual(self.successResultOf(self.node.resume_pending()), [])
+
+    def with_piece_on_disk(self) -> Any:
+        from twistedp2p.peer.swarm import PartState, part_name, state_name, write_state
+
+        pieces = self.source.library.get("f").pieces
+        (self.repo / part_name("f")).write_bytes(DATA[: pieces.piece_size])
+        write_state(self.repo / state_name("f"),
+                    PartState("f", pieces.root, pieces.piece_size, len(DATA), SHA, frozenset({0})))
+        return pieces
+
+    def test_pause_keeps_pieces_and_resume_continues(self) -> None:
+        from twistedp2p.peer.swarm import read_state, state_name
+
+        pieces = self.with_piece_on_disk()
+        self.rooted_list(7001)
+        self.net.servers[7001] = "hang"
+        d = self.node.fetch("f")
+        self.net.flush()
+        self.assertEqual(self.node.fetching(), ["f"])
+        paused = self.node.pause("f")
+        f = self.failureResultOf(d, errors.Interrupted)
+        self.assertEqual((f.value.reason, f.value.kept, f.value.pieces), ("paused", 1, pieces.count))
+        self.assertEqual(str(f.value), f"paused: f, 1 of {pieces.count} pieces kept; resume f continues it")
+        self.assertEqual(self.successResultOf(paused), (1, pieces.count))
+        self.assertEqual(self.node.paused, {"f": (1, pieces.count)})
+        [stopped] = [e for e in self.parts.seen if e.kind == "stopped"]
+        self.assertEqual((stopped.fields["reason"], stopped.message), ("paused", str(f.value)))
+        self.assertEqual(self.node.fetching(), [])
+        self.assertEqual(read_state(self.repo / state_name("f")).have, frozenset({0}))
+        # A paused download is not resumed behind the user's back.
+        self.assertEqual(self.successResultOf(self.node.resume_pending()), [])
+
+        self.rooted_list(7000)
+        done = self.node.resume("f")
+        self.net.flush()
+        result = self.successResultOf(done)
+        self.assertEqual(result.resumed, pieces.span(0)[1])
+        self.assertEqual((self.repo / "f").read_bytes(), DATA)
+        self.assertEqual(self.node.paused, {})
+
+    def test_cancel_removes_the_partial_download(self) -> None:
+        from twistedp2p.peer.swarm import part_name, state_name
+
+        pieces = self.with_piece_on_disk()
+        self.rooted_list(7001)
+        self.net.servers[7001] = "hang"
+        d = self.node.fetch("f")
+        self.net.flush()
+        cancelled = self.node.cancel("f")
+        f = self.failureResultOf(d, errors.Interrupted)
+        self.assertEqual(f.value.reason, "cancelled")
+        self.assertEqual(self.successResultOf(cancelled), (1, pieces.count))
+        self.assertFalse((self.repo / part_name("f")).exists())
+        self.assertFalse((self.repo / state_name("f")).exists())
+        self.assertEqual(self.node.paused, {})
+
+    def test_cancel_a_paused_download(self) -> None:
+        from twistedp2p.peer.swarm import part_name, state_name
+
+        self.with_piece_on_disk()
+        self.rooted_list(7001)
+        self.net.servers[7001] = "hang"
+        d = self.node.fetch("f")
+        self.net.flush()
+        self.node.pause("f")
+        self.failureResultOf(d, errors.Interrupted)
+        self.successResultOf(self.node.cancel("f"))
+        self.assertFalse((self.repo / part_name("f")).exists())
+        self.assertFalse((self.repo / state_name("f")).exists())
+
+    def test_pause_cancel_resume_unknown(self) -> None:
+        self.failureResultOf(self.node.pause("nope"), errors.TransferFailed)
+        self.failureResultOf(self.node.cancel("nope"), errors.TransferFailed)
+        self.rooted_list(7001)
+        self.net.servers[7001] = "hang"
+        self.node.fetch("f")
+        self.failureResultOf(self.node.resume("f"), errors.TransferFailed)
 
     def test_resume_failure_is_a_notice_and_keeps_the_state(self) -> None:
         from twistedp2p.peer.swarm import PartState, part_name, state_name, write_state

@@ -392,14 +392,13 @@ def test_peer_dashboard(stack: Stack, browser: Any, tmp_path: Path) -> None:
     expect(page.locator('#library-body tr[data-fname="report-2025.pdf"]')).to_have_count(1)
     assert (stack.base / "lab-pc-11" / "report-2025.pdf").read_bytes() == big
 
-    # Fetching it again asks before overwriting the local copy.
+    # Fetching it again: the same content is already here, and the page says so.
     page.fill("#search-pattern", "")
     page.click("#search-button")
     expect(page.locator("#results-body tr[data-fname]")).to_have_count(4)
     page.locator('#results-body tr[data-fname="report-2025.pdf"] button').click()
-    expect(page.locator("#fetch-confirm")).to_be_visible()
-    expect(page.locator("#search-flash")).to_contain_text("already exists")
-    page.locator("#fetch-confirm button", has_text="Cancel").click()
+    expect(page.locator("#search-flash")).to_contain_text("already here, same content")
+    expect(page.locator("#fetch-confirm")).to_be_hidden()
     page.locator('#results-body tr[data-fname="results.csv"] button').click()
     expect(page.locator('#transfers-recent .transfer[data-fname="results.csv"][data-outcome="done"]')).to_have_count(1)
     expect(page.locator("#log li.kind-transfer_finished")).to_have_count(2)

@@ -162,10 +162,24 @@ class PeerApiTests(unittest.TestCase):
         self.assertEqual(body["active"], [])
         self.assertEqual(body["sessions"]["limit"], 4)
 
-        # Again: the file exists, so the page must ask before overwriting.
+        self.assertEqual(body["paused"], [])
+
+        # Again: the same content is already here; the page says so.
         code, body = await beta_client.post("api/fetch", {"fname": "report.bin"})
         self.assertEqual(code, 409)
         self.assertTrue(body["exists"])
+        self.assertTrue(body["same"])
+        self.assertIn("already here, same content", body["error"])
+        # Nothing being fetched: nothing to pause or cancel.
+        code, body = await beta_client.post("api/pause", {"fname": "report.bin"})
+        self.assertEqual((code, body["error"]), (404, "error: report.bin is not being fetched"))
+        code, body = await beta_client.post("api/cancel", {"fname": "report.bin"})
+        self.assertEqual(code, 404)
+        (beta.library.repo / "report.bin").write_bytes(b"changed")
+        code, body = await beta_client.post("api/fetch", {"fname": "report.bin"})
+        self.assertEqual(code, 409)
+        self.assertTrue(body["exists"])
+        self.assertNotIn("same", body)
         self.assertTrue(body["error"].startswith("error: "))
         code, body = await beta_client.post("api/fetch", {"fname": "report.bin", "force": True})
         self.assertEqual((code, body["replaced"]), (200, True))

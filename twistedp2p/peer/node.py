@@ -7,6 +7,7 @@ the session slots and L{Download} do the work.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -25,11 +26,14 @@ from twistedp2p.peer.download import (
     choose_sources,
 )
 from twistedp2p.peer.events import Events
+from twistedp2p.peer.partfile import part_name
+from twistedp2p.peer.pieces import piece_count
 from twistedp2p.peer.library import Entry, Library
 from twistedp2p.peer.ratelimit import TokenBucket
 from twistedp2p.peer.slots import DOWN, UP, Slots
 from twistedp2p.peer.swarm import PartState, SwarmDownload, find_states, plan_swarm, read_state, state_name
 from twistedp2p.peer.transfers import Transfers
+from twistedp2p.textfmt import quote_name
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,12 @@ class PeerNode:
         #: Multi-source downloads in progress (a stopping peer waits for
         #: them to record their pieces).
         self._swarms: set[SwarmDownload] = set()
+        #: The Deferred of each fetch in progress, by name (pause, cancel).
+        self._calls: dict[str, Deferred] = {}
+        #: Why a fetch is being stopped (``paused``, ``cancelled``), by name.
+        self._stopping: dict[str, str] = {}
+        #: Downloads paused by L{pause}: name -> (pieces kept, piece count).
+        self.paused: dict[str, tuple[int, int | None]] = {}
         self._stopped = False
         library.stale_observers.append(self._stale)
 
@@ -285,7 +295,92 @@ class PeerNode:
             L{errors.TrackerUnavailable}.
         """
         d = Deferred.fromCoroutine(self._fetch(fname, source, force, progress))
-        return self._track(d)
+        return self._track(self._named(fname, d))
+
+    def _named(self, fname: str, d: Deferred) -> Deferred:
+        if not d.called and fname not in self._calls:
+            self._calls[fname] = d
+
+            def forget(result: Any) -> Any:
+                if self._calls.get(fname) is d:
+                    del self._calls[fname]
+                return result
+
+            d.addBoth(forget)
+        return d
+
+    def fetching(self) -> list[str]:
+        """
+        The names being fetched now (foreground and background).
+        """
+        return sorted(self._calls)
+
+    def pause(self, fname: str) -> Deferred:
+        """
+        Stop fetching C{fname}, keeping its verified pieces on disk; its
+        fetch fails with L{errors.Interrupted} (reason ``paused``) and
+        L{resume} continues it.
+
+        @return: Deferred firing C{(pieces kept, piece count or None)} once
+            the partial download is recorded; fails with
+            L{errors.NotPublished}-like L{errors.TransferFailed} when
+            C{fname} is not being fetched.
+        """
+        return self._stop_fetch(fname, "paused")
+
+    def cancel(self, fname: str) -> Deferred:
+        """
+        Stop fetching C{fname} (or forget a paused download) and remove its
+        partial files.
+
+        @return: Deferred firing C{(pieces dropped, piece count or None)}.
+        """
+        if fname not in self._calls and fname in self.paused:
+            kept = self.paused.pop(fname)
+            return self._discard(fname).addCallback(lambda _: kept)
+        return self._stop_fetch(fname, "cancelled")
+
+    def resume(self, fname: str, progress: Progress | None = None) -> Deferred:
+        """
+        Continue a paused download (or any partial one) from its part file.
+        """
+        if fname in self._calls:
+            return fail(errors.TransferFailed(f"{fname} is already being fetched"))
+        closing = [s.closed for s in self._swarms if s.fname == fname]
+        self.paused.pop(fname, None)
+        d = DeferredList(closing, consumeErrors=True) if closing else succeed(None)
+        return d.addCallback(lambda _: self.fetch(fname, progress=progress))
+
+    def _stop_fetch(self, fname: str, reason: str) -> Deferred:
+        call = self._calls.get(fname)
+        if call is None:
+            return fail(errors.TransferFailed(f"{fname} is not being fetched"))
+        self._stopping[fname] = reason
+        outcome: Deferred = Deferred()
+
+        def stopped(failure: Any) -> Any:
+            self._stopping.pop(fname, None)
+            if failure.check(errors.Interrupted):
+                e = failure.value
+                kept = (e.kept, e.pieces)
+            else:
+                kept = (0, None)
+            closing = [s.closed for s in self._swarms if s.fname == fname]
+            d = DeferredList(closing, consumeErrors=True) if closing else succeed(None)
+            if reason == "cancelled":
+                d.addCallback(lambda _: self._discard(fname))
+            d.addCallback(lambda _: outcome.callback(kept))
+            return failure
+
+        call.addErrback(stopped)
+        call.cancel()
+        return outcome
+
+    def _discard(self, fname: str) -> Deferred:
+        part = self.repo / part_name(fname)
+        return self._run(_unlink_quietly, self.repo / state_name(fname)).addCallback(
+            lambda _: self._run(_unlink_quietly, part)
+        )
 
     def _track(self, d: Deferred) -> Deferred:
         if not d.called:
@@ -332,73 +427,167 @@ class PeerNode:
         if problem is not None:
             raise errors.BadName(f"{fname!r}: {problem}")
         final = self.repo / fname
-        if not force and os.path.lexists(final):
-            raise errors.AlreadyExists(f"{final} already exists; use --force to replace it")
         if fname in self._fetching:
             raise errors.TransferFailed(f"{fname} is already being fetched")
+        if not force and os.path.lexists(final):
+            await self._already_here(fname, final, source)
         self._fetching.add(fname)
+        try:
+            return await self._fetch_sources(fname, source, force, progress, background)
+        except (CancelledError, errors.Interrupted) as e:
+            stopped = e if isinstance(e, errors.Interrupted) else self._interrupted(fname)
+            if stopped.reason == "paused":
+                self.paused[fname] = (stopped.kept, stopped.pieces)
+            self.events.emit(
+                "stopped",
+                str(stopped),
+                fname=fname,
+                reason=stopped.reason,
+                kept=stopped.kept,
+                pieces=stopped.pieces,
+            )
+            raise stopped
+        finally:
+            self._fetching.discard(fname)
+
+    async def _already_here(self, fname: str, final: Any, source: str | None) -> None:
+        """
+        C{REPO/fname} exists: fail with L{errors.AlreadyHave} when it holds
+        the content the sources publish (same SHA-256), else with
+        L{errors.AlreadyExists}.
+        """
+        exists = errors.AlreadyExists(f"{final} already exists; use --force to replace it")
         try:
             reply = await self._tracker("fetch", fname=fname)
             peer_list = reply.get("peer_list")
-            if not isinstance(peer_list, list):
-                peer_list = []
-            sources = choose_sources(fname, peer_list, source)
-            limit = self.settings.max_file_size
-            size = sources[0].file_size
-            if limit is not None and size is not None and size > limit:
-                raise errors.FileTooLarge(
-                    f"{fname} is {size} bytes, more than this peer accepts (--max-file-size {limit})"
-                )
-            existing = self.library.get(fname)
-            if (
-                existing is not None
-                and not force
-                and existing.sha256 != sources[0].sha256
-            ):
-                raise errors.Conflict(
-                    f"{fname} is already published here for {existing.path}; use --force to replace it"
-                )
-            state_path = self.repo / state_name(fname)
-            state = await self._run(_read_state_quietly, state_path)
-            plan = plan_swarm(sources, prefer_root=state.root if state is not None else None)
-            if plan is not None:
-                result = await self._swarm(fname, plan, force, progress)
-            else:
-                if state is not None:
-                    self.log.info(
-                        "discarding the partial download of {fname} (root {root}):"
-                        " its sources publish no piece list",
-                        fname=fname,
-                        root=state.root[:12],
-                    )
-                    await self._run(_unlink_quietly, state_path)
-                result = await Download(fname, sources, self.repo, **self._download_options(force, progress)).run()
-            published = await self._share_fetched(result)
-            result = dataclasses.replace(result, published=published)
-            self.events.emit(
-                "fetched",
-                f"fetched {fname} from {result.source.hostname}",
-                fname=fname,
-                source=result.source.hostname,
-                size=result.size,
-                sha256=result.sha256,
-                verified=result.verified,
-                path=result.path,
-                published=result.published,
-                contributors=[list(c) for c in result.contributors],
-                pieces=result.piece_count,
-                resumed=result.resumed,
-                background=background,
+            sources = choose_sources(fname, peer_list if isinstance(peer_list, list) else [], source)
+        except errors.P2PError:
+            raise exists
+        wanted = sources[0].sha256
+        if not wanted:
+            raise exists
+        mine = self.library.get(fname)
+        stat = await self._run(_stat_of, final)
+        if stat is None or stat[0] != sources[0].file_size:
+            sha = None
+        elif mine is not None and os.path.realpath(mine.path) == os.path.realpath(final) and stat == (
+            mine.size,
+            mine.mtime_ns,
+        ):
+            sha = mine.sha256
+        else:
+            sha = await self._run(_sha256_of, final)
+        if sha != wanted:
+            raise exists
+        raise errors.AlreadyHave(
+            f"{fname}: already here, same content (sha256 {wanted[:12]}) -> {final}",
+            path=str(final),
+            sha256=wanted,
+        )
+
+    async def _fetch_sources(
+        self,
+        fname: str,
+        source: str | None,
+        force: bool,
+        progress: Progress | None,
+        background: bool,
+    ) -> FetchResult:
+        reply = await self._tracker("fetch", fname=fname)
+        peer_list = reply.get("peer_list")
+        if not isinstance(peer_list, list):
+            peer_list = []
+        sources = choose_sources(fname, peer_list, source)
+        limit = self.settings.max_file_size
+        size = sources[0].file_size
+        if limit is not None and size is not None and size > limit:
+            raise errors.FileTooLarge(
+                f"{fname} is {size} bytes, more than this peer accepts (--max-file-size {limit})"
             )
-            return result
-        finally:
-            self._fetching.discard(fname)
+        existing = self.library.get(fname)
+        if (
+            existing is not None
+            and not force
+            and existing.sha256 != sources[0].sha256
+        ):
+            raise errors.Conflict(
+                f"{fname} is already published here for {existing.path}; use --force to replace it"
+            )
+        if existing is not None and not force and existing.sha256:
+            raise errors.AlreadyHave(
+                f"{fname}: already here, same content (sha256 {existing.sha256[:12]}) -> {existing.path}",
+                path=existing.path,
+                sha256=existing.sha256,
+            )
+        state_path = self.repo / state_name(fname)
+        state = await self._run(_read_state_quietly, state_path)
+        plan = plan_swarm(sources, prefer_root=state.root if state is not None else None)
+        if plan is not None:
+            result = await self._swarm(fname, plan, force, progress)
+        else:
+            if state is not None:
+                self.log.info(
+                    "discarding the partial download of {fname} (root {root}):"
+                    " its sources publish no piece list",
+                    fname=fname,
+                    root=state.root[:12],
+                )
+                await self._run(_unlink_quietly, state_path)
+            try:
+                result = await Download(fname, sources, self.repo, **self._download_options(force, progress)).run()
+            except CancelledError:
+                # A whole-file download keeps nothing.
+                raise self._interrupted(fname, whole_file=True)
+        published = await self._share_fetched(result)
+        result = dataclasses.replace(result, published=published)
+        self.events.emit(
+            "fetched",
+            f"fetched {fname} from {result.source.hostname}",
+            fname=fname,
+            source=result.source.hostname,
+            size=result.size,
+            sha256=result.sha256,
+            verified=result.verified,
+            path=result.path,
+            published=result.published,
+            contributors=[list(c) for c in result.contributors],
+            pieces=result.piece_count,
+            resumed=result.resumed,
+            background=background,
+        )
+        return result
 
     async def _swarm(self, fname: str, plan: Any, force: bool, progress: Progress | None) -> FetchResult:
         swarm = SwarmDownload(fname, plan, self.repo, **self._download_options(force, progress))
         self._swarms.add(swarm)
         swarm.closed.addBoth(lambda _: self._swarms.discard(swarm))
-        return await swarm.run()
+        try:
+            return await swarm.run()
+        except CancelledError:
+            # Before the part is open, a previous run's pieces stay as
+            # they were recorded.
+            kept = len(swarm.have) or len(swarm._claimed)
+            raise self._interrupted(fname, kept, piece_count(plan.size, plan.piece_size))
+
+    def _interrupted(
+        self, fname: str, kept: int = 0, pieces: int | None = None, whole_file: bool = False
+    ) -> errors.Interrupted:
+        """
+        The error a stopped fetch fails with; its text is the line the
+        shell prints (docs/shell.md).
+        """
+        reason = self._stopping.get(fname, "interrupted")
+        name = quote_name(fname)
+        if reason == "cancelled":
+            text = f"cancelled: {name}, partial download removed"
+        elif pieces is not None:
+            then = f"resume {name} continues it" if reason == "paused" else "the next fetch resumes it"
+            text = f"{reason}: {name}, {kept} of {pieces} pieces kept; {then}"
+        elif whole_file:
+            text = f"{reason}: {name}, nothing kept (a whole-file download starts again)"
+        else:
+            text = f"{reason}: {name}"
+        return errors.Interrupted(text, fname=fname, reason=reason, kept=kept, pieces=pieces)
 
     def _download_options(self, force: bool, progress: Progress | None) -> dict[str, Any]:
         """
@@ -434,7 +623,7 @@ class PeerNode:
             if isinstance(state, str):
                 self.log.warn("ignoring the partial-download state {path}: {why}", path=str(path), why=state)
                 continue
-            if self._stopped or state.fname in self._fetching:
+            if self._stopped or state.fname in self._fetching or state.fname in self.paused:
                 continue
             if os.path.lexists(self.repo / state.fname):
                 self.log.info(
@@ -460,6 +649,10 @@ class PeerNode:
         def failed(failure: Any) -> None:
             if failure.check(CancelledError):
                 return
+            if failure.check(errors.Interrupted):
+                if failure.value.reason == "paused":
+                    self.events.emit("paused", f"paused {fname}", fname=fname)
+                return
             if not failure.check(errors.P2PError):
                 self.log.failure("resuming {fname} failed", failure, fname=fname)
             self.events.emit(
@@ -469,7 +662,8 @@ class PeerNode:
                 reason=failure.getErrorMessage(),
             )
 
-        d = self._track(Deferred.fromCoroutine(self._fetch(fname, None, False, None, background=True)))
+        d = Deferred.fromCoroutine(self._fetch(fname, None, False, None, background=True))
+        d = self._track(self._named(fname, d))
         d.addErrback(failed)
 
     async def _share_fetched(self, result: FetchResult) -> bool:
@@ -554,6 +748,31 @@ class PeerNode:
                 "max_sources": self.settings.max_sources,
             },
         }
+
+
+def _stat_of(path: Any) -> tuple[int, int] | None:
+    """
+    (In a thread.)  C{(size, mtime_ns)} of a file, or None.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _sha256_of(path: Any) -> str | None:
+    """
+    (In a thread.)  The SHA-256 of a file, or None when it cannot be read.
+    """
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def _read_state_quietly(path: Any) -> PartState | None:

@@ -58,12 +58,14 @@ class Reply:
 #: P2PError subclasses in lookup order -> (HTTP status, extra fields).
 _STATUS: list[tuple[type, int, dict[str, Any]]] = [
     (errors.Conflict, 409, {"conflict": True}),
+    (errors.AlreadyHave, 409, {"exists": True, "same": True}),
     (errors.AlreadyExists, 409, {"exists": True}),
     (errors.AmbiguousContent, 409, {"ambiguous": True}),
     (errors.NotPublished, 404, {}),
     (errors.NoSources, 404, {}),
     (errors.TrackerUnavailable, 503, {}),
     (errors.IndexUnavailable, 503, {}),
+    (errors.Interrupted, 409, {"stopped": True}),
     (errors.TransferFailed, 502, {}),
     (errors.FileTooLarge, 413, {}),
     (errors.BadName, 400, {}),

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistedp2p import errors, wire
-from twistedp2p.web.api import Params, Routes, bool_field, error_reply, text_field
+from twistedp2p.web.api import ApiError, Params, Routes, bool_field, error_reply, text_field
 from twistedp2p.web.dashboard import add_log_routes, dashboard_service
 from twistedp2p.web.metrics import PeerMetrics
 from twistedp2p.web.sse import EventHub, Ticker
@@ -177,7 +177,7 @@ class PeerDashboard:
         else:
             level = _LEVELS.get(event.kind, "info")
         self.hub.publish(event.kind, level, event.message, **fields)
-        if event.kind.startswith("transfer") or event.kind == "fetched":
+        if event.kind.startswith("transfer") or event.kind in ("fetched", "stopped"):
             self.ticker.push_now("transfers")
         if event.kind in ("published", "unpublished", "fetched"):
             self.ticker.push_now("library")
@@ -203,7 +203,11 @@ class PeerDashboard:
             active.append(row)
         for stale in set(self._rates) - live_ids:
             del self._rates[stale]
-        return {"active": active, "recent": list(self.recent), "sessions": self._sessions()}
+        paused = [
+            {"fname": fname, "kept": kept, "pieces": pieces}
+            for fname, (kept, pieces) in sorted(getattr(self.node, "paused", {}).items())
+        ]
+        return {"active": active, "recent": list(self.recent), "sessions": self._sessions(), "paused": paused}
 
     def _sessions(self) -> dict[str, Any]:
         slots = self.node.slots
@@ -243,6 +247,9 @@ class PeerDashboard:
         routes.post("publish", self.publish)
         routes.post("unpublish", self.unpublish)
         routes.post("fetch", self.fetch)
+        routes.post("pause", self.pause)
+        routes.post("resume", self.resume)
+        routes.post("cancel", self.cancel)
         return add_log_routes(routes, self.hub)
 
     def files(self, params: Params, body: Any) -> Any:
@@ -301,23 +308,57 @@ class PeerDashboard:
         if source is not None:
             wire.hostname("source", source)
         d = self.node.fetch(fname, source=source, force=force)
+        d.addCallback(self._fetched)
+        d.addErrback(self._refused, "fetch", fname)
+        return d
+
+    def _fetched(self, r: Any) -> dict[str, Any]:
+        return {
+            "fname": r.fname,
+            "path": r.path,
+            "size": r.size,
+            "sha256": r.sha256,
+            "verified": r.verified,
+            "source": r.source.hostname,
+            "elapsed": r.elapsed,
+            "published": r.published,
+            "replaced": r.replaced,
+            "failures": [list(f) for f in r.failures],
+            "text": f"fetched {r.fname} ({r.size} bytes) from {r.source.hostname}"
+            + ("" if r.verified else " (unverified: seed source)"),
+        }
+
+    def pause(self, params: Params, body: dict[str, Any]) -> Any:
+        fname = text_field(body, "fname")
+        if fname not in self.node.fetching():
+            raise ApiError(404, f"{fname} is not being fetched")
+        d = self.node.pause(fname)
         d.addCallback(
-            lambda r: {
-                "fname": r.fname,
-                "path": r.path,
-                "size": r.size,
-                "sha256": r.sha256,
-                "verified": r.verified,
-                "source": r.source.hostname,
-                "elapsed": r.elapsed,
-                "published": r.published,
-                "replaced": r.replaced,
-                "failures": [list(f) for f in r.failures],
-                "text": f"fetched {r.fname} ({r.size} bytes) from {r.source.hostname}"
-                + ("" if r.verified else " (unverified: seed source)"),
+            lambda kept: {
+                "fname": fname,
+                "kept": kept[0],
+                "pieces": kept[1],
+                "text": f"paused {fname}"
+                + (f": {kept[0]} of {kept[1]} pieces kept" if kept[1] is not None else ": nothing kept"),
             }
         )
-        d.addErrback(self._refused, "fetch", fname)
+        d.addErrback(self._refused, "pause", fname)
+        return d
+
+    def cancel(self, params: Params, body: dict[str, Any]) -> Any:
+        fname = text_field(body, "fname")
+        if fname not in self.node.fetching() and fname not in self.node.paused:
+            raise ApiError(404, f"{fname} is not being fetched or paused")
+        d = self.node.cancel(fname)
+        d.addCallback(lambda _: {"fname": fname, "text": f"cancelled {fname}: partial download removed"})
+        d.addErrback(self._refused, "cancel", fname)
+        return d
+
+    def resume(self, params: Params, body: dict[str, Any]) -> Any:
+        fname = text_field(body, "fname")
+        d = self.node.resume(fname)
+        d.addCallback(self._fetched)
+        d.addErrback(self._refused, "resume", fname)
         return d
 
     def _refused(self, failure: Failure, action: str, subject: str) -> Failure:

@@ -240,6 +240,11 @@
       loadLibrary();
       return;
     }
+    if (r.data.same || r.data.stopped) {
+      // Already here with the same content, or paused/cancelled: nothing to confirm.
+      P2P.flash("search-flash", r.data.error.replace(/^error: /, ""), "info");
+      return;
+    }
     P2P.flash("search-flash", r.data.error, r.data.exists || r.data.conflict ? "warn" : "error");
     if ((r.data.exists || r.data.conflict) && !force) {
       askToConfirm("fetch-confirm", "Overwrite the local " + fname + " with the downloaded file?", () => fetchFile(fname, source, true, button));
@@ -247,6 +252,33 @@
   }
 
   // -- transfers -------------------------------------------------------------------
+  async function transferAction(action, fname, button) {
+    if (button) button.disabled = true;
+    const r = await api(action, { body: { fname: fname } });
+    if (button) button.disabled = false;
+    P2P.flash("transfers-flash", r.ok ? r.data.text : r.data.error, r.ok ? "ok" : "error");
+    loadTransfers();
+    if (action === "resume" && r.ok) loadLibrary();
+  }
+
+  function actionButton(action, label, fname) {
+    const button = el("button", { type: "button", class: "small", dataset: { action: action } }, label);
+    button.addEventListener("click", () => transferAction(action, fname, button));
+    return button;
+  }
+
+  function pausedRow(p) {
+    const kept = p.pieces === null || p.pieces === undefined ? "nothing kept" : p.kept + " of " + p.pieces + " pieces kept";
+    return el(
+      "div",
+      { class: "transfer paused", dataset: { fname: p.fname, direction: "down", outcome: "paused" } },
+      el("span", { class: "dir down", title: "paused download" }, "⏸"),
+      el("div", {}, el("div", { class: "name" }, p.fname), el("div", { class: "peer" }, "paused")),
+      el("div", { class: "stats" }, kept),
+      el("div", { class: "actions" }, actionButton("resume", "Resume", p.fname), actionButton("cancel", "Cancel", p.fname))
+    );
+  }
+
   function transferRow(t, finished) {
     const pct = t.percent === null || t.percent === undefined ? null : t.percent;
     const state = finished ? (t.outcome === "done" ? "done" : "failed") : pct === null ? "indeterminate" : "";
@@ -261,14 +293,19 @@
       el("span", { class: "dir " + t.direction, title: t.direction === "up" ? "upload" : "download" }, t.direction === "up" ? "↑" : "↓"),
       el("div", {}, el("div", { class: "name" }, t.fname), el("div", { class: "peer" }, (t.direction === "up" ? "to " : "from ") + t.peer)),
       el("div", { class: "stats" }, stats),
-      el("div", { class: "bar " + state, role: "progressbar", "aria-valuenow": finished && t.outcome === "done" ? 100 : pct === null ? "" : Math.round(pct), "aria-valuemin": 0, "aria-valuemax": 100 }, fill)
+      el("div", { class: "bar " + state, role: "progressbar", "aria-valuenow": finished && t.outcome === "done" ? 100 : pct === null ? "" : Math.round(pct), "aria-valuemin": 0, "aria-valuemax": 100 }, fill),
+      !finished && t.direction === "down"
+        ? el("div", { class: "actions" }, actionButton("pause", "Pause", t.fname), actionButton("cancel", "Cancel", t.fname))
+        : null
     );
   }
 
   function renderTransfers(data) {
     const active = data.active || [];
-    setText("transfers-count", active.length ? active.length + " in progress" : "");
-    replace("transfers-active", active.length ? active.map((t) => transferRow(t, false)) : el("p", { class: "muted" }, "no transfer in progress"));
+    const paused = data.paused || [];
+    setText("transfers-count", (active.length ? active.length + " in progress" : "") + (paused.length ? (active.length ? ", " : "") + paused.length + " paused" : ""));
+    const rows = active.map((t) => transferRow(t, false)).concat(paused.map(pausedRow));
+    replace("transfers-active", rows.length ? rows : el("p", { class: "muted" }, "no transfer in progress"));
     const recent = (data.recent || []).slice(0, 6);
     replace("transfers-recent", recent.length ? [el("h3", { class: "muted" }, "Recently finished")].concat(recent.map((t) => transferRow(t, true))) : []);
     renderSlots(data.sessions);
