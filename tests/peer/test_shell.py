@@ -17,6 +17,7 @@ from twistedp2p import errors
 from twistedp2p.peer.download import FetchResult, SourceInfo
 from twistedp2p.peer.events import Events
 from twistedp2p.peer.node import PublishResult, UnpublishResult
+from twistedp2p.peer.progress import FetchProgress
 from twistedp2p.peer.shell import (
     PeerShell,
     format_fetch,
@@ -60,6 +61,20 @@ class FakeNode:
 
     def search(self, pattern=""):
         return self._call("search", pattern)
+
+    def pause(self, fname):
+        return self._call("pause", fname)
+
+    def cancel(self, fname):
+        return self._call("cancel", fname)
+
+    def resume(self, fname, progress=None):
+        return self._call("resume", fname, progress=progress)
+
+    def fetching(self):
+        return sorted(c[1][0] for c in self.calls if c[0] in ("fetch", "resume") and not c[3].called)
+
+    paused: dict = {}
 
     def status(self):
         return STATUS
@@ -112,7 +127,8 @@ class ShellTests(SynchronousTestCase):
     def test_fetch_options(self) -> None:
         self.type("fetch f --from lab-3 --force\n")
         name, args, kwargs, d = self.node.calls[0]
-        self.assertEqual((args, kwargs["source"], kwargs["force"], kwargs["progress"]), (("f",), "lab-3", True, None))
+        self.assertEqual((args, kwargs["source"], kwargs["force"]), (("f",), "lab-3", True))
+        self.assertIsInstance(kwargs["progress"], FetchProgress)
         d.callback(fetch_result())
         self.assertEqual(self.output(), ["fetched f from lab-3: 12 bytes, sha256 verified -> /repo/f"])
 
@@ -189,8 +205,23 @@ class ShellTests(SynchronousTestCase):
         )
 
     def test_no_progress_bar_without_tty(self) -> None:
+        """
+        Not a terminal: a short fetch prints only its result; a long one a
+        plain progress line every 10 seconds.
+        """
         self.type("fetch f\n")
-        self.assertIsNone(self.node.calls[0][2]["progress"])
+        progress = self.node.calls[0][2]["progress"]
+        self.node.clock.advance(1)
+        progress(50, 100)
+        self.assertEqual(self.output(), [])
+        self.node.clock.advance(9)
+        progress(60, 100)
+        self.assertEqual(self.output(), ["progress f: 60% (60 B of 100 B), 1 B/s, eta 36s"])
+        self.node.clock.advance(5)
+        progress(70, 100)
+        self.assertEqual(self.output(), [])
+        self.node.calls[0][3].callback(fetch_result())
+        self.assertNotIn(b"\r", self.transport.value())
 
     def test_progress_bar_on_tty(self) -> None:
         shell = PeerShell(self.node, on_exit=self.on_exit, is_tty=True)
@@ -201,18 +232,117 @@ class ShellTests(SynchronousTestCase):
         progress = self.node.calls[0][2]["progress"]
         self.node.clock.advance(1)
         progress(50, 100)
-        self.assertTrue(t.value().startswith(b"\rfetch f ["))
-        self.assertIn(b"50.0%", t.value())
+        self.assertTrue(t.value().startswith(b"\rf ["), t.value())
+        self.assertIn(b" 50%  50 B of 100 B  50 B/s  eta 1s", t.value())
+        t.clear()
+        # Another line is printed above the bar, which is redrawn.
+        shell.dataReceived(b"status\n")
+        self.assertTrue(t.value().startswith(b"\r\x1b[Kpeer me"))
+        self.assertTrue(t.value().endswith(b"\x1b[K"))
         t.clear()
         self.node.calls[0][3].callback(fetch_result())
         self.assertTrue(t.value().startswith(b"\r\x1b[K"))
         self.assertIn(b"fetched f from lab-3", t.value())
+        self.assertTrue(t.value().endswith(b"\n"))
 
     def test_connection_lost(self) -> None:
         self.type("search\n")
         self.shell.connectionLost(None)
         self.node.calls[0][3].callback([])
         self.assertEqual(self.exits, 1)
+
+
+class InteractiveTests(SynchronousTestCase):
+    """
+    stdin is a terminal: fetches run in the background.
+    """
+
+    def setUp(self) -> None:
+        self.node = FakeNode()
+        self.exits = 0
+        self.shell = PeerShell(self.node, on_exit=self.on_exit, is_tty=False, interactive=True)
+        self.transport = StringTransport()
+        self.shell.makeConnection(self.transport)
+        self.transport.clear()
+
+    def on_exit(self) -> None:
+        self.exits += 1
+
+    def type(self, text: str) -> None:
+        self.shell.dataReceived(text.encode("utf-8"))
+
+    def output(self) -> list[str]:
+        lines = self.transport.value().decode("utf-8").splitlines()
+        self.transport.clear()
+        return lines
+
+    def test_commands_answered_during_fetches(self) -> None:
+        self.type("fetch f\nfetch g\nsearch x\n")
+        self.assertEqual([(c[0], c[1]) for c in self.node.calls], [("fetch", ("f",)), ("fetch", ("g",)), ("search", ("x",))])
+        self.node.calls[2][3].callback([])
+        self.assertEqual(self.output(), ["0 files"])
+        self.node.calls[1][3].callback(fetch_result())
+        self.assertEqual(self.output(), ["fetched f from lab-3: 12 bytes, sha256 verified -> /repo/f"])
+        self.node.calls[0][3].errback(errors.NoSources("no live source has f"))
+        self.assertEqual(self.output(), ["error: no live source has f"])
+
+    def test_end_of_input_waits_for_transfers(self) -> None:
+        self.type("fetch f\n")
+        self.shell.readConnectionLost()
+        self.assertEqual(self.output(), ["waiting for 1 transfer... (Ctrl-C stops them; they resume later)"])
+        self.assertEqual(self.exits, 0)
+        self.node.calls[0][3].callback(fetch_result())
+        self.assertEqual(self.exits, 1)
+
+    def test_quit_waits_for_transfers(self) -> None:
+        self.type("fetch f\nquit\n")
+        self.assertEqual(self.output(), ["bye", "waiting for 1 transfer... (Ctrl-C stops them; they resume later)"])
+        self.node.calls[0][3].callback(fetch_result())
+        self.assertEqual(self.exits, 1)
+
+    def test_interrupted_is_one_line(self) -> None:
+        """
+        A stopped fetch prints the node's one line, not an error.
+        """
+        self.type("fetch f\n")
+        text = "interrupted: f, 3 of 8 pieces kept; the next fetch resumes it"
+        self.node.events.emit("stopped", text, fname="f", reason="interrupted", kept=3, pieces=8)
+        self.node.calls[0][3].errback(errors.Interrupted(text, fname="f", kept=3, pieces=8))
+        self.assertEqual(self.output(), [text])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_already_have(self) -> None:
+        self.type("fetch f\n")
+        message = "f: already here, same content (sha256 abababababab) -> /repo/f"
+        self.node.calls[0][3].errback(errors.AlreadyHave(message, path="/repo/f", sha256=SHA))
+        self.assertEqual(self.output(), [message])
+
+    def test_pause_resume_cancel(self) -> None:
+        self.type("fetch 'my file'\npause 'my file'\n")
+        self.assertEqual([c[0] for c in self.node.calls], ["fetch", "pause"])
+        self.node.calls[1][3].callback((1, 4))
+        self.assertEqual(self.output(), [])
+        self.type("resume 'my file'\ncancel other\n")
+        self.assertEqual([(c[0], c[1]) for c in self.node.calls[2:]], [("resume", ("my file",)), ("cancel", ("other",))])
+        self.assertIsInstance(self.node.calls[2][2]["progress"], FetchProgress)
+        self.node.calls[3][3].callback((0, None))
+        self.assertEqual(self.output(), ["cancelled: other, partial download removed"])
+        self.type("pause nope\n")
+        self.node.calls[4][3].errback(errors.TransferFailed("nope is not being fetched"))
+        self.assertEqual(self.output(), ["error: nope is not being fetched"])
+
+    def test_transfers(self) -> None:
+        self.node.paused = {"p q": (2, 5)}
+        self.type("fetch new\ntransfers\n")
+        self.assertEqual(
+            self.output(),
+            [
+                "transfers: 3",
+                "  up A to 10.0.0.5:555: 3 B of 7 B (43%), 2.0 KiB/s",
+                "  down new: looking for sources",
+                "  paused 'p q': 2 of 5 pieces kept; resume 'p q' continues it",
+            ],
+        )
 
 
 class FormatTests(SynchronousTestCase):
@@ -241,9 +371,9 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(
             lines,
             [
-                "        SIZE  SOURCES  SHA256        NAME",
-                "      102400        2  abababababab  notes.pdf",
-                "           ?        1  unverified    seed file",
+                "     SIZE  SOURCES  SHA256        NAME",
+                "100.0 KiB        2  abababababab  notes.pdf",
+                "        ?        1  unverified    'seed file'",
                 "2 files",
             ],
         )
@@ -257,9 +387,10 @@ class FormatTests(SynchronousTestCase):
                 "tracker: connected to tcp:t:9999 (address 10.0.0.9, session x:1)",
                 "sessions: 1 of 4 in use (1 up, 0 down, 0 waiting)",
                 "published: 1",
-                f"  A: 7 bytes, sha256 {SHA[:12]}, /repo/a",
+                "  NAME  SIZE  SHA256        PATH",
+                f"  A      7 B  {SHA[:12]}  /repo/a",
                 "transfers: 1",
-                "  up A to 10.0.0.5:555: 3/7 bytes (43%), 2.0 KiB/s",
+                "  up A to 10.0.0.5:555: 3 B of 7 B (43%), 2.0 KiB/s",
             ],
         )
 
@@ -306,8 +437,8 @@ class SwarmFormatTests(SynchronousTestCase):
         self.assertIn(
             "limits: upload 2.0 MiB/s, download unlimited, max file size unlimited, 4 sources per download", lines
         )
-        self.assertIn("served: 12 ranges, 3145728 bytes", lines)
-        self.assertEqual(lines[-1], "  down B from 3 sources: 50/100 bytes (50%), 25 B/s, eta 2s, 3 sources active")
+        self.assertIn("served: 12 ranges, 3.0 MiB", lines)
+        self.assertEqual(lines[-1], "  down B from 3 sources: 50 B of 100 B (50%), 25 B/s, eta 2s, 3 sources active")
 
     def test_background_lines(self) -> None:
         node = FakeNode()

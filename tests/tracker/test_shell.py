@@ -100,16 +100,56 @@ class ShellTests(SynchronousTestCase):
         self.successResultOf(self.registry.publish(b.session_id, "x.txt", "x.txt", None, None, None, False))
         lines = self.command("files")
         self.assertEqual(lines[0].split(), ["name", "size", "sha256", "sources", "hosts"])
-        self.assertEqual(lines[1].split(), ["notes.pdf", "10", SHA_A, "2", "a,b"])
+        self.assertEqual(lines[1].split(), ["notes.pdf", "10", "B", SHA_A[:12], "2", "a,b"])
         self.assertEqual(lines[2].split(), ["x.txt", "?", "-", "1", "b"])
         self.assertEqual([l.split()[0] for l in self.command("files *.PDF")[1:]], ["notes.pdf"])
         self.assertEqual(self.command("files zzz"), ["no files match 'zzz'"])
+
+    def test_files_human_quoted_and_aligned(self):
+        a, _ = self.hello("a", 1)
+        self.successResultOf(self.registry.publish(a.session_id, "日本語 レポート.pdf", None, 3 * 1024**2, 1.0, SHA_A, False))
+        self.successResultOf(self.registry.publish(a.session_id, "b.txt", None, 1536, 1.0, SHA_A, False))
+        lines = self.command("files")
+        self.assertEqual(
+            lines,
+            [
+                "name                      size  sha256        sources  hosts",
+                "b.txt                  1.5 KiB  aaaaaaaaaaaa        1  a",
+                "'日本語 レポート.pdf'  3.0 MiB  aaaaaaaaaaaa        1  a",
+            ],
+        )
+        # A name printed quoted can be pasted back.
+        self.assertEqual(len(self.command("files '日本語 レポート.pdf'")), 2)
+
+    def test_evict(self):
+        s, link = self.hello("a", 4000)
+        self.successResultOf(self.registry.publish(s.session_id, "n.pdf", None, 10, 1.0, SHA_A, False))
+        self.assertEqual(
+            self.command("evict a"),
+            [f"evicted a (10.0.0.1:4000, session {s.session_id}): its files are unlisted"],
+        )
+        self.assertEqual(self.registry.peers(), [])
+        self.assertTrue(link.closed)
+        self.assertEqual(self.command("files"), ["no files"])
+        self.assertEqual(self.command("evict a"), ["error: no live session of a on this tracker (see 'peers')"])
+        self.assertEqual(self.command("evict"), ["error: usage: evict HOST"])
+        s2, _ = self.hello("b", 5000, ip="10.0.0.2")
+        self.assertEqual(len(self.command("evict 10.0.0.2:5000")), 1)
+
+    def test_end_of_input_on_a_terminal(self):
+        shell = TrackerShell(self.registry, quit=lambda: None, interactive=True)
+        t = StringTransport()
+        shell.makeConnection(t)
+        t.clear()
+        shell.readConnectionLost()
+        self.assertEqual(t.value(), b"shell closed; the tracker is still running (stop it with Ctrl-C)\n")
+        self.assertEqual(self.quits, [])
 
     def test_discover(self):
         a, _ = self.hello("a", 4000)
         self.successResultOf(self.registry.publish(a.session_id, "notes.pdf", None, 10, 1.0, SHA_A, False))
         lines = self.command("discover a")
-        self.assertEqual(lines[1].split(), ["notes.pdf", "10", SHA_A, "10.0.0.1:4000"])
+        self.assertEqual(lines[1].split(), ["notes.pdf", "10", "B", SHA_A[:12], "10.0.0.1:4000"])
         self.assertEqual(self.command("discover nobody"), ["nobody: no published files (or not online)"])
 
     def test_ping_native(self):

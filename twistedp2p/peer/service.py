@@ -9,8 +9,8 @@ module of the peer that imports the global reactor, as a default.
 from __future__ import annotations
 
 import math
+import os
 import socket
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -222,14 +222,18 @@ class ShellService(Service):
 
         from twistedp2p.peer.shell import PeerShell
 
-        shell = PeerShell(self._node, on_exit=self._on_exit, is_tty=_isatty(sys.stdout))
+        # The file descriptors as the process got them: under twistd,
+        # sys.stdout is a LoggingFile that is never a terminal.
+        shell = PeerShell(
+            self._node, on_exit=self._on_exit, is_tty=_isatty(1), interactive=_isatty(0)
+        )
         self._stdio = stdio.StandardIO(shell, reactor=self._reactor)
 
 
-def _isatty(stream: Any) -> bool:
+def _isatty(fd: int) -> bool:
     try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
+        return os.isatty(fd)
+    except OSError:
         return False
 
 

@@ -24,7 +24,9 @@ from zope.interface import implementer
 
 from twistedp2p import errors
 from twistedp2p.peer.events import Event
+from twistedp2p.peer.progress import FetchProgress, human_seconds
 from twistedp2p.shellbase import ShellLineReceiver
+from twistedp2p.textfmt import human_size, quote_name, short_hash, table
 
 HELP = """\
 commands:
@@ -33,14 +35,18 @@ commands:
   fetch FNAME [--from HOSTNAME] [--force]
                                   download FNAME into the repository (verified, from up to
                                   --max-sources sources at once; resumes a partial download),
-                                  then share it
+                                  then share it; on a terminal it runs in the background
+  transfers                       downloads and uploads in progress, and paused downloads
+  pause FNAME                     stop fetching FNAME, keeping its verified pieces
+  resume FNAME                    continue a paused (or partial) download
+  cancel FNAME                    stop fetching FNAME and remove its partial download
   search [PATTERN]                list shared files (substring, or glob with * ? [)
   status                          tracker link, limits, published files, transfers
   help                            this text
-  quit                            finish queued commands and exit"""
+  quit                            finish queued commands (and transfers) and exit"""
 
 #: Commands answered at once, even while an earlier command runs.
-IMMEDIATE = {"status", "help"}
+IMMEDIATE = {"status", "help", "transfers"}
 
 
 class ArgumentError(Exception):
@@ -104,14 +110,6 @@ def parse_args(
 # -- output formats (documented in docs/shell.md) ------------------------------------
 
 
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def format_publish(result: Any) -> str:
     return f"published {result.fname}: {result.status} ({result.size} bytes, sha256 {result.sha256})"
 
@@ -124,17 +122,6 @@ def format_unpublish(result: Any) -> str:
 
 def human_rate(rate: float) -> str:
     return "unlimited" if not rate else f"{human_size(rate)}/s"
-
-
-def human_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def format_fetch(result: Any) -> str:
@@ -156,16 +143,18 @@ def format_fetch(result: Any) -> str:
 
 
 def format_search(files: Sequence[dict[str, Any]]) -> list[str]:
-    lines = []
-    if files:
-        lines.append(f"{'SIZE':>12}  {'SOURCES':>7}  {'SHA256':<12}  NAME")
+    rows = []
     for f in files:
         size = f.get("file_size")
-        sha = f.get("sha256")
-        lines.append(
-            f"{size if isinstance(size, int) else '?':>12}  {f.get('sources', 0):>7}"
-            f"  {(sha or 'unverified')[:12]:<12}  {f.get('fname')}"
+        rows.append(
+            [
+                human_size(size if isinstance(size, int) else None),
+                str(f.get("sources", 0)),
+                short_hash(f.get("sha256"), "unverified"),
+                quote_name(str(f.get("fname"))),
+            ]
         )
+    lines = table(["SIZE", "SOURCES", "SHA256", "NAME"], rows, right=[0, 1]) if rows else []
     lines.append(f"{len(files)} file{'' if len(files) == 1 else 's'}")
     return lines
 
@@ -198,30 +187,53 @@ def format_status(status: dict[str, Any]) -> list[str]:
         lines.append(
             f"limits: upload {human_rate(limits.get('upload_rate') or 0)},"
             f" download {human_rate(limits.get('download_rate') or 0)},"
-            f" max file size {'unlimited' if size is None else f'{size} bytes'},"
+            f" max file size {'unlimited' if size is None else human_size(size)},"
             f" {limits.get('max_sources')} sources per download"
         )
     served = status.get("served")
     if served is not None:
-        lines.append(f"served: {served['ranges']} ranges, {served['bytes']} bytes")
+        lines.append(f"served: {served['ranges']} ranges, {human_size(served['bytes'])}")
     published = status["published"]
     lines.append(f"published: {len(published)}")
-    for p in published:
-        lines.append(f"  {p['fname']}: {p['size']} bytes, sha256 {p['sha256'][:12]}, {p['path']}")
-    transfers = status["transfers"]
-    lines.append(f"transfers: {len(transfers)}")
+    if published:
+        rows = [
+            [quote_name(p["fname"]), human_size(p["size"]), short_hash(p["sha256"]), p["path"]]
+            for p in published
+        ]
+        lines.extend("  " + line for line in table(["NAME", "SIZE", "SHA256", "PATH"], rows, right=[1]))
+    lines.extend(format_transfers(status["transfers"]))
+    return lines
+
+
+def format_transfers(
+    transfers: Sequence[dict[str, Any]],
+    paused: dict[str, tuple[int, int | None]] | None = None,
+    starting: Sequence[str] = (),
+) -> list[str]:
+    """
+    The ``transfers`` lines of ``status`` and of the ``transfers`` command
+    (which also lists the fetches still looking for sources, and the paused
+    downloads).
+    """
+    paused = paused or {}
+    lines = [f"transfers: {len(transfers) + len(starting) + len(paused)}"]
     for t in transfers:
         arrow = "to" if t["direction"] == "up" else "from"
         total = t["total"]
         pct = f" ({t['percent']:.0f}%)" if t["percent"] is not None else ""
-        amount = f"{t['done']}/{total if total is not None else '?'} bytes{pct}"
+        amount = f"{human_size(t['done'])} of {human_size(total)}{pct}"
         rate = t.get("current_rate", t["rate"])
-        line = f"  {t['direction']} {t['fname']} {arrow} {t['peer']}: {amount}, {human_size(rate)}/s"
+        line = f"  {t['direction']} {quote_name(t['fname'])} {arrow} {t['peer']}: {amount}, {human_size(rate)}/s"
         if t["direction"] == "down":
             line += f", eta {human_seconds(t.get('eta'))}"
             if t.get("sources") is not None:
                 line += f", {t['sources']} source{'' if t['sources'] == 1 else 's'} active"
         lines.append(line)
+    for fname in starting:
+        lines.append(f"  down {quote_name(fname)}: looking for sources")
+    for fname, (kept, pieces) in sorted(paused.items()):
+        state = f"{kept} of {pieces} pieces kept" if pieces is not None else "nothing kept"
+        lines.append(f"  paused {quote_name(fname)}: {state}; resume {quote_name(fname)} continues it")
     return lines
 
 
@@ -231,8 +243,11 @@ class PeerShell(ShellLineReceiver):
     A line shell over a L{PeerNode}; owns no logic.
 
     @param on_exit: called once, after C{quit} or the end of input, when
-        every queued command has finished.
-    @param is_tty: show a progress bar (carriage returns) during fetches.
+        every queued command (and, interactively, every fetch) has finished.
+    @param is_tty: stdout is a terminal: show a live progress bar during
+        fetches (else a plain progress line now and then).
+    @param interactive: stdin is a terminal: C{fetch} and C{resume} run in
+        the background and the shell answers the next command at once.
     """
 
     MAX_LENGTH = 64 * 1024
@@ -244,10 +259,12 @@ class PeerShell(ShellLineReceiver):
         on_exit: Callable[[], None] | None = None,
         is_tty: bool = False,
         clock: Any = None,
+        interactive: bool = False,
     ) -> None:
         self.node = node
         self._on_exit = on_exit
         self.is_tty = is_tty
+        self.interactive = interactive
         self._clock = clock if clock is not None else node.clock
         self._queue: deque[tuple[str, Callable[[], Any]]] = deque()
         self._running: str | None = None
@@ -255,8 +272,11 @@ class PeerShell(ShellLineReceiver):
         self._quit_read = False
         self._exited = False
         self._bar_shown = False
-        self._bar_time = 0.0
         self._can_write = True
+        #: The fetches this shell started, by name, with their progress.
+        self._fetches: dict[str, FetchProgress] = {}
+        #: Background fetches (interactive) still running.
+        self._background: set[Deferred] = set()
 
     # -- connection ------------------------------------------------------------
 
@@ -269,9 +289,13 @@ class PeerShell(ShellLineReceiver):
 
     def readConnectionLost(self) -> None:
         """
-        End of input: finish what is queued, then exit.
+        End of input: finish what is queued (and the background fetches),
+        then exit.
         """
         self._eof = True
+        if self._background and self._queue_idle():
+            n = len(self._background)
+            self.say(f"waiting for {n} transfer{'' if n == 1 else 's'}... (Ctrl-C stops them; they resume later)")
         self._pump()
 
     def writeConnectionLost(self) -> None:
@@ -295,10 +319,16 @@ class PeerShell(ShellLineReceiver):
     def say(self, line: str) -> None:
         if not self._can_write or self.transport is None:
             return
+        show = getattr(self.transport, "show_status", None)
+        if show is not None:
+            # A line-editing terminal: it prints above the bars and the prompt.
+            self.transport.write(line.encode("utf-8", "replace") + b"\n")
+            return
         if self._bar_shown:
             self.transport.write(b"\r\x1b[K")
             self._bar_shown = False
         self.transport.write(line.encode("utf-8", "replace") + b"\n")
+        self._draw_bars()
 
     def _event(self, event: Event) -> None:
         if event.kind == "link":
@@ -309,6 +339,9 @@ class PeerShell(ShellLineReceiver):
             self.say(event.message)
         elif event.kind == "resume_failed":
             self.say(f"notice: {event.message}")
+        elif event.kind == "stopped":
+            # Paused, cancelled or interrupted: one line, whoever started it.
+            self.say(event.message)
         elif event.kind == "fetched" and event.fields.get("background"):
             # A download resumed at start-up: no command prints its line.
             f = event.fields
@@ -328,35 +361,38 @@ class PeerShell(ShellLineReceiver):
                 )
             )
 
-    def _progress(self, fname: str) -> Callable[[int, int | None], None]:
-        started = self._clock.seconds()
+    def _progress(self, fname: str) -> FetchProgress:
+        progress = FetchProgress(fname, self._clock, transfer=lambda: self._download_of(fname))
+        progress._on_update = lambda: self._progressed(progress)
+        return progress
 
-        def show(done: int, total: int | None) -> None:
-            now = self._clock.seconds()
-            if done != total and now - self._bar_time < 0.1:
-                return
-            self._bar_time = now
-            rate = done / (now - started) if now > started else 0.0
-            extra = ""
-            transfer = self._download_of(fname)
-            if transfer is not None:
-                rate = transfer.current_rate(now)
-                if total:
-                    extra = f" eta {human_seconds(transfer.eta(now))}"
-                if transfer.sources is not None:
-                    extra += f" {transfer.sources} source{'' if transfer.sources == 1 else 's'}"
-            if total:
-                width = 30
-                filled = int(width * done / total)
-                bar = "#" * filled + "." * (width - filled)
-                text = f"fetch {fname} [{bar}] {100 * done / total:5.1f}% {human_size(rate)}/s{extra}"
-            else:
-                text = f"fetch {fname} {human_size(done)} {human_size(rate)}/s{extra}"
-            if self._can_write and self.transport is not None:
-                self.transport.write(b"\r" + text.encode("utf-8", "replace") + b"\x1b[K")
-                self._bar_shown = True
+    def _progressed(self, progress: FetchProgress) -> None:
+        if self.is_tty:
+            self._draw_bars()
+        else:
+            line = progress.plain_line()
+            if line is not None:
+                self.say(line)
 
-        return show
+    def _draw_bars(self) -> None:
+        """
+        Redraw the progress bars (a terminal only).
+        """
+        if not self.is_tty or not self._can_write or self.transport is None:
+            return
+        columns = _columns(self.transport)
+        bars = [p.bar(columns) for p in self._fetches.values() if p.total is not None or p.done]
+        show = getattr(self.transport, "show_status", None)
+        if show is not None:
+            show(bars)
+            return
+        if bars:
+            # A plain terminal: one line, redrawn with a carriage return.
+            self.transport.write(b"\r" + bars[-1].encode("utf-8", "replace") + b"\x1b[K")
+            self._bar_shown = True
+        elif self._bar_shown:
+            self.transport.write(b"\r\x1b[K")
+            self._bar_shown = False
 
     def _download_of(self, fname: str) -> Any:
         transfers = getattr(self.node, "transfers", None)
@@ -401,6 +437,9 @@ class PeerShell(ShellLineReceiver):
         self._queue.append((text, run))
         self._pump()
 
+    def _queue_idle(self) -> bool:
+        return self._running is None and not self._queue
+
     def _pump(self) -> None:
         if self._running is not None:
             return
@@ -415,7 +454,7 @@ class PeerShell(ShellLineReceiver):
 
             d.addBoth(next_one)
             return
-        if self._eof:
+        if self._eof and not self._background:
             self._exit()
 
     def _execute(self, text: str, run: Callable[[], Any]) -> Deferred:
@@ -424,11 +463,17 @@ class PeerShell(ShellLineReceiver):
         return d
 
     def _report(self, failure: Failure, text: str) -> None:
+        if failure.check(errors.Interrupted):
+            # The node's "stopped" event has said it.
+            return
+        if failure.check(errors.AlreadyHave):
+            self.say(str(failure.value))
+            return
         if failure.check(errors.P2PError, ArgumentError):
             self.say(f"error: {failure.value}")
             return
         self.log.failure("command {command!r} failed", failure, command=text)
-        self.say(f"error: unexpected failure: {failure.getErrorMessage()}")
+        self.say(f"error: unexpected failure: {failure.getErrorMessage() or failure.type.__name__}")
 
     def _exit(self) -> None:
         if self._exited:
@@ -448,10 +493,22 @@ class PeerShell(ShellLineReceiver):
         for line in format_status(self.node.status()):
             self.say(line)
 
+    def do_transfers(self, args: Sequence[str]) -> None:
+        parse_args("transfers", args, [])
+        transfers = self.node.status()["transfers"]
+        fetching = getattr(self.node, "fetching", lambda: [])()
+        moving = {t["fname"] for t in transfers if t["direction"] == "down"}
+        starting = [f for f in fetching if f not in moving]
+        for line in format_transfers(transfers, dict(getattr(self.node, "paused", {})), starting):
+            self.say(line)
+
     def do_quit(self, args: Sequence[str]) -> None:
         parse_args("quit", args, [])
         self.say("bye")
         self._eof = True
+        if self._background:
+            n = len(self._background)
+            self.say(f"waiting for {n} transfer{'' if n == 1 else 's'}... (Ctrl-C stops them; they resume later)")
 
     do_exit = do_quit
 
@@ -464,17 +521,87 @@ class PeerShell(ShellLineReceiver):
         a = parse_args("unpublish", args, ["FNAME"])
         return self.node.unpublish(a["FNAME"]).addCallback(lambda r: self.say(format_unpublish(r)))
 
-    def do_fetch(self, args: Sequence[str]) -> Deferred:
+    def do_fetch(self, args: Sequence[str]) -> Deferred | None:
         a = parse_args("fetch", args, ["FNAME"], flags=["force"], options=["from"])
-        progress = self._progress(a["FNAME"]) if self.is_tty else None
-        d = self.node.fetch(a["FNAME"], source=a["from"], force=a["force"], progress=progress)
-        return d.addCallback(lambda r: self.say(format_fetch(r)))
+        fname = a["FNAME"]
+        return self._fetching(
+            fname,
+            lambda progress: self.node.fetch(fname, source=a["from"], force=a["force"], progress=progress),
+        )
+
+    def do_resume(self, args: Sequence[str]) -> Deferred | None:
+        a = parse_args("resume", args, ["FNAME"])
+        fname = a["FNAME"]
+        return self._fetching(fname, lambda progress: self.node.resume(fname, progress=progress))
+
+    def do_pause(self, args: Sequence[str]) -> Deferred:
+        a = parse_args("pause", args, ["FNAME"])
+        # The fetch's own line ("paused: ...") says how it went.
+        return self.node.pause(a["FNAME"]).addCallback(lambda _: None)
+
+    def do_cancel(self, args: Sequence[str]) -> Deferred:
+        a = parse_args("cancel", args, ["FNAME"])
+        fname = a["FNAME"]
+        running = fname in getattr(self.node, "fetching", lambda: [])()
+
+        def done(_: Any) -> None:
+            if not running:
+                # A paused download: no fetch is there to say it.
+                self.say(f"cancelled: {quote_name(fname)}, partial download removed")
+
+        return self.node.cancel(fname).addCallback(done)
+
+    def _fetching(self, fname: str, start: Callable[[Any], Deferred]) -> Deferred | None:
+        """
+        Start a fetch with a progress display; its result line is printed
+        when it ends.  Interactively it runs in the background (the
+        command is done at once), else the command waits for it.
+        """
+        progress = self._progress(fname)
+        mine = fname not in self._fetches
+        if mine:
+            self._fetches[fname] = progress
+        d = start(progress)
+
+        def finished(result: Any) -> Any:
+            if mine and self._fetches.get(fname) is progress:
+                del self._fetches[fname]
+            self._draw_bars()
+            return result
+
+        d.addBoth(finished)
+        d.addCallback(lambda r: self.say(format_fetch(r)))
+        if not self.interactive:
+            return d
+        text = f"fetch {fname}"
+        d.addErrback(self._report, text)
+        if d.called:
+            return None
+        self._background.add(d)
+
+        def forget(_: Any) -> None:
+            self._background.discard(d)
+            self._pump()
+
+        d.addBoth(forget)
+        return None
 
     def do_search(self, args: Sequence[str]) -> Deferred:
         a = parse_args("search", args, [], optional=["PATTERN"])
 
         def show(files: list[dict[str, Any]]) -> None:
+            self.last_catalogue = [str(f.get("fname")) for f in files]
             for line in format_search(files):
                 self.say(line)
 
         return self.node.search(a["PATTERN"] or "").addCallback(show)
+
+    #: The names the last C{search} listed (for completion).
+    last_catalogue: list[str] = []
+
+
+def _columns(transport: Any) -> int:
+    columns = getattr(transport, "columns", None)
+    if isinstance(columns, int) and columns > 20:
+        return columns
+    return 80

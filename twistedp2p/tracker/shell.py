@@ -5,10 +5,11 @@ printed when ready.  It owns no logic: every command asks the registry.
 
 from __future__ import annotations
 
+import shlex
 import time
 from typing import Any, Callable
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -16,6 +17,7 @@ from zope.interface import implementer
 
 from twistedp2p.errors import P2PError
 from twistedp2p.shellbase import ShellLineReceiver
+from twistedp2p.textfmt import human_size, quote_name, short_hash, table
 from twistedp2p.tracker.registry import PingResult, Registry
 
 _HELP = [
@@ -23,6 +25,7 @@ _HELP = [
     ("files [PATTERN]", "the catalogue (glob like *.pdf, or a substring)"),
     ("discover HOSTNAME", "files a host published, with size and sha256"),
     ("ping HOSTNAME", "is that host online (on any tracker), and does its P2P port accept connections"),
+    ("evict HOST", "close the sessions of HOST (hostname, IP or IP:PORT) on this tracker and drop their files"),
     ("help", "this list"),
     ("quit", "stop the tracker"),
 ]
@@ -39,21 +42,6 @@ def _ago(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.0f}m ago"
     return f"{seconds / 3600:.1f}h ago"
-
-
-def _size(n: int | None) -> str:
-    return "?" if n is None else str(n)
-
-
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """
-    Left-aligned columns, two spaces apart.
-    """
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    return [
-        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip()
-        for row in [header] + rows
-    ]
 
 
 @implementer(IHalfCloseableProtocol)
@@ -135,6 +123,9 @@ class TrackerShell(ShellLineReceiver):
         their way are printed); the tracker keeps running.
         """
         self.log.info("stdin closed: the admin shell is off, the tracker keeps running")
+        if self.interactive:
+            # Ctrl-D on a terminal: say what happens.
+            self.say("shell closed; the tracker is still running (stop it with Ctrl-C)")
         self.interactive = False
 
     def writeConnectionLost(self) -> None:
@@ -180,8 +171,9 @@ class TrackerShell(ShellLineReceiver):
 
     def do_files(self, rest: str):
         """files [PATTERN]: the catalogue"""
-        d = self.registry.catalogue(rest, 1000)
-        d.addCallback(self._show_files, rest)
+        pattern = _words(rest)
+        d = self.registry.catalogue(pattern, 1000)
+        d.addCallback(self._show_files, pattern)
         return d
 
     def _show_files(self, entries: list, pattern: str) -> None:
@@ -189,10 +181,10 @@ class TrackerShell(ShellLineReceiver):
             self.say("no files" + (f" match {pattern!r}" if pattern else ""))
             return
         rows = [
-            [e.fname, _size(e.file_size), e.sha256 or "-", str(e.sources), ",".join(e.hostnames)]
+            [quote_name(e.fname), human_size(e.file_size), short_hash(e.sha256), str(e.sources), ",".join(e.hostnames)]
             for e in entries
         ]
-        for line in table(["name", "size", "sha256", "sources", "hosts"], rows):
+        for line in table(["name", "size", "sha256", "sources", "hosts"], rows, right=[1, 3]):
             self.say(line)
 
     def do_discover(self, rest: str):
@@ -208,14 +200,14 @@ class TrackerShell(ShellLineReceiver):
             return
         rows = [
             [
-                s.publication.fname,
-                _size(s.publication.file_size),
-                s.publication.sha256 or "-",
+                quote_name(s.publication.fname),
+                human_size(s.publication.file_size),
+                short_hash(s.publication.sha256),
                 f"{s.session.ip}:{s.session.p2p_port}",
             ]
             for s in sources
         ]
-        for line in table(["name", "size", "sha256", "source"], rows):
+        for line in table(["name", "size", "sha256", "source"], rows, right=[1]):
             self.say(line)
 
     def do_ping(self, rest: str):
@@ -231,6 +223,28 @@ class TrackerShell(ShellLineReceiver):
             return
         for r in results:
             self.say(describe_ping(r, self.registry.ping_timeout))
+
+
+    def do_evict(self, rest: str):
+        """evict HOST: close that host's sessions on this tracker"""
+        host = _one_arg("evict", "HOST", _words(rest))
+        matches = [
+            p.session
+            for p in self.registry.peers()
+            if host in (p.session.hostname, p.session.ip, f"{p.session.ip}:{p.session.p2p_port}")
+        ]
+        if not matches:
+            raise UsageError(f"no live session of {host} on this tracker (see 'peers')")
+        done = []
+        for s in matches:
+            d = self.registry.evict(s.session_id, "evicted by the tracker's admin")
+            d.addCallback(
+                lambda _, s=s: self.say(
+                    f"evicted {s.hostname} ({s.ip}:{s.p2p_port}, session {s.session_id}): its files are unlisted"
+                )
+            )
+            done.append(d)
+        return gatherResults(done).addCallback(lambda _: None)
 
 
 def describe_ping(result: PingResult, ping_timeout: float) -> str:
@@ -271,6 +285,18 @@ class UsageError(Exception):
 def _no_args(command: str, rest: str) -> None:
     if rest:
         raise UsageError(f"{command} takes no arguments")
+
+
+def _words(rest: str) -> str:
+    """
+    One argument, as typed: a quoted word (C{'my notes.pdf'}, as the
+    tables print names) is unquoted; anything else is taken as it is.
+    """
+    try:
+        words = shlex.split(rest)
+    except ValueError:
+        return rest
+    return words[0] if len(words) == 1 else rest
 
 
 def _one_arg(command: str, name: str, rest: str) -> str:
