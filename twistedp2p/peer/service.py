@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
