@@ -135,7 +135,7 @@ class RemoteShellTests(TwoTrackers):
         session, _ = self.hello(self.b, "bob")
         self.successResultOf(self.b.publish(session.session_id, "notes.pdf", None, 10, 1.0, SHA_A, False))
         lines = self.command("discover bob")
-        self.assertEqual(lines[1].split(), ["notes.pdf", "10", SHA_A, "10.0.0.2:4000"])
+        self.assertEqual(lines[1].split(), ["notes.pdf", "10", "B", SHA_A[:12], "10.0.0.2:4000"])
 
     def test_describe_ping_local_unchanged(self):
         """
