@@ -30,6 +30,8 @@ MAX_FNAME_BYTES = 255
 MAX_HOSTNAME_CHARS = 255
 MAX_LNAME_CHARS = 4096
 MAX_PATTERN_CHARS = 255
+#: Longest catalogue cursor (the ``next`` of a page, given back as is).
+MAX_CURSOR_CHARS = 2048
 #: Default and largest number of entries in a peer list or a catalogue.
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
@@ -259,6 +261,7 @@ port = _int(1, 65535)
 size = _int(0, 2**63 - 1)
 lname = _text(MAX_LNAME_CHARS)
 pattern = _text(MAX_PATTERN_CHARS, allow_empty=True)
+cursor = _text(MAX_CURSOR_CHARS)
 limit = _int(1, MAX_LIMIT)
 request_id_check = _int(0, 2**53)
 #: A piece size (bytes): hashed into a root as 4 bytes, and kept by every
@@ -299,8 +302,8 @@ TRACKER_REQUESTS: dict[str, dict[str, Field]] = {
     "unpublish": {"fname": Field(_fname)},
     "fetch": {"fname": Field(_fname), "limit": _opt(limit, DEFAULT_LIMIT)},
     # The same catalogue as search (the seed client sends no pattern).
-    "list_shared_files": {"pattern": _opt(pattern, ""), "limit": _opt(limit, DEFAULT_LIMIT)},
-    "search": {"pattern": _opt(pattern, ""), "limit": _opt(limit, DEFAULT_LIMIT)},
+    "list_shared_files": {"pattern": _opt(pattern, ""), "limit": _opt(limit, DEFAULT_LIMIT), "cursor": _opt(cursor)},
+    "search": {"pattern": _opt(pattern, ""), "limit": _opt(limit, DEFAULT_LIMIT), "cursor": _opt(cursor)},
     "discover": {"hostname": Field(hostname)},
     "ping": {},
 }

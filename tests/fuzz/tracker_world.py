@@ -767,7 +767,11 @@ class TrackerWorld:
             self.units["sources"] = self.units.get("sources", 0) + len(peers)
             return
         if action in ("list_shared_files", "search"):
-            if conn.native:
+            if conn.native and "next" in answer:
+                # A page that leaves entries out says where to go on.
+                expect_success("success", own_id, files=..., next=...)
+                _expect(isinstance(answer["next"], str), f"{where}: next {answer['next']!r} is not a cursor")
+            elif conn.native:
                 expect_success("success", own_id, files=...)
             else:
                 expect_success("success", None, files=...)
@@ -775,6 +779,11 @@ class TrackerWorld:
                 want = expected_catalogue(self.registry, f.get("pattern") or "")
                 problem = check_catalogue_answer(answer["files"], want, f["limit"])
                 _expect(problem is None, f"{where}: {problem}; files {answer['files']}, want {want}")
+                if conn.native:
+                    _expect(
+                        ("next" in answer) == (len(want) > f["limit"]),
+                        f"{where}: next {answer.get('next')!r} with {len(want)} entries and limit {f['limit']}",
+                    )
             return
         if action == "discover":
             expect_success("success", own_id, hostname=f["hostname"], files=...)

@@ -302,6 +302,26 @@ class AnnounceAndStatusTests(NodeTestsMixin, SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.node.search("x*")), [{"fname": "x", "sources": 1}])
         self.assertEqual(self.link.requests[-1], ("search", {"pattern": "x*"}))
 
+    def test_search_follows_cursors(self) -> None:
+        """
+        A catalogue in pages: every page is fetched, in order, by its
+        cursor; a tracker that never ends is cut at MAX_SEARCH_PAGES.
+        """
+        def page(fields):
+            n = int(fields.get("cursor", "0"))
+            reply = {"status": "success", "files": [{"fname": f"f{n}"}, {"fname": f"f{n + 1}"}]}
+            if n < 4:
+                reply["next"] = str(n + 2)
+            return reply
+
+        self.link.handlers["search"] = page
+        found = self.successResultOf(self.node.search("f*"))
+        self.assertEqual([f["fname"] for f in found], [f"f{i}" for i in range(6)])
+        self.assertEqual(self.link.requests[-1], ("search", {"pattern": "f*", "cursor": "4"}))
+        self.link.handlers["search"] = lambda f: {"status": "success", "files": [{"fname": "x"}], "next": "again"}
+        self.patch(self.node, "MAX_SEARCH_PAGES", 3)
+        self.assertEqual(len(self.successResultOf(self.node.search(""))), 3)
+
     def test_status(self) -> None:
         self.write("a")
         self.successResultOf(self.node.publish("a", "A"))

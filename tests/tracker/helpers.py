@@ -166,8 +166,8 @@ class ControlledStore:
     def host_files(self, hostname):
         return self.inner.host_files(hostname)
 
-    def catalogue(self, pattern, limit):
-        return self.inner.catalogue(pattern, limit)
+    def catalogue(self, pattern, limit, after=None):
+        return self.inner.catalogue(pattern, limit, after)
 
     def sessions(self):
         return self.inner.sessions()

@@ -715,3 +715,115 @@ class BackPressureTests(ProtocolTestBase):
         self.registry.evict(p.proto.session.session_id, "test")
         self.assertIsNone(p.transport.producer)
         self.assertTrue(p.transport.disconnecting)
+
+
+class CataloguePagingTests(ProtocolTestBase):
+    """
+    Catalogue answers never exceed the client's frame limit (issue 15,
+    item 3): pages of C{limit} entries and of at most the frame budget,
+    with a C{next} cursor; host names capped per entry.
+    """
+
+    view = True
+
+    def publish_many(self, n, hosts=1, size=0):
+        peers = [self.native(f"h{j:03d}", 4100 + j) for j in range(hosts)]
+        for i in range(n):
+            for p in peers:
+                answer = p.ask({"action": "publish", "fname": f"{i:05d}.bin", "sha256": SHA_A, "file_size": size, "id": 9})
+                self.assertEqual(answer["status"], "created")
+        return peers
+
+    def all_pages(self, p, limit, action="search"):
+        names, pages, cursor = [], 0, None
+        while True:
+            request = {"action": action, "limit": limit, "id": 50 + pages}
+            if cursor is not None:
+                request["cursor"] = cursor
+            answer = p.ask(request)
+            self.assertEqual(answer["status"], "success", answer)
+            pages += 1
+            names += [f["fname"] for f in answer["files"]]
+            cursor = answer.get("next")
+            if cursor is None:
+                return names, pages
+
+    def test_pages_by_limit(self):
+        self.publish_many(25)
+        p = self.native("reader", 4999)
+        first = p.ask({"action": "search", "pattern": "", "limit": 10, "id": 3})
+        self.assertEqual(len(first["files"]), 10)
+        self.assertIsInstance(first["next"], str)
+        names, pages = self.all_pages(p, 10)
+        self.assertEqual(names, [f"{i:05d}.bin" for i in range(25)])
+        self.assertEqual(pages, 3)
+        names, pages = self.all_pages(p, 25, "list_shared_files")
+        self.assertEqual((len(names), pages), (25, 1))
+
+    def test_no_next_on_the_last_page(self):
+        self.publish_many(3)
+        p = self.native("reader", 4999)
+        answer = p.ask({"action": "search", "limit": 3, "id": 3})
+        self.assertNotIn("next", answer)
+
+    def test_several_contents_of_one_name_span_pages(self):
+        a = self.native("a", 4001)
+        b = self.native("b", 4002)
+        a.ask({"action": "publish", "fname": "same", "sha256": SHA_A, "file_size": 1, "id": 2})
+        b.ask({"action": "publish", "fname": "same", "sha256": SHA_B, "file_size": 2, "id": 2})
+        p = self.native("reader", 4999)
+        page = p.ask({"action": "search", "limit": 1, "id": 3})
+        rest = p.ask({"action": "search", "limit": 1, "cursor": page["next"], "id": 4})
+        self.assertEqual({page["files"][0]["sha256"], rest["files"][0]["sha256"]}, {SHA_A, SHA_B})
+        self.assertNotIn("next", rest)
+
+    def test_bad_cursor(self):
+        p = self.native("reader", 4999)
+        for cursor in ["nope", "[1,2]", '["a","b","c","d"]', ""]:
+            answer = p.ask({"action": "search", "cursor": cursor, "id": 8})
+            self.assertEqual((answer["status"], answer["code"], answer["id"]), ("error", "bad_field", 8))
+
+    def test_hostnames_capped(self):
+        from twistedp2p.tracker.model import CatalogueEntry
+
+        cap = CatalogueEntry.MAX_HOSTNAMES
+        self.publish_many(1, hosts=cap + 5)
+        p = self.native("reader", 4999)
+        [entry] = p.ask({"action": "search", "id": 3})["files"]
+        self.assertEqual(entry["sources"], cap + 5)
+        self.assertEqual(len(entry["hostnames"]), cap)
+        self.assertEqual(entry["more_hostnames"], 5)
+
+    def test_pages_by_bytes(self):
+        """
+        Entries that do not fit the frame budget go to the next page, for
+        native and seed clients alike; no answer passes the frame limit.
+        """
+        self.patch(wire, "MAX_REPLY_FRAME", 4096)
+        from twistedp2p.tracker import protocol
+
+        self.patch(protocol, "_FILES_BUDGET", 2048)
+        self.publish_many(60)
+        p = self.native("reader", 4999)
+        names, pages = self.all_pages(p, 1000)
+        self.assertEqual(names, [f"{i:05d}.bin" for i in range(60)])
+        self.assertGreater(pages, 2)
+        seed = self.seed()
+        seed.send({"action": "list_shared_files"})
+        raw = seed.transport.value()
+        [answer] = seed.received()
+        self.assertLessEqual(len(raw), 4096)
+        self.assertEqual(set(answer), {"status", "files"})
+        self.assertEqual(answer["files"][0]["fname"], "00000.bin")
+
+    def test_oversized_answer_is_an_error(self):
+        """
+        The frame limit holds for every answer: one that would pass it
+        (here a fetch of many sources) is replaced by C{too_large}.
+        """
+        self.patch(wire, "MAX_REPLY_FRAME", 2048)
+        self.publish_many(1, hosts=20)
+        p = self.native("reader", 4999)
+        answer = p.ask({"action": "fetch", "fname": "00000.bin", "id": 77})
+        self.assertEqual((answer["status"], answer["code"], answer["id"]), ("error", "too_large", 77))
+        self.assertEqual(p.ask({"action": "ping", "id": 78})["id"], 78)

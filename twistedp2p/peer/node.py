@@ -683,19 +683,36 @@ class PeerNode:
             return False
         return True
 
+    #: Catalogue pages a search follows at most (C{next} cursors), a guard
+    #: against a tracker that never ends: 100 pages of up to 1,000 entries.
+    MAX_SEARCH_PAGES = 100
+
     def search(self, pattern: str = "") -> Deferred:
         """
         The tracker's catalogue: one dict per distinct content (``fname``,
         ``file_size``, ``sha256``, ``sources``, ``hostnames``), by name.
+        The tracker answers in pages; every page is fetched (following its
+        ``next`` cursor), up to L{MAX_SEARCH_PAGES}.
         """
         if len(pattern) > wire.MAX_PATTERN_CHARS:
             return fail(errors.BadName(f"a pattern is at most {wire.MAX_PATTERN_CHARS} characters"))
+        return Deferred.fromCoroutine(self._search(pattern))
 
-        def files(reply: dict[str, Any]) -> list[dict[str, Any]]:
-            found = reply.get("files")
-            return [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
-
-        return self._tracker("search", pattern=pattern).addCallback(files)
+    async def _search(self, pattern: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        fields: dict[str, Any] = {"pattern": pattern}
+        for _ in range(self.MAX_SEARCH_PAGES):
+            reply = await self._tracker("search", **fields)
+            files = reply.get("files")
+            if isinstance(files, list):
+                found += [f for f in files if isinstance(f, dict)]
+            cursor = reply.get("next")
+            if not isinstance(cursor, str) or not cursor:
+                break
+            fields = {"pattern": pattern, "cursor": cursor}
+        else:
+            self.log.warn("search {pattern!r}: stopped after {n} pages", pattern=pattern, n=self.MAX_SEARCH_PAGES)
+        return found
 
     def published(self) -> list[dict[str, Any]]:
         """

@@ -5,6 +5,7 @@ Plain records the tracker and its stores exchange.  No I/O here.
 from __future__ import annotations
 
 import fnmatch
+import json
 from dataclasses import dataclass
 from sys import intern
 from typing import Any, Callable
@@ -99,15 +100,70 @@ class CatalogueEntry:
     #: The root hash shared by these sources, when they published one.
     root: str | None = None
 
+    #: Host names listed in one entry's answer; C{more_hostnames} counts the
+    #: rest, so an entry's size does not grow with its sources.
+    MAX_HOSTNAMES = 100
+
     def to_wire(self) -> dict[str, Any]:
         # The root only groups entries: the answer keeps its version 1 form.
-        return {
+        hostnames = self.hostnames
+        entry = {
             "fname": self.fname,
             "file_size": self.file_size,
             "sha256": self.sha256,
             "sources": self.sources,
-            "hostnames": list(self.hostnames),
+            "hostnames": list(hostnames[: self.MAX_HOSTNAMES]),
         }
+        if len(hostnames) > self.MAX_HOSTNAMES:
+            entry["more_hostnames"] = len(hostnames) - self.MAX_HOSTNAMES
+        return entry
+
+    @property
+    def key(self) -> "CatalogueKey":
+        """
+        Where this entry sorts in the catalogue (see L{catalogue_key}).
+        """
+        return catalogue_key(self.fname, self.file_size, self.sha256, self.root)
+
+
+#: (fname, sha256 or "", file_size or -1, root or ""): the catalogue's order.
+CatalogueKey = tuple[str, str, int, str]
+
+
+def catalogue_key(fname: str, file_size: int | None, sha256: str | None, root: str | None) -> CatalogueKey:
+    """
+    The catalogue's sort key: by name, then content.  Distinct entries of
+    one name have distinct keys, so a key marks a place to continue from.
+    """
+    return (fname, sha256 or "", -1 if file_size is None else file_size, root or "")
+
+
+def encode_cursor(key: CatalogueKey) -> str:
+    """
+    The C{next} cursor of a catalogue page ending at the entry with C{key}:
+    an opaque string for clients, JSON inside.
+    """
+    return json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_cursor(cursor: str) -> CatalogueKey:
+    """
+    The key a cursor from L{encode_cursor} holds.
+
+    @raise ValueError: it is not one.
+    """
+    try:
+        value = json.loads(cursor)
+    except ValueError:
+        raise ValueError("not a cursor this tracker gave")
+    if (
+        not isinstance(value, list)
+        or len(value) != 4
+        or not all(isinstance(value[i], str) for i in (0, 1, 3))
+        or type(value[2]) is not int
+    ):
+        raise ValueError("not a cursor this tracker gave")
+    return (value[0], value[1], value[2], value[3])
 
 
 def shared_strings(
@@ -155,21 +211,27 @@ def pattern_matcher(pattern: str | None) -> Callable[[str], bool]:
     return lambda name: folded in name.casefold()
 
 
-def group_catalogue(sources: list[Source], limit: int) -> list[CatalogueEntry]:
+def group_catalogue(sources: list[Source], limit: int, after: CatalogueKey | None = None) -> list[CatalogueEntry]:
     """
     Group sources into catalogue entries by (fname, file_size, sha256,
-    root) (see L{content_key}), sorted by name, at most ``limit`` entries.
+    root) (see L{content_key}), in catalogue order (L{catalogue_key}), at
+    most ``limit`` entries, only those after the key C{after} if given.
     """
     groups: dict[tuple[str, int | None, str | None, str | None], list[Source]] = {}
     for source in sources:
         p = source.publication
         groups.setdefault((p.fname,) + content_key(p), []).append(source)
     entries = []
-    for (fname, file_size, sha256, root), members in sorted(
-        groups.items(), key=lambda kv: (kv[0][0], kv[0][2] or "", kv[0][1] or 0, kv[0][3] or "")
-    ):
+    keyed = sorted(((catalogue_key(k[0], k[1], k[2], k[3]), k, m) for k, m in groups.items()), key=_first)
+    for key, (fname, file_size, sha256, root), members in keyed:
+        if after is not None and key <= after:
+            continue
         hosts = tuple(dict.fromkeys(m.session.hostname for m in members))
         entries.append(CatalogueEntry(fname, file_size, sha256, len(members), hosts, root))
         if len(entries) >= limit:
             break
     return entries
+
+
+def _first(item: tuple) -> Any:
+    return item[0]

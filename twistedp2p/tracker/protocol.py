@@ -44,6 +44,7 @@ from twistedp2p.eagerwrite import capable as _eager_capable
 from twistedp2p.eagerwrite import eager_write as _eager_write
 from twistedp2p.errors import IndexUnavailable
 from twistedp2p.logs import tracker_gate
+from twistedp2p.tracker.model import decode_cursor, encode_cursor
 from twistedp2p.tracker.registry import ILink, Registry
 
 _SUCCESS = wire.SUCCESS
@@ -55,6 +56,9 @@ _PING = b'{"action":"ping","id":%d}'
 _LENGTH = Struct("!I")
 _pack_length = _LENGTH.pack
 _unpack_length = _LENGTH.unpack_from
+#: Bytes of catalogue entries in one answer: the client's frame limit, less
+#: room for the answer's other fields (status, id, next cursor).
+_FILES_BUDGET = wire.MAX_REPLY_FRAME - 8 * 1024
 
 
 @implementer(ILink, IPushProducer)
@@ -96,6 +100,9 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
     _yield_call = None
     #: Registered with the transport as its producer.
     _producing = False
+    #: The request being answered (the latest one handled: later ones wait
+    #: while its answer is pending).
+    _answering: dict | None = None
     #: Bytes received that no complete frame has taken yet.
     _unparsed = 0
     _frame_call = None
@@ -149,6 +156,7 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         self._turn_bytes = 0
         self._yield_call = None
         self._producing = False
+        self._answering = None
         self._unparsed = 0
         self._frame_call = None
         self._ip = "0.0.0.0"
@@ -354,7 +362,17 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         Send one frame: on a plain TCP connection with nothing buffered,
         straight to the socket (L{twistedp2p.eagerwrite}), else through the
         transport.
+
+        A frame longer than clients accept (C{wire.MAX_REPLY_FRAME}) is
+        never sent: the request gets the error C{too_large} instead.
         """
+        if len(string) > wire.MAX_REPLY_FRAME:
+            string = _encode(self._error(
+                "too_large",
+                f"the answer would be {len(string)} bytes, over the {wire.MAX_REPLY_FRAME}-byte frame limit; "
+                f"ask for fewer entries (limit)",
+                wire.safe_id(self._answering or {}),
+            ))
         data = _pack_length(len(string)) + string
         if self._eager:
             _eager_write(self.transport, data)
@@ -449,6 +467,7 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         """
         Handle one request; its answer is sent now or when it is ready.
         """
+        self._answering = message
         if error is not None:
             self._send_error(error.code, error.message, None)
             return
@@ -667,16 +686,52 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         return b"".join((head, cache.name(fname), b',"peer_list":[', peers, b"]}"))
 
     def _search(self, request: wire.Request) -> Deferred:
-        # Also list_shared_files: the same catalogue, the same pattern.
-        d = self.registry.catalogue(request.fields["pattern"], request.fields["limit"])
-        d.addCallback(self._files, request)
+        """
+        One page of the catalogue (also list_shared_files: the same
+        catalogue, the same pattern): one entry more than C{limit} is asked
+        for, to know whether a next page exists.
+        """
+        after = None
+        if request.fields["cursor"] is not None:
+            try:
+                after = decode_cursor(request.fields["cursor"])
+            except ValueError as e:
+                raise wire.WireError("bad_field", f"cursor: {e}")
+        limit = request.fields["limit"]
+        d = self.registry.catalogue(request.fields["pattern"], limit + 1, after)
+        d.addCallback(self._files, request, limit)
         return d
 
-    def _files(self, entries: list, request: wire.Request) -> dict:
-        files = [e.to_wire() for e in entries]
+    def _files(self, entries: list, request: wire.Request, limit: int) -> bytes:
+        """
+        The catalogue answer, encoded from each entry's cached JSON: at
+        most C{limit} entries and at most L{_FILES_BUDGET} bytes of them,
+        so the frame always fits the client's limit.  A native answer that
+        leaves entries out says where to go on (C{next}); a seed answer
+        keeps the seed form (the first page only).
+        """
+        encode = self._wire_cache.encode
+        parts = []
+        size = 0
+        more = len(entries) > limit
+        for entry in entries[:limit]:
+            data = encode(entry)
+            size += len(data) + 1
+            if size > _FILES_BUDGET and parts:
+                more = True
+                break
+            parts.append(data)
+        files = b",".join(parts)
         if not self._native:
-            return {"status": _SUCCESS, "files": files}
-        return wire.reply(_SUCCESS, request.id, files=files)
+            return b'{"status":"success","files":[' + files + b"]}"
+        if request.id is None:
+            head = b'{"status":"success","files":['
+        else:
+            head = b'{"status":"success","id":%d,"files":[' % request.id
+        if not more:
+            return b"".join((head, files, b"]}"))
+        cursor = _encode(encode_cursor(entries[len(parts) - 1].key))
+        return b"".join((head, files, b'],"next":', cursor, b"}"))
 
     def _discover(self, request: wire.Request) -> Deferred:
         hostname = request.fields["hostname"]

@@ -30,7 +30,7 @@ from zope.interface import Interface
 from twistedp2p import wire
 from twistedp2p.errors import IndexUnavailable
 from twistedp2p.logs import tracker_gate
-from twistedp2p.tracker.model import CatalogueEntry, Publication, Session, Source, shared_strings
+from twistedp2p.tracker.model import CatalogueEntry, CatalogueKey, Publication, Session, Source, shared_strings
 
 Observer = Callable[[str, dict], Any]
 Probe = Callable[[str, int], Deferred]
@@ -587,8 +587,16 @@ class Registry:
         self._emit("fetch", session=live.session, fname=fname, sources=len(sources), elapsed=elapsed)
         return sources
 
-    def catalogue(self, pattern: str | None = "", limit: int = wire.DEFAULT_LIMIT) -> Deferred[list[CatalogueEntry]]:
-        return self.store.catalogue(pattern, limit)
+    def catalogue(
+        self, pattern: str | None = "", limit: int = wire.DEFAULT_LIMIT, after: CatalogueKey | None = None
+    ) -> Deferred[list[CatalogueEntry]]:
+        """
+        The catalogue entries matching C{pattern}, in catalogue order, at
+        most C{limit}, after the key C{after} (a page's cursor) if given.
+        """
+        if after is None:
+            return self.store.catalogue(pattern, limit)
+        return self.store.catalogue(pattern, limit, after)
 
     def discover(self, hostname: str) -> Deferred[list[Source]]:
         """

@@ -270,6 +270,32 @@ class StoreContract:
         self.assertEqual(entries[0], CatalogueEntry("notes.pdf", 10, SHA_A, 1, ("b",)))
 
     @inlineCallbacks
+    def test_catalogue_pages(self):
+        """
+        C{after}: the entries after a key (a page's cursor), in the same
+        order, whatever the page size; a change between pages is seen.
+        """
+        a, b = self.session("a"), self.session("b")
+        store = yield self.store_with(a, b)
+        for i in range(7):
+            yield store.put(a.session_id, self.pub(f"f{i}", 10, SHA_A))
+        yield store.put(b.session_id, self.pub("f3", 20, SHA_B))
+        whole = yield store.catalogue("", 100)
+        self.assertEqual(len(whole), 8)
+        for size in (1, 2, 3, 8):
+            pages, after = [], None
+            while True:
+                page = yield store.catalogue("", size, after)
+                pages += page
+                if len(page) < size:
+                    break
+                after = page[-1].key
+            self.assertEqual(pages, whole)
+        self.assertEqual((yield store.catalogue("f", 100, whole[3].key)), whole[4:])
+        yield store.put(b.session_id, self.pub("f9", 1, SHA_A))
+        self.assertEqual([e.fname for e in (yield store.catalogue("", 100, whole[-1].key))], ["f9"])
+
+    @inlineCallbacks
     def test_catalogue_patterns(self):
         a = self.session("a")
         store = yield self.store_with(a)

@@ -75,12 +75,15 @@ class IIndexStore(Interface):
             every live session whose hostname is C{hostname}, oldest first.
         """
 
-    def catalogue(pattern, limit):
+    def catalogue(pattern, limit, after=None):
         """
+        @param after: a L{twistedp2p.tracker.model.CatalogueKey}: only
+            entries after it (the next page), or None.
         @return: Deferred firing a list of L{CatalogueEntry}: distinct
-            (fname, file_size, sha256) whose fname matches C{pattern} (see
-            L{twistedp2p.tracker.model.pattern_matcher}), sorted by fname,
-            at most C{limit}.
+            (fname, file_size, sha256, root) whose fname matches C{pattern}
+            (see L{twistedp2p.tracker.model.pattern_matcher}), in catalogue
+            order (L{twistedp2p.tracker.model.catalogue_key}), at most
+            C{limit}.
         """
 
     def sessions():

@@ -10,6 +10,7 @@ once per change of that name, not once per call.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Iterable
 
 from twisted.internet.defer import Deferred, succeed
@@ -19,8 +20,8 @@ from twistedp2p.tracker.model import (
     CatalogueEntry,
     Publication,
     Session,
+    CatalogueKey,
     Source,
-    content_key,
     group_catalogue,
     pattern_matcher,
 )
@@ -53,6 +54,11 @@ class MemoryIndex:
         # one session, and a dict each would cost ~200 bytes per session.
         self._by_host: dict[str, str | dict[str, None]] = {}
         self._next_seq = 1
+        # The catalogue, cached: the shared names in order (None: rebuilt
+        # on the next read, after a name came or went), and each name's
+        # entries (dropped with its source list when the name changes).
+        self._names: list[str] | None = None
+        self._entries: dict[str, list[CatalogueEntry]] = {}
 
     # -- sessions ------------------------------------------------------------
 
@@ -73,7 +79,7 @@ class MemoryIndex:
                 fresh = Source(session, source.publication, source.seq)
                 own[fname] = fresh
                 self._by_name[fname][sid] = fresh
-                self._lists.pop(fname, None)
+                self._changed(fname)
 
     def remove_session(self, session_id: str) -> bool:
         """
@@ -149,6 +155,7 @@ class MemoryIndex:
         entries = self._by_name.get(fname)
         if entries is None:
             self._by_name[fname] = {session_id: source}
+            self._names = None
         else:
             entries.pop(session_id, None)
             last = next(reversed(entries.values()), None) if entries else None
@@ -159,7 +166,7 @@ class MemoryIndex:
                 entries.clear()
                 for s in ordered:
                     entries[s.session.session_id] = s
-        self._lists.pop(fname, None)
+        self._changed(fname)
         return seq
 
     def delete(self, session_id: str, fname: str) -> bool:
@@ -178,7 +185,15 @@ class MemoryIndex:
             entries.pop(session_id, None)
             if not entries:
                 del self._by_name[fname]
+                self._names = None
+        self._changed(fname)
+
+    def _changed(self, fname: str) -> None:
+        """
+        The sources of C{fname} changed: drop what was derived from them.
+        """
         self._lists.pop(fname, None)
+        self._entries.pop(fname, None)
 
     def publications_of(self, session_id: str) -> list[Publication]:
         """
@@ -218,23 +233,37 @@ class MemoryIndex:
         found.sort(key=_seq)
         return found
 
-    def catalogue(self, pattern: str | None, limit: int) -> list[CatalogueEntry]:
+    def catalogue(self, pattern: str | None, limit: int, after: CatalogueKey | None = None) -> list[CatalogueEntry]:
         """
-        Distinct contents (L{content_key}) whose name matches C{pattern},
-        sorted by name, at most C{limit}.
+        Distinct contents (L{content_key}) whose name matches C{pattern}, in
+        catalogue order (L{catalogue_key}), at most C{limit}, after the
+        key C{after} if given (the next page).
+
+        The sorted names and each name's entries are cached until they
+        change, so repeated searches neither sort nor regroup: a page costs
+        the names it scans for the pattern plus the entries it returns.
         """
-        matches = pattern_matcher(pattern)
-        names = sorted(name for name in self._by_name if matches(name))
-        found: list[Source] = []
-        distinct = 0
-        for name in names:
-            entries = self._by_name[name]
-            found.extend(entries.values())
-            distinct += len({content_key(s.publication) for s in entries.values()})
-            if distinct >= limit:
-                # Later names sort after every entry already collected.
-                break
-        return group_catalogue(found, limit)
+        names = self._names
+        if names is None:
+            names = self._names = sorted(self._by_name)
+        matches = pattern_matcher(pattern) if pattern else None
+        found: list[CatalogueEntry] = []
+        start = bisect_left(names, after[0]) if after is not None else 0
+        cache = self._entries
+        for i in range(start, len(names)):
+            name = names[i]
+            if matches is not None and not matches(name):
+                continue
+            entries = cache.get(name)
+            if entries is None:
+                entries = cache[name] = group_catalogue(list(self._by_name[name].values()), len(self._by_name[name]))
+            for entry in entries:
+                if after is not None and entry.key <= after:
+                    continue
+                found.append(entry)
+                if len(found) >= limit:
+                    return found
+        return found
 
     def clear(self) -> None:
         """
@@ -245,6 +274,8 @@ class MemoryIndex:
         self._by_name.clear()
         self._lists.clear()
         self._by_host.clear()
+        self._names = None
+        self._entries.clear()
 
     def load(self, snapshot: Iterable[tuple[Session, Iterable[Publication]]]) -> None:
         """
@@ -318,8 +349,10 @@ class MemoryStore:
     def host_files(self, hostname: str) -> Deferred[list[Source]]:
         return succeed(self.index.host_files(hostname))
 
-    def catalogue(self, pattern: str | None, limit: int) -> Deferred[list[CatalogueEntry]]:
-        return succeed(self.index.catalogue(pattern, limit))
+    def catalogue(
+        self, pattern: str | None, limit: int, after: CatalogueKey | None = None
+    ) -> Deferred[list[CatalogueEntry]]:
+        return succeed(self.index.catalogue(pattern, limit, after))
 
     def sessions(self) -> Deferred[list[Session]]:
         return succeed(self.index.sessions())

@@ -221,17 +221,18 @@ class IndexView:
             return live[0].host_files(hostname)
         return list(heapq.merge(*(index.host_files(hostname) for index in live), key=_seq))
 
-    def catalogue(self, pattern: str | None, limit: int) -> list[CatalogueEntry]:
+    def catalogue(self, pattern: str | None, limit: int, after: Any = None) -> list[CatalogueEntry]:
         live = self._live()
         if len(live) == 1:
-            return live[0].catalogue(pattern, limit)
-        # Each index's first `limit` entries hold every name that can be in
-        # the merged first `limit`; regroup all sources of those names.
-        names = sorted({e.fname for index in live for e in index.catalogue(pattern, limit)})
+            return live[0].catalogue(pattern, limit, after)
+        # Each index's first `limit` entries (after `after`) hold every name
+        # that can be in the merged first `limit`; regroup all sources of
+        # those names.
+        names = sorted({e.fname for index in live for e in index.catalogue(pattern, limit, after)})
         found: list[Source] = []
         for name in names:
             found.extend(heapq.merge(*(index.sources(name, 2**62) for index in live), key=_seq))
-        return group_catalogue(found, limit)
+        return group_catalogue(found, limit, after)
 
     def sessions(self) -> list[Session]:
         found = [s for index in self._live() for s in index.sessions()]

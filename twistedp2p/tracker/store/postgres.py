@@ -889,8 +889,8 @@ class PostgresStore:
     def host_files(self, hostname: str) -> Deferred[list[Source]]:
         return succeed(self.view.host_files(hostname))
 
-    def catalogue(self, pattern: str | None, limit: int) -> Deferred[list[CatalogueEntry]]:
-        return succeed(self.view.catalogue(pattern, limit))
+    def catalogue(self, pattern: str | None, limit: int, after: Any = None) -> Deferred[list[CatalogueEntry]]:
+        return succeed(self.view.catalogue(pattern, limit, after))
 
     def sessions(self) -> Deferred[list[Session]]:
         return succeed(self.view.sessions())
@@ -930,11 +930,11 @@ class DirectReads:
     def host_files(self, hostname: str) -> Deferred[list[Source]]:
         return self._query(sql.DB_HOST_FILES, hostname=hostname).addCallback(_sources)
 
-    def catalogue(self, pattern: str | None, limit: int) -> Deferred[list[CatalogueEntry]]:
+    def catalogue(self, pattern: str | None, limit: int, after: Any = None) -> Deferred[list[CatalogueEntry]]:
         statement, params = catalogue_query(pattern)
         d = self._query(statement, **params)
         d.addCallback(_sources)
-        return d.addCallback(group_catalogue, limit)
+        return d.addCallback(group_catalogue, limit, after)
 
     def sessions(self) -> Deferred[list[Session]]:
         d = self._query(sql.DB_SESSIONS)

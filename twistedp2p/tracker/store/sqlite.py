@@ -427,8 +427,8 @@ class SQLiteStore:
     def host_files(self, hostname: str) -> Deferred[list[Source]]:
         return succeed(self.index.host_files(hostname))
 
-    def catalogue(self, pattern: str | None, limit: int) -> Deferred[list[CatalogueEntry]]:
-        return succeed(self.index.catalogue(pattern, limit))
+    def catalogue(self, pattern: str | None, limit: int, after: Any = None) -> Deferred[list[CatalogueEntry]]:
+        return succeed(self.index.catalogue(pattern, limit, after))
 
     def sessions(self) -> Deferred[list[Session]]:
         return succeed(self.index.sessions())
