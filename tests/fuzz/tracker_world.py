@@ -59,7 +59,7 @@ from tests.tracker.helpers import ControlledStore
 #: Error codes of docs/protocol.md that a tracker may send.
 ERROR_CODES = frozenset(
     "bad_utf8 bad_json not_object bad_id no_action unknown_action bad_field not_registered "
-    "already_registered duplicate_session not_published index_unavailable not_found quota".split()
+    "already_registered duplicate_session not_published index_unavailable not_found quota too_large".split()
 )
 PUBLISH_STATUSES = frozenset([wire.CREATED, wire.UNCHANGED, wire.UPDATED, wire.CONFLICT])
 

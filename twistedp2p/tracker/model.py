@@ -4,6 +4,8 @@ Plain records the tracker and its stores exchange.  No I/O here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fnmatch
 import json
 from dataclasses import dataclass
@@ -141,9 +143,10 @@ def catalogue_key(fname: str, file_size: int | None, sha256: str | None, root: s
 def encode_cursor(key: CatalogueKey) -> str:
     """
     The C{next} cursor of a catalogue page ending at the entry with C{key}:
-    an opaque string for clients, JSON inside.
+    an opaque string for clients (URL-safe base64 of the key as JSON).
     """
-    return json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
+    data = json.dumps(list(key), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def decode_cursor(cursor: str) -> CatalogueKey:
@@ -153,8 +156,9 @@ def decode_cursor(cursor: str) -> CatalogueKey:
     @raise ValueError: it is not one.
     """
     try:
-        value = json.loads(cursor)
-    except ValueError:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw.decode("utf-8"))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValueError("not a cursor this tracker gave")
     if (
         not isinstance(value, list)
