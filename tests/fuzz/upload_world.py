@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 
 from twistedp2p import wire
 from twistedp2p.peer.library import Library, LIBRARY_FILE, STATE_DIR, run_synchronously
-from twistedp2p.peer.slots import Slots
+from twistedp2p.peer.slots import UP, Slots
 from twistedp2p.peer.transfers import Transfers
 from twistedp2p.peer.upload import MAX_PIPELINED, UploadFactory, UploadProtocol
 
@@ -297,7 +297,7 @@ class UploadConn:
             self.last_activity = self.world.clock.seconds()
         self.out += data
         slots = self.world.slots
-        self.busy_ok = slots.in_use >= slots.limit
+        self.busy_ok = slots.active[UP] >= slots.limits[UP]
         try:
             _expect(SECRET[:16] not in data, f"conn {self.index}: wrote unpublished bytes")
             self.read_answers()
@@ -419,10 +419,10 @@ class UploadConn:
             # (every slot taken, this connection holding none), or an empty
             # file (its end closes at once).
             _expect(
-                not servable or slots.in_use >= slots.limit or fixture.contents[name] == b"",
+                not servable or slots.active[UP] >= slots.limits[UP] or fixture.contents[name] == b"",
                 f"{where}: closed without sending a published file",
             )
-            if name in fixture.stale and slots.in_use < slots.limit:
+            if name in fixture.stale and slots.active[UP] < slots.limits[UP]:
                 self.world.dropped.add(name)
             self.must_close = True
             return True
@@ -511,7 +511,9 @@ class UploadWorld:
         self.library = fixture.library(self.clock)
         self.slots = Slots(MAX_SESSIONS)
         self.transfers = Transfers(self.clock)
-        self.factory = UploadFactory(self.library, self.slots, self.transfers, self.clock, IDLE_TIMEOUT)
+        # (min_rate=0: the idle-timeout rule below is checked exactly; the
+        # minimum rate has its own tests in tests/peer/test_upload.py.)
+        self.factory = UploadFactory(self.library, self.slots, self.transfers, self.clock, IDLE_TIMEOUT, min_rate=0)
         self.conns: list[UploadConn] = []
         #: Failures found while the protocol was writing (raised by after_op).
         self.failures: list[AssertionError] = []
@@ -577,7 +579,7 @@ class UploadWorld:
         # A connection holds a slot while it has work: a transfer running,
         # or requests waiting behind one.
         sending = sum(1 for c in self.conns if c.open and c.transport.producer is not None)
-        _expect(sending <= self.slots.in_use <= self.slots.limit, f"{self.slots.in_use} slots in use, {sending} sending")
+        _expect(sending <= self.slots.in_use <= self.slots.limits[UP], f"{self.slots.in_use} slots in use, {sending} sending")
         _expect(len(self.transfers.active()) == self.slots.in_use, f"{len(self.transfers.active())} uploads listed, {self.slots.in_use} slots held")
         for name in self.dropped:
             _expect(name not in self.library, f"stale {name!r} still published")

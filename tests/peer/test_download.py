@@ -645,8 +645,12 @@ class DownloadTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d).source.hostname, "native")
 
     def test_waits_for_slot(self) -> None:
+        """
+        A download waits for a download slot; uploads never hold one.
+        """
         self.parts.slots = Slots(1)
-        held = self.parts.slots.try_acquire("up")
+        self.parts.slots.try_acquire("up")
+        held = self.parts.slots.try_acquire("down")
         self.net.servers[1] = self.good
         d = self.download([source(1)])
         self.net.flush()

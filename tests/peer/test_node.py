@@ -331,7 +331,9 @@ class AnnounceAndStatusTests(NodeTestsMixin, SynchronousTestCase):
         self.assertEqual(status["p2p_port"], 4242)
         self.assertEqual(status["tracker"]["state"], "connected")
         self.assertEqual([p["fname"] for p in status["published"]], ["A"])
-        self.assertEqual(status["sessions"]["limit"], 4)
+        # Uploads and downloads have their own slots (4 each by default).
+        self.assertEqual(status["sessions"]["limit"], 8)
+        self.assertEqual((status["sessions"]["upload_limit"], status["sessions"]["download_limit"]), (4, 4))
         self.assertEqual(status["transfers"], [])
 
 

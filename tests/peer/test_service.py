@@ -29,7 +29,8 @@ class OptionsTests(SynchronousTestCase):
         config = self.parse()
         self.assertEqual(config["tracker"], ["tcp:127.0.0.1:9999"])
         self.assertEqual(config["listen"], "tcp:0")
-        self.assertEqual(config["max-sessions"], 4)
+        self.assertEqual((config["max-uploads"], config["max-downloads"]), (4, 4))
+        self.assertEqual(config["min-upload-rate"], 4096)
         self.assertEqual(config["ttfb-timeout"], 2.0)
         self.assertEqual(config["hostname"], socket.gethostname())
         self.assertTrue(config["repo"].endswith("p2p-repo"))
@@ -55,6 +56,19 @@ class OptionsTests(SynchronousTestCase):
              config["listen"], config["no-shell"]),
             (9, 0.5, "lab-1", str(self.dir / "r"), "tcp:7070", True),
         )
+
+    def test_slot_options(self) -> None:
+        """
+        Uploads and downloads have separate slots; --max-sessions K (the
+        old shared cap) now sets both, and each can be set on its own.
+        """
+        config = self.parse("--max-sessions", "9")
+        self.assertEqual((config["max-uploads"], config["max-downloads"]), (9, 9))
+        config = self.parse("--max-sessions", "9", "--max-uploads", "2")
+        self.assertEqual((config["max-uploads"], config["max-downloads"]), (2, 9))
+        config = self.parse("--max-downloads", "1", "--min-upload-rate", "0")
+        self.assertEqual((config["max-uploads"], config["max-downloads"], config["min-upload-rate"]), (4, 1, 0))
+        self.assertEqual(self.parse("--min-upload-rate", "16K")["min-upload-rate"], 16384)
 
     def test_swarm_options(self) -> None:
         config = self.parse()
@@ -115,7 +129,7 @@ class ServiceTests(SynchronousTestCase):
         self.assertTrue((self.dir / "repo").is_dir())
         self.assertEqual(peer.node.hostname, "me")
         self.assertIs(peer.node.library, peer.library)
-        self.assertEqual(peer.slots.limit, 4)
+        self.assertEqual(peer.slots.limits, {"up": 4, "down": 4})
         self.assertEqual(peer.node.settings.ttfb_timeout, 2.0)
         self.assertNoResult(peer.whenListening())
 

@@ -16,7 +16,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistedp2p import errors
+from twistedp2p import errors, wire
 from twistedp2p.peer.download import LocalWriteError, SourceInfo, choose_sources, part_name
 from twistedp2p.peer.pieces import PieceList, pieces_of
 from twistedp2p.peer.ratelimit import TokenBucket
@@ -456,6 +456,78 @@ class SwarmTests(SynchronousTestCase):
         self.assertIn(lie2.root[:12], str(f.value))
         self.assertEqual(self.leftovers(), [])
 
+    def dribbler(self, port: int) -> FakeSourceFactory:
+        """
+        A source that shows its list, then sends one byte of each piece
+        every 20 s (never long enough without data to stall).
+        """
+        factory = FakeSourceFactory(DATA, pieces=PIECES)
+        clock = self.clock
+
+        def get(proto, frame):
+            message = wire.decode(frame)
+            if message.get("action") != "get":
+                return FakeSourceFactory.protocol.stringReceived(proto, frame)
+            offset, length = message["offset"], message["length"]
+            proto.sendString(wire.encode({"status": "success", "fname": "f", "offset": offset, "length": length,
+                                          "file_size": len(DATA), "sha256": SHA}))
+            body = DATA[offset : offset + length]
+
+            def drip(i=0):
+                if i < len(body) and not proto.transport.disconnecting:
+                    proto.transport.write(body[i : i + 1])
+                    clock.callLater(20, drip, i + 1)
+
+            drip()
+
+        factory.protocol = type("Dribbler", (FakeSourceFactory.protocol,), {"stringReceived": get})
+        self.net.servers[port] = factory
+        return factory
+
+    def advance(self, seconds: float, step: float = 1.0) -> None:
+        for _ in range(int(seconds / step)):
+            self.clock.advance(step)
+            self.net.flush()
+
+    def test_dribbling_source_dropped_and_replaced(self) -> None:
+        """
+        One byte every 20 s never trips the stall timeout (30 s without
+        data); the minimum rate (4 KiB/s after 10 s, over 20 s windows)
+        closes the connection and the next source takes its place.
+        """
+        self.dribbler(1)
+        self.real_source(2)
+        d = self.run_swarm([source("drip", 1), source("good", 2)], max_sources=1, source_retries=1)
+        self.net.flush()
+        self.advance(29)
+        self.assertNoResult(d)
+        self.advance(2)
+        result = self.successResultOf(d)
+        self.assertEqual((self.parts.repo / "f").read_bytes(), DATA)
+        self.assertEqual(result.contributors, (("good", COUNT),))
+        [(label, reason)] = result.failures
+        self.assertEqual(label, "drip (127.0.0.1:1)")
+        self.assertIn("the source is too slow: ", reason)
+        self.assertIn("bytes/s over 20 s (minimum 4096)", reason)
+
+    def test_paused_source_not_judged(self) -> None:
+        """
+        Time this peer holds a source back (its own cap) does not count
+        against the source.
+        """
+        self.dribbler(1)
+        d = self.run_swarm([source("drip", 1)], source_retries=1)
+        self.net.flush()
+        [connection] = [p.connection for p in self.download.peers]
+        connection.reasons.add("rate")
+        self.advance(100, 5)
+        self.assertNoResult(d)
+        self.assertFalse(connection.closed)
+        connection.reasons.remove("rate")
+        self.advance(40, 5)
+        f = self.failureResultOf(d, errors.TransferFailed)
+        self.assertIn("too slow", str(f.value))
+
     def test_single_source_checked_whole(self) -> None:
         """
         With one source, pieces are not checked one by one (there is no
@@ -687,13 +759,15 @@ class SwarmTests(SynchronousTestCase):
 
     def test_waits_for_a_slot_extra_sources_only_when_free(self) -> None:
         self.parts.slots = Slots(2)
-        held = self.parts.slots.try_acquire("up")
+        held = self.parts.slots.try_acquire("down")
         for port in (1, 2, 3):
             self.real_source(port)
         d = self.run_swarm([source("a", 1), source("b", 2), source("c", 3)])
         self.net.flush()
         self.successResultOf(d)
-        self.assertEqual(self.parts.slots.peak["down"], 1)
+        # One connection: the other download slot was held.
+        self.assertEqual(self.parts.slots.peak["down"], 2)
+        self.assertEqual(len(self.net.connects), 1)
         self.assertEqual(self.parts.slots.refused, 0)
         held.release()
 

@@ -339,8 +339,73 @@ class UploadTests(SynchronousTestCase):
         proto.connectionLost(None)
         self.assertEqual(self.parts.slots.in_use, 0)
 
+    def big(self) -> None:
+        self.parts.publish("big.bin", os.urandom(4 * 1024 * 1024))
+
+    def read_every(self, t: StringTransport, seconds: float, until: float) -> float:
+        """
+        Take one chunk every C{seconds} seconds (the clock in steps of 1 s)
+        until the connection is closed or C{until}; @return: the time then.
+        """
+        clock = self.parts.clock
+        start = clock.seconds()
+        next_read = start + seconds
+        while clock.seconds() - start < until and not t.disconnecting and t.producer is not None:
+            clock.advance(1)
+            if clock.seconds() >= next_read and t.producer is not None and not t.disconnecting:
+                t.producer.resumeProducing()
+                next_read += seconds
+        return clock.seconds() - start
+
+    def test_slow_upload_closed_after_grace(self) -> None:
+        """
+        A reader taking 256 KiB every 50 s (5 KiB/s) keeps the idle timeout
+        (60 s) at bay, but is below a minimum of 8 KiB/s: once the grace
+        (20 s) and one window (20 s) are over, the upload is closed and its
+        slot freed.
+        """
+        self.big()
+        self.factory.min_rate = 8 * 1024
+        proto, t = self.connect()
+        self.get(proto, fname="big.bin")
+        self.assertEqual(self.parts.slots.active["up"], 1)
+        elapsed = self.read_every(t, 50, 400)
+        self.assertTrue(t.disconnecting)
+        self.assertLessEqual(elapsed, 60)
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.parts.slots.in_use, 0)
+        self.assertEqual(self.parts.transfers.active(), [])
+
+    def test_upload_above_the_minimum_kept(self) -> None:
+        self.big()
+        self.factory.min_rate = 8 * 1024
+        proto, t = self.connect()
+        self.get(proto, fname="big.bin")
+        # 256 KiB every 10 s (26 KiB/s): the whole file, never closed.
+        self.read_every(t, 10, 400)
+        self.assertFalse(t.disconnecting)
+        self.assertIsNone(t.producer)
+        self.assertEqual(len(t.value()) > 4 * 1024 * 1024, True)
+
+    def test_minimum_follows_our_own_cap(self) -> None:
+        """
+        Under --upload-rate, an upload is never asked for more than half an
+        equal share of the cap: a slow upload caused by our own cap stays.
+        """
+        self.big()
+        self.factory.min_rate = 8 * 1024
+        self.factory.bucket = TokenBucket(4 * 1024, self.parts.clock)
+        proto, t = self.connect()
+        self.get(proto, fname="big.bin")
+        # The reader takes what comes; our cap gives 4 KiB/s, and the
+        # minimum is 2 KiB/s then.
+        self.read_every(t, 1, 200)
+        self.assertFalse(t.disconnecting)
+        self.assertGreater(len(t.value()), 150 * 4 * 1024)
+
     def test_progress_keeps_connection(self) -> None:
         proto, t = self.connect()
+        proto.factory.min_rate = 0  # (the idle timeout alone)
         self.get(proto)
         while t.producer is not None:
             self.parts.clock.advance(50)

@@ -345,7 +345,7 @@ def test_peer_dashboard(stack: Stack, browser: Any, tmp_path: Path) -> None:
     expect(page.locator("#stream-state")).to_have_text("live")
     expect(page.locator("#link-state")).to_have_text("connected")
     expect(page.locator("#hostname")).to_contain_text("lab-pc-11")
-    expect(page.locator("#slots-text")).to_contain_text("0 / 4")
+    expect(page.locator("#slots-text")).to_contain_text("0 / 8 (0 of 4 up, 0 of 4 down)")
 
     # Publish from the picker.
     page.locator('#picker-body tr[data-lname="photos/field-trip.jpg"]').click()

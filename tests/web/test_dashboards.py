@@ -122,7 +122,8 @@ class PeerDashboardTests(SynchronousTestCase):
         self.assertEqual(snapshot["active"], [])
         self.assertEqual([(r["fname"], r["outcome"]) for r in snapshot["recent"]],
                          [("b", "failed: no data within 2 s"), ("a", "done")])
-        self.assertEqual(snapshot["sessions"]["limit"], 2)
+        # (Upload and download slots together: K each.)
+        self.assertEqual(snapshot["sessions"]["limit"], 4)
         levels = [(e["kind"], e["level"]) for e in self.hub.recent()]
         self.assertEqual(levels, [("transfer_started", "info"), ("transfer_finished", "ok"),
                                   ("transfer_started", "info"), ("transfer_finished", "error")])

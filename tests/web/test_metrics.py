@@ -150,7 +150,8 @@ class PeerMetricsTests(SynchronousTestCase):
         self.metrics.refresh()
         self.metrics.refresh()
         m = self.metrics
-        self.assertEqual(value(m, "p2p_peer_session_slots", state="limit"), 3)
+        # (Upload and download slots together: K each.)
+        self.assertEqual(value(m, "p2p_peer_session_slots", state="limit"), 6)
         self.assertEqual(value(m, "p2p_peer_session_slots", state="in_use"), 3)
         self.assertEqual(value(m, "p2p_peer_busy_refusals_total"), 1)
         self.assertEqual(value(m, "p2p_peer_published_files"), 2)

@@ -160,7 +160,7 @@ class PeerApiTests(unittest.TestCase):
         [recent] = body["recent"]
         self.assertEqual((recent["percent"], recent["outcome"], recent["peer"].split()[0]), (100.0, "done", "alpha"))
         self.assertEqual(body["active"], [])
-        self.assertEqual(body["sessions"]["limit"], 4)
+        self.assertEqual(body["sessions"]["limit"], 8)
 
         self.assertEqual(body["paused"], [])
 
@@ -195,7 +195,7 @@ class PeerApiTests(unittest.TestCase):
         self.assertEqual(down[("p2p_peer_transfers_total", (("direction", "down"), ("outcome", "done")))], 2.0)
         self.assertEqual(up[("p2p_peer_bytes_total", (("direction", "up"),))], 2 * len(DATA))
         self.assertEqual(down[("p2p_peer_published_files", ())], 1.0)
-        self.assertEqual(down[("p2p_peer_session_slots", (("state", "limit"),))], 4.0)
+        self.assertEqual(down[("p2p_peer_session_slots", (("state", "limit"),))], 8.0)
         self.assertEqual(down[("p2p_peer_tracker_connected", ())], 1.0)
         self.assertEqual(down[("p2p_peer_verification_failures_total", ())], 0.0)
 
@@ -209,6 +209,6 @@ class PeerApiTests(unittest.TestCase):
         code, body = await client.get("api/status")
         self.assertEqual(code, 200)
         self.assertEqual((body["hostname"], body["p2p_port"], body["tracker"]["state"], body["sessions"]["limit"]),
-                         ("alpha", peer.node.p2p_port, "connected", 4))
+                         ("alpha", peer.node.p2p_port, "connected", 8))
         code, body = await client.get("api/status", token=False, headers={"Authorization": "Bearer " + TOKEN})
         self.assertEqual(code, 200)

@@ -857,6 +857,13 @@ class DownloadSettings:
     disk_margin: int = DISK_MARGIN
     free_check_bytes: int = FREE_CHECK_BYTES
     free_space: Callable[[Path], "int | None"] = field(default=free_bytes)
+    #: Multi-source downloads: after its grace, a source connection must
+    #: deliver at least this many bytes per second over each window in
+    #: which this peer did not hold it back (its cap, its disk), else it
+    #: is closed as failed and another source takes its place (0: off).
+    min_source_rate: float = 4 * 1024
+    source_rate_grace: float = 10.0
+    source_rate_window: float = 20.0
 
 
 class _Fetch:

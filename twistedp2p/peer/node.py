@@ -743,6 +743,8 @@ class PeerNode:
             "tracker": link,
             "sessions": {
                 "limit": self.slots.limit,
+                "upload_limit": self.slots.limits[UP],
+                "download_limit": self.slots.limits[DOWN],
                 "in_use": self.slots.in_use,
                 "uploads": self.slots.active[UP],
                 "downloads": self.slots.active[DOWN],

@@ -35,7 +35,7 @@ from twistedp2p.peer.ratelimit import TokenBucket, parse_size
 from twistedp2p.peer.slots import Slots
 from twistedp2p.peer.tracker_link import TrackerLink
 from twistedp2p.peer.transfers import Transfers
-from twistedp2p.peer.upload import IDLE_TIMEOUT, UploadFactory
+from twistedp2p.peer.upload import IDLE_TIMEOUT, MIN_UPLOAD_RATE, UploadFactory
 from twistedp2p.process import exit_nonzero, stop_reactor
 from twistedp2p.web.options import WEB_OPTIONS, check_web_options, say_dashboard
 
@@ -109,6 +109,15 @@ def _ip_address(option: str, value: str) -> str:
         raise usage.UsageError(f"--{option} {value!r}: give the IPv4 address of an interface")
 
 
+def _bytes_per_second(value: str) -> int:
+    return parse_size(value)
+
+
+_bytes_per_second.coerceDoc = (  # type: ignore[attr-defined]
+    "Bytes per second; K, M and G mean KiB, MiB and GiB (1024-based); 0 turns the rule off."
+)
+
+
 class Options(usage.Options):
     """
     Command line of ``twistd p2ppeer``.
@@ -128,7 +137,10 @@ class Options(usage.Options):
             DEFAULT_LISTEN,
             "The P2P port: PORT, IP:PORT or a server endpoint (e.g. 7070, 192.168.1.5:7070, tcp:0).",
         ],
-        ["max-sessions", None, 4, "Uploads and downloads at once (K).", _at_least_one],
+        ["max-sessions", None, None, "Sets both --max-uploads and --max-downloads to K.", _at_least_one],
+        ["max-uploads", None, None, "Uploads at once (default 4; beyond them: busy).", _at_least_one],
+        ["max-downloads", None, None, "Download connections at once (default 4).", _at_least_one],
+        ["min-upload-rate", None, MIN_UPLOAD_RATE, "An upload slower than this after its grace is closed", _bytes_per_second],
         ["ttfb-timeout", None, 2.0, "Seconds to wait for a source's first byte.", _positive_seconds],
         ["max-sources", None, 4, "Sources one download uses at once.", _at_least_one],
         ["upload-rate", None, 0, "Cap on the peer's total upload rate", _rate],
@@ -202,6 +214,9 @@ class Options(usage.Options):
         if repo.exists() and not repo.is_dir():
             raise usage.UsageError(f"--repo {self['repo']}: exists and is not a directory")
         self["repo"] = str(repo.absolute())
+        for kind in ("max-uploads", "max-downloads"):
+            if self[kind] is None:
+                self[kind] = self["max-sessions"] or 4
         check_web_options(self)
 
 
@@ -261,6 +276,9 @@ class PeerService(MultiService):
         trackers: list[str],
         listen: str = DEFAULT_LISTEN,
         max_sessions: int = 4,
+        max_uploads: int | None = None,
+        max_downloads: int | None = None,
+        min_upload_rate: float = MIN_UPLOAD_RATE,
         ttfb_timeout: float = 2.0,
         shell: bool = False,
         run_in_thread: Callable[..., Deferred] | None = None,
@@ -288,7 +306,7 @@ class PeerService(MultiService):
         self.events = Events(reactor)
         self.library = Library(repo, share_roots, run_in_thread, reactor)
         self.library.max_file_size = max_file_size
-        self.slots = Slots(max_sessions)
+        self.slots = Slots(max_sessions, uploads=max_uploads, downloads=max_downloads)
         self.transfers = Transfers(reactor, self.events)
         settings = settings or DownloadSettings()
         settings.ttfb_timeout = ttfb_timeout
@@ -326,7 +344,13 @@ class PeerService(MultiService):
         )
         self.node.link = self.link
         self.upload_factory = UploadFactory(
-            self.library, self.slots, self.transfers, reactor, idle_timeout, bucket=self.upload_bucket
+            self.library,
+            self.slots,
+            self.transfers,
+            reactor,
+            idle_timeout,
+            bucket=self.upload_bucket,
+            min_rate=min_upload_rate,
         )
         self.node.uploads = self.upload_factory
         self.shell = shell
@@ -488,7 +512,9 @@ def makeService(config: Options, reactor: Any = None, **overrides: Any) -> PeerS
         share_roots=config["share-root"],
         trackers=config["tracker"],
         listen=config["listen"],
-        max_sessions=config["max-sessions"],
+        max_uploads=config["max-uploads"],
+        max_downloads=config["max-downloads"],
+        min_upload_rate=config["min-upload-rate"],
         ttfb_timeout=config["ttfb-timeout"],
         shell=not config["no-shell"],
         web=config["web"],

@@ -177,9 +177,11 @@ def format_status(status: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"tracker: {state}")
     s = status["sessions"]
+    up_of = f" of {s['upload_limit']}" if "upload_limit" in s else ""
+    down_of = f" of {s['download_limit']}" if "download_limit" in s else ""
     lines.append(
         f"sessions: {s['in_use']} of {s['limit']} in use"
-        f" ({s['uploads']} up, {s['downloads']} down, {s['waiting']} waiting)"
+        f" ({s['uploads']}{up_of} up, {s['downloads']}{down_of} down, {s['waiting']} waiting)"
     )
     limits = status.get("limits")
     if limits is not None:

@@ -64,7 +64,7 @@ from twistedp2p.peer.pieces import (
     piece_size_problem,
 )
 from twistedp2p.peer.ratelimit import PauseReasons, TokenBucket, throttle_download
-from twistedp2p.peer.slots import DOWN, Slot, Slots
+from twistedp2p.peer.slots import DOWN, RateFloor, Slot, Slots
 from twistedp2p.peer.transfers import Transfers
 
 STATE_VERSION = 1
@@ -633,8 +633,13 @@ class PieceConnection(Int32StringReceiver, TimeoutMixin):
     MAX_LENGTH = wire.MAX_REPLY_FRAME
     log = Logger()
 
-    def __init__(self, swarm: "SwarmDownload", peer: "_Peer", clock: Any, stall_timeout: float) -> None:
+    def __init__(
+        self, swarm: "SwarmDownload", peer: "_Peer", clock: Any, stall_timeout: float, floor: RateFloor | None = None
+    ) -> None:
         self.swarm = swarm
+        #: The minimum rate this source must keep (checked every window).
+        self.floor = floor
+        self._floor_call: Any = None
         self.peer = peer
         self.source = peer.source
         self.callLater = clock.callLater
@@ -662,7 +667,24 @@ class PieceConnection(Int32StringReceiver, TimeoutMixin):
             # Pipelined requests are small: never hold them back.
             nodelay(True)
         big_reads(self.transport, self.swarm.bucket)
+        if self.floor is not None and self.floor.enabled:
+            self._floor_call = self.callLater(max(1.0, self.floor.due_in()), self._check_rate)
         self.swarm.connected(self)
+
+    def _check_rate(self) -> None:
+        self._floor_call = None
+        if self.closed or self.floor is None:
+            return
+        rate = self.floor.check()
+        if rate is None:
+            self._floor_call = self.callLater(max(1.0, self.floor.due_in()), self._check_rate)
+            return
+        self.fail(
+            errors.TransferFailed(
+                f"the source is too slow: {rate:.0f} bytes/s over {self.floor.window:g} s"
+                f" (minimum {self.floor.rate:.0f})"
+            )
+        )
 
     def ask_pieces(self) -> None:
         self.inflight.append(_Request("pieces"))
@@ -700,6 +722,8 @@ class PieceConnection(Int32StringReceiver, TimeoutMixin):
             return
         if self.inflight and not self.reasons.paused:
             self.resetTimeout()
+        if self.floor is not None:
+            self.floor.moved(len(data))
         throttle_download(self.swarm.bucket, len(data), self.reasons)
         if self._frames:
             # Only a partial frame is ever kept: headers are small.
@@ -793,10 +817,14 @@ class PieceConnection(Int32StringReceiver, TimeoutMixin):
 
     def _pause_transport(self) -> None:
         self.setTimeout(None)
+        if self.floor is not None:
+            self.floor.pause()
         if not self.closed and self.transport is not None:
             self.transport.pauseProducing()
 
     def _resume_transport(self) -> None:
+        if self.floor is not None:
+            self.floor.resume()
         if self.closed or self.transport is None:
             return
         if self.inflight:
@@ -839,6 +867,9 @@ class PieceConnection(Int32StringReceiver, TimeoutMixin):
     def _close(self) -> None:
         self.closed = True
         self.setTimeout(None)
+        if self._floor_call is not None and self._floor_call.active():
+            self._floor_call.cancel()
+        self._floor_call = None
         self.reasons.clear()
 
     def connectionLost(self, reason: Failure = None) -> None:
@@ -1110,7 +1141,9 @@ class SwarmDownload(_Fetch):
         self._fill()
 
     def _open(self, peer: _Peer, slot: Slot) -> None:
-        connection = PieceConnection(self, peer, self._clock, self.settings.stall_timeout)
+        settings = self.settings
+        floor = RateFloor(settings.min_source_rate, self._clock, settings.source_rate_grace, settings.source_rate_window)
+        connection = PieceConnection(self, peer, self._clock, settings.stall_timeout, floor)
         connection.timeout_reason = f"no data within {self.settings.ttfb_timeout:g} s"
         connection.slot = slot
         peer.connection = connection

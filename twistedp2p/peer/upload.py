@@ -36,7 +36,7 @@ from twistedp2p import eagerwrite, wire
 from twistedp2p.eagerwrite import EagerConsumer, capable, eager_write, read_now
 from twistedp2p.peer.library import Library
 from twistedp2p.peer.ratelimit import ThrottledConsumer, TokenBucket
-from twistedp2p.peer.slots import UP, Slot, Slots
+from twistedp2p.peer.slots import UP, RateFloor, Slot, Slots
 from twistedp2p.peer.transfers import Transfer, Transfers
 
 #: The Int32 length prefix of a frame.
@@ -51,6 +51,13 @@ MAX_PIPELINED = 32
 SESSION_LINGER = 2.0
 #: Seed-protocol requests: answered with raw bytes or a close, never a frame.
 SEED_ACTIONS = frozenset(("get_file", "download"))
+#: An upload session must move at least this many bytes per second
+#: (``--min-upload-rate``; under ``--upload-rate``, at most half of an
+#: equal share of the cap) over each window once its grace is over, or it
+#: is closed and its slot freed (L{slots.RateFloor}).
+MIN_UPLOAD_RATE = 4 * 1024
+UPLOAD_RATE_GRACE = 20.0
+UPLOAD_RATE_WINDOW = 20.0
 
 
 class ChunkSender(FileSender):
@@ -164,6 +171,9 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         #: The transport said its buffer is over its bound: nothing is read
         #: or answered until it drains.
         self._output_full = False
+        #: The minimum-rate rule of the current upload session, and its timer.
+        self._floor: RateFloor | None = None
+        self._floor_call: Any = None
 
     @property
     def peer(self) -> str:
@@ -288,6 +298,48 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         slot, self._slot = self._slot, None
         if slot is not None:
             slot.release()
+        self._floor = None
+        if self._floor_call is not None and self._floor_call.active():
+            self._floor_call.cancel()
+        self._floor_call = None
+
+    # -- the minimum rate ------------------------------------------------------
+
+    def _hold(self, slot: Slot) -> None:
+        """
+        An upload session starts: its slot is held under the minimum-rate rule.
+        """
+        self._slot = slot
+        rate = self.factory.min_rate
+        if rate > 0 and self._floor is None:
+            self._floor = RateFloor(rate, self.factory.clock, self.factory.rate_grace, self.factory.rate_window)
+            self._floor_call = self.callLater(max(1.0, self._floor.due_in()), self._check_rate)
+
+    def _check_rate(self) -> None:
+        self._floor_call = None
+        floor = self._floor
+        if floor is None or not self._connected:
+            return
+        bucket = self.factory.bucket
+        if bucket is not None and bucket.limited:
+            # Never ask more than half of an equal share of our own cap.
+            floor.rate = min(self.factory.min_rate, bucket.rate / (2 * max(1, self.factory.slots.active[UP])))
+        rate = floor.check()
+        if rate is None:
+            self._floor_call = self.callLater(max(1.0, floor.due_in()), self._check_rate)
+            return
+        self.log.info(
+            "closing the upload to {peer}: {rate:.0f} bytes/s over {window:g} s, below the minimum of {min:.0f}"
+            " (--min-upload-rate)",
+            peer=self.peer,
+            rate=rate,
+            window=floor.window,
+            min=floor.rate,
+        )
+        self._closing = True
+        self._queue.clear()
+        self._end_session("aborted: too slow")
+        self.transport.abortConnection()
 
     def _handle(self, frame: bytes) -> None:
         message: dict[str, Any] = {}
@@ -414,11 +466,11 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
                 wire.reply(
                     wire.BUSY,
                     request.id,
-                    message=f"serving {self.factory.slots.limit} sessions already; try again later",
+                    message=f"serving {self.factory.slots.limits[UP]} uploads already; try again later",
                 )
             )
             return
-        self._slot = slot
+        self._hold(slot)
         self._serving = True
         found = self._reuse(fname)
         if found is None:
@@ -507,7 +559,7 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             self.log.info("busy: closing seed request from {peer}", peer=self.peer)
             self._close()
             return
-        self._slot = slot
+        self._hold(slot)
         self._serving = True
 
         def found(result: Any) -> None:
@@ -582,9 +634,13 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             transfer.total = (transfer.total or 0) + length
         if first:
             transfer.add(len(first))
+            if self._floor is not None:
+                self._floor.moved(len(first))
 
         def count(chunk: bytes) -> bytes:
             transfer.add(len(chunk))
+            if self._floor is not None:
+                self._floor.moved(len(chunk))
             self.resetTimeout()
             return chunk
 
@@ -656,6 +712,9 @@ class UploadFactory(Factory):
         idle_timeout: float = IDLE_TIMEOUT,
         bucket: TokenBucket | None = None,
         session_linger: float = SESSION_LINGER,
+        min_rate: float = MIN_UPLOAD_RATE,
+        rate_grace: float = UPLOAD_RATE_GRACE,
+        rate_window: float = UPLOAD_RATE_WINDOW,
     ) -> None:
         self.library = library
         self.slots = slots
@@ -665,6 +724,10 @@ class UploadFactory(Factory):
         #: The upload cap (``--upload-rate``), shared by every connection.
         self.bucket = bucket
         self.session_linger = session_linger
+        #: The minimum rate of an upload session (L{MIN_UPLOAD_RATE}).
+        self.min_rate = min_rate
+        self.rate_grace = rate_grace
+        self.rate_window = rate_window
         #: Open connections, so a stopping peer can close them.
         self.connections: set[UploadProtocol] = set()
         #: Encoded parts of get headers, by published entry (L{get_header}).

@@ -213,6 +213,8 @@ class PeerDashboard:
         slots = self.node.slots
         return {
             "limit": slots.limit,
+            "upload_limit": slots.limits["up"],
+            "download_limit": slots.limits["down"],
             "in_use": slots.in_use,
             "uploads": slots.active.get("up", 0),
             "downloads": slots.active.get("down", 0),

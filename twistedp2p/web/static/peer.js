@@ -53,7 +53,8 @@
 
   function renderSlots(k) {
     if (!k) return;
-    const parts = [k.uploads + " up", k.downloads + " down"];
+    const of = (n, limit) => (limit === undefined ? n : n + " of " + limit);
+    const parts = [of(k.uploads, k.upload_limit) + " up", of(k.downloads, k.download_limit) + " down"];
     if (k.waiting) parts.push(k.waiting + " waiting");
     setText("slots-text", k.in_use + " / " + k.limit + " (" + parts.join(", ") + ")");
     const bar = document.querySelector("#slots-bar > span");
