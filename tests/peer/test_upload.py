@@ -767,6 +767,29 @@ class OutputFlowControlTests(SynchronousTestCase):
         self.assertTrue(t.disconnecting)
         self.assertIsNone(t.producer)
 
+    def test_draining_reader_is_progress(self) -> None:
+        """
+        A reader that takes the buffered answers now and then (each time
+        within the idle timeout) keeps its connection.
+        """
+        proto, t = self.connect()
+        # Piece lists queued behind a range: answered as the reader drains,
+        # with no further request coming.
+        n = MAX_PIPELINED - 1
+        proto.dataReceived(
+            frame({"action": "get", "fname": "a.bin", "offset": 0, "length": 10})
+            + b"".join(frame({"action": "pieces", "fname": "a.bin", "id": i}) for i in range(n))
+        )
+        drains = 0
+        while t.value() or t.producer is not None:
+            self.parts.clock.advance(50)
+            self.assertFalse(t.disconnecting)
+            t.drain()
+            drains += 1
+        self.assertGreater(drains, 3)
+        header, rest = split_frame(t.delivered)
+        self.assertEqual([r["id"] for r in all_frames(rest[10:])], list(range(n)))
+
     def test_idle_timeout_while_output_full(self) -> None:
         """
         A reader that never reads the answers is closed by the idle timeout

@@ -420,12 +420,14 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
     def resumeProducing(self) -> None:
         """
         The transport's buffer drained: answer what is queued, then read on.
+        (The reader took every byte we had: progress, for the idle timeout.)
         """
         if not self._output_full:
             return
         self._unwatch_output()
         if not self._connected or self._closing:
             return
+        self.resetTimeout()
         self.paused = False
         self.transport.resumeProducing()
         self._drain()
