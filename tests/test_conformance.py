@@ -547,6 +547,24 @@ class ConformanceTests(unittest.TestCase):
                 problems.append("the peer port did not close after an error or busy answer")
         return problems
 
+    @inlineCallbacks
+    def test_version_negotiation(self):
+        """
+        What "Versions" says: 1 to 1000 accepted, the answer always says 1,
+        anything else is bad_field.
+        """
+        for version, port in ((1000, 7001), (2, 7002)):
+            client = yield self.connect_tracker()
+            answer = yield client.ask(
+                {"action": "hello", "hostname": "v", "p2p_port": port, "version": version, "id": 1}
+            )
+            self.assertEqual((answer["status"], answer["version"]), ("success", 1))
+            self.assertEqual(self.tracker.registry.session(answer["session"]).version, version)
+        for version in (0, 1001, 1.0, "1", True):
+            client = yield self.connect_tracker()
+            answer = yield client.ask({"action": "hello", "hostname": "v", "p2p_port": 7003, "version": version})
+            self.assertEqual((answer["status"], answer["code"]), ("error", "bad_field"), version)
+
     # -- the other direction: nothing undocumented ----------------------------------
 
     def test_every_action_has_an_example(self):
