@@ -565,6 +565,78 @@ class ConformanceTests(unittest.TestCase):
             answer = yield client.ask({"action": "hello", "hostname": "v", "p2p_port": 7003, "version": version})
             self.assertEqual((answer["status"], answer["code"]), ("error", "bad_field"), version)
 
+    @inlineCallbacks
+    def test_what_counts_as_a_pong(self):
+        """
+        The heartbeat as documented: an answer with the ping's id counts
+        whatever its status; requests do not count, and a session that
+        only sends requests is evicted by a close without a frame.
+        """
+        registry = self.tracker.registry
+        misses = registry.misses
+
+        class Answering(Client):
+            def _parse(self) -> None:
+                Client._parse(self)
+                for ping in self.pings[self.answered :]:
+                    self.send({"status": "error", "id": ping["id"], "code": "x", "message": "not a pong"})
+                self.answered = len(self.pings)
+
+        answering = yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", self.tracker_port), Answering(answer_pings=False)
+        )
+        answering.answered = 0
+        self.addCleanup(answering.transport.loseConnection)
+        chatty = yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", self.tracker_port), Client(answer_pings=False)
+        )
+        self.addCleanup(chatty.transport.loseConnection)
+        for client, hostname in ((answering, "answers-with-errors"), (chatty, "only-asks")):
+            welcome = yield client.ask({"action": "hello", "hostname": hostname, "p2p_port": 7010, "version": 1, "id": 1})
+            self.assertEqual(welcome["status"], "success")
+        # The chatty one sends a request (which is answered) for each ping
+        # instead of answering it, until it is evicted.
+        while not chatty.closed:
+            seen = len(chatty.pings)
+            yield chatty.until(lambda: len(chatty.pings) > seen or chatty.closed, timeout=10.0)
+            if not chatty.closed:
+                pong = yield chatty.ask({"action": "ping", "id": 99})
+                self.assertEqual(pong, {"status": "success", "id": 99, "message": "pong"})
+        # Closed without a frame: nothing but pings and the pongs asked for.
+        self.assertEqual((chatty.buffer, chatty._frames), (b"", []))
+        self.assertEqual({p["action"] for p in chatty.pings}, {"ping"})
+        self.assertGreaterEqual(len(chatty.pings), misses)
+        # Meanwhile the other one, answering with error frames, stays.
+        yield answering.until(lambda: len(answering.pings) > 2 * misses, timeout=10.0)
+        self.assertFalse(answering.closed)
+        [status] = [p for p in registry.peers() if p.session.hostname == "answers-with-errors"]
+        self.assertLess(status.missed, misses)
+
+    @inlineCallbacks
+    def test_last_seen_not_refreshed_by_reads(self):
+        """
+        docs/api.md: last_seen moves with hello, publish, unpublish and
+        answered pings, not with other requests (a seed session: no pings).
+        """
+        registry = self.tracker.registry
+        yield self.seed.ask({"action": "hello", "hostname": "reader", "p2p_port": 7020})
+
+        def last_seen() -> float:
+            [status] = [p for p in registry.peers() if p.session.hostname == "reader"]
+            return status.last_seen
+
+        before = last_seen()
+        for request in (
+            {"action": "fetch", "fname": "notes.pdf"},
+            {"action": "search", "pattern": "notes"},
+            {"action": "list_shared_files"},
+            {"action": "discover", "hostname": "lab-pc-03"},
+            {"action": "ping"},
+        ):
+            answer = yield self.seed.ask(request)
+            self.assertEqual(answer["status"], "success")
+        self.assertEqual(last_seen(), before)
+
     # -- the other direction: nothing undocumented ----------------------------------
 
     def test_every_action_has_an_example(self):
