@@ -111,15 +111,26 @@ class ParseRequestTests(SynchronousTestCase):
 
 class FnameTests(SynchronousTestCase):
     def test_good_names(self) -> None:
-        for name in ("notes.pdf", "a b.txt", "résumé.doc", "x" * 255, "日本語.txt"):
+        for name in (
+            "notes.pdf", "a b.txt", "résumé.doc", "x" * 255, "日本語.txt",
+            "a/b", "docs/sub/my notes.txt", "x/" + "y" * 253,
+        ):
             self.assertIsNone(wire.fname_problem(name), name)
 
     def test_bad_names(self) -> None:
         for name in (
-            "", "a/b", "a\\b", "..", "../etc/passwd", "a..b", ".hidden", "tab\there",
+            "", "a\\b", "..", "../etc/passwd", "a..b", ".hidden", "tab\there",
             "nl\n", "x" * 256, "é" * 128, " lead", "trail ", None, 3,
+            "/abs", "a/", "a//b", "/", "a/../b", "a/.hidden", ".p2p/library.json",
+            "a /b", "a/ b", "docs/x" + "y" * 250, "a/\x00",
         ):
             self.assertIsNotNone(wire.fname_problem(name), repr(name))
+
+    def test_folders(self) -> None:
+        self.assertIsNone(wire.folder_problem("docs/"))
+        self.assertIsNone(wire.folder_problem("docs/sub/"))
+        for folder in ("docs", "/", "docs//", "/docs/", ".p2p/", "../", None):
+            self.assertIsNotNone(wire.folder_problem(folder), repr(folder))
 
     def test_sha256(self) -> None:
         self.assertTrue(wire.is_sha256("0" * 64))

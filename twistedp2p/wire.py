@@ -149,10 +149,13 @@ def fname_problem(fname: object) -> str | None:
     """
     Say what is wrong with a shared name, or return None when it is fine.
 
-    A shared name is a single path component: non-empty, at most 255 bytes
-    of UTF-8, no ``/`` or ``\\``, no ``..``, no control characters, and not
-    starting with ``.`` (hidden names are the peer's own: state, ``.part``
-    files).
+    A shared name is a relative path of one or more components separated
+    by ``/`` (a published folder's files are ``DIR/relative/path``): 1 to
+    255 bytes of UTF-8 in all, no ``\\``, no ``..`` anywhere, no control
+    characters; no empty component (so no leading, trailing or doubled
+    ``/``), and no component starting with ``.`` (hidden names are the
+    peer's own: state, ``.part`` files) or starting or ending with white
+    space.
     """
     if not isinstance(fname, str):
         return "a shared name must be a string"
@@ -160,16 +163,42 @@ def fname_problem(fname: object) -> str | None:
         return "a shared name must not be empty"
     if len(fname.encode("utf-8", "surrogatepass")) > MAX_FNAME_BYTES:
         return f"a shared name is at most {MAX_FNAME_BYTES} bytes of UTF-8"
-    if "/" in fname or "\\" in fname:
-        return "a shared name must not contain path separators"
+    if "\\" in fname:
+        return "a shared name must not contain '\\'"
     if ".." in fname:
         return "a shared name must not contain '..'"
-    if fname.startswith("."):
-        return "a shared name must not start with '.'"
     if _has_control(fname):
         return "a shared name must not contain control characters"
-    if fname != fname.strip():
-        return "a shared name must not start or end with white space"
+    if "/" not in fname:
+        return _component_problem(fname, "a shared name")
+    for part in fname.split("/"):
+        if not part:
+            return "a shared name must not start or end with '/' or contain '//'"
+        problem = _component_problem(part, "a folder or file name in a shared name")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _component_problem(part: str, what: str) -> str | None:
+    if part.startswith("."):
+        return f"{what} must not start with '.'"
+    if part != part.strip():
+        return f"{what} must not start or end with white space"
+    return None
+
+
+def folder_problem(folder: object) -> str | None:
+    """
+    Say what is wrong with a folder prefix (``DIR/``, as ``fetch DIR/``
+    and folder listings take it), or return None when it is fine: a valid
+    shared name followed by one ``/``.
+    """
+    if not isinstance(folder, str) or not folder.endswith("/"):
+        return "a folder must end with '/'"
+    problem = fname_problem(folder[:-1])
+    if problem is not None:
+        return problem.replace("a shared name", "a folder name", 1)
     return None
 
 

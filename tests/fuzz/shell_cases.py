@@ -35,7 +35,7 @@ from twisted.logger import globalLogPublisher
 from twistedp2p import errors
 from twistedp2p.peer.download import FetchResult, SourceInfo
 from twistedp2p.peer.events import Events
-from twistedp2p.peer.node import PublishResult, UnpublishResult
+from twistedp2p.peer.node import FolderFetchResult, PublishResult, UnpublishResult
 from twistedp2p.peer.shell import PeerShell
 from twistedp2p.tracker.registry import Registry
 from twistedp2p.tracker.shell import TrackerShell
@@ -266,6 +266,13 @@ class FakeNode:
 
     def publish(self, lname: str, fname: str, force: bool = False) -> Any:
         return self._answer(fname, PublishResult(fname, "created", 7, SHA, "/repo/" + lname))
+
+    def publish_any(self, lname: str, fname: str | None = None, force: bool = False) -> Any:
+        name = lname if fname is None else fname
+        return self._answer(name, [PublishResult(name, "created", 7, SHA, "/repo/" + lname)])
+
+    def fetch_folder(self, folder: str, source: str | None = None, force: bool = False, progress: Any = None) -> Any:
+        return self._answer(folder, FolderFetchResult(folder, (), (), ()))
 
     def unpublish(self, fname: str) -> Any:
         return self._answer(fname, UnpublishResult(fname, True))

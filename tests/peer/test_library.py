@@ -137,7 +137,7 @@ class DescribeTests(LibraryTestMixin, SynchronousTestCase):
 
     def test_bad_names(self) -> None:
         self.write(self.repo / "a")
-        for bad in ("", ".hidden", "a/b", "a\\b", "x..y", " pad", "tab\tname", "é" * 200):
+        for bad in ("", ".hidden", "/a", "a/", "a/.b", "a\\b", "x..y", " pad", "tab\tname", "é" * 200):
             f = self.failureResultOf(self.library().describe("a", bad), errors.BadName)
             self.assertIn("shared name", str(f.value))
 

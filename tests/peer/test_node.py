@@ -166,7 +166,7 @@ class UnpublishTests(NodeTestsMixin, SynchronousTestCase):
 
     def test_not_published(self) -> None:
         self.failureResultOf(self.node.unpublish("A"), errors.NotPublished)
-        self.failureResultOf(self.node.unpublish("a/b"), errors.BadName)
+        self.failureResultOf(self.node.unpublish("a//b"), errors.BadName)
 
     def test_tracker_down_still_unpublishes_locally(self) -> None:
         self.write("a.txt")

@@ -50,8 +50,12 @@ class FakeNode:
         self.calls.append((name, args, kwargs, d))
         return d
 
-    def publish(self, lname, fname, force=False):
-        return self._call("publish", lname, fname, force=force)
+    def publish_any(self, lname, fname=None, force=False):
+        d = self._call("publish", lname, fname, force=force)
+        return d.addCallback(lambda r: r if isinstance(r, list) else [r])
+
+    def fetch_folder(self, folder, source=None, force=False, progress=None):
+        return self._call("fetch_folder", folder, source=source, force=force, progress=progress)
 
     def unpublish(self, fname):
         return self._call("unpublish", fname)
@@ -137,13 +141,13 @@ class ShellTests(SynchronousTestCase):
         self.assertEqual(self.node.calls[0][2]["source"], "lab-3")
 
     def test_error_lines(self) -> None:
-        self.type('publish "unclosed\nfrobnicate\npublish onlyone\nfetch f --bogus\nfetch f --from\n')
+        self.type('publish "unclosed\nfrobnicate\npublish one two three\nfetch f --bogus\nfetch f --from\n')
         self.assertEqual(
             self.output(),
             [
                 "error: cannot parse the line (No closing quotation)",
                 "error: unknown command 'frobnicate'; type help",
-                "error: usage: publish LNAME FNAME [--force]",
+                "error: usage: publish LNAME [FNAME] [--force]",
                 "error: fetch: unknown option --bogus",
                 "error: fetch: --from needs a value",
             ],

@@ -145,6 +145,16 @@ class ShellTests(SynchronousTestCase):
         self.assertEqual(t.value(), b"shell closed; the tracker is still running (stop it with Ctrl-C)\n")
         self.assertEqual(self.quits, [])
 
+    def test_files_in_a_folder(self):
+        a, _ = self.hello("a", 1)
+        for name in ("docs/a.txt", "docs/sub/b c.txt", "mydocs/x", "docs.txt"):
+            self.successResultOf(self.registry.publish(a.session_id, name, None, 10, 1.0, SHA_A, False))
+        self.assertEqual(
+            [l.split()[0] for l in self.command("files docs/")[1:]], ["docs/a.txt", "docs/sub/b"]
+        )
+        self.assertEqual(self.command("files none/"), ["no files match 'none/'"])
+        self.assertEqual(len(self.command("files docs")) - 1, 4, "a substring as before")
+
     def test_discover(self):
         a, _ = self.hello("a", 4000)
         self.successResultOf(self.registry.publish(a.session_id, "notes.pdf", None, 10, 1.0, SHA_A, False))

@@ -18,6 +18,7 @@ synchronous call in unit tests.
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -52,6 +53,10 @@ SERVING_RECHECK = 1.0
 MAX_SERVED_OPEN = 64
 
 RunInThread = Callable[..., Deferred]
+
+
+class ChangedWhileHashing(errors.P2PError):
+    """the file changed while it was being hashed"""
 
 
 def run_synchronously(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
@@ -435,7 +440,7 @@ class Library:
             after.st_dev,
             after.st_ino,
         ) or pieces.size != after.st_size:
-            raise errors.P2PError(f"{path}: the file changed while it was being hashed; try again")
+            raise ChangedWhileHashing(f"{path}: the file changed while it was being hashed; try again")
         return Entry(
             fname=fname,
             path=str(path),
@@ -730,6 +735,249 @@ class Library:
             except Exception:
                 self.log.failure("stale observer {observer} failed", observer=observer)
 
+    # -- names, folders and globs (``publish FILE``, ``publish DIR``) -------------
+
+    def name_for(self, lname: str) -> str:
+        """
+        The shared name C{publish LNAME} (one argument) gives a file or a
+        folder: its path relative to the repository or the share root it
+        is in, C{/}-separated, as the user wrote it (C{..} and C{.}
+        collapsed, symbolic links not followed); a path that is only
+        inside a root once its links are resolved is named from its
+        resolved path.  A root itself is named by its last component
+        (blocking: resolves the path).
+
+        @raise errors.UnsafePath: if it is inside no root.
+        @raise errors.BadName: if that name is not a valid shared name.
+        """
+        given = Path(os.path.abspath(self.repo / lname))
+        candidates = [given]
+        try:
+            candidates.append(given.resolve(strict=True))
+        except (OSError, RuntimeError):
+            pass
+        for path in candidates:
+            # The most specific root first (a repository inside a share root).
+            for root in sorted(self.roots(), key=lambda r: len(r.parts), reverse=True):
+                if path == root:
+                    name = root.name
+                elif path.is_relative_to(root):
+                    name = "/".join(path.relative_to(root).parts)
+                else:
+                    continue
+                problem = wire.fname_problem(name)
+                if problem is not None:
+                    raise errors.BadName(
+                        f"{lname}: cannot be shared as {name!r} ({problem}); give a name: publish LNAME FNAME"
+                    )
+                return name
+        raise errors.UnsafePath(f"{lname}: outside the repository ({self.repo}) and every share root")
+
+    def expand(self, pattern: str) -> list[str]:
+        """
+        The paths a glob (C{*}, C{?}, C{[...]}) matches (blocking): an
+        absolute pattern as it is, a relative one in the repository and in
+        each share root.  Hidden names match only a pattern component that
+        starts with C{.}; matches in the repository's hidden state are
+        dropped.  Sorted, without duplicates (by resolved path).
+        """
+        if os.path.isabs(pattern):
+            bases = [Path("/")]
+            relative = pattern.lstrip("/")
+        else:
+            bases = list(self.roots())
+            relative = pattern
+        found: dict[str, str] = {}
+        for base in bases:
+            for match in sorted(glob.glob(relative, root_dir=base)):
+                path = base / match
+                if _hidden_in_repo(path, self.repo):
+                    continue
+                try:
+                    key = str(path.resolve(strict=True))
+                except (OSError, RuntimeError):
+                    key = str(path)
+                found.setdefault(key, str(path))
+        return sorted(found.values())
+
+    def is_folder(self, lname: str) -> bool:
+        """
+        C{lname} (relative to the repository, or absolute) is a directory
+        (blocking; symbolic links followed).
+        """
+        return os.path.isdir(self.repo / lname)
+
+    def scan_folder(self, lname: str, prefix: str | None = None) -> "FolderScan":
+        """
+        Every regular file below the folder C{lname}, each with its shared
+        name C{PREFIX/relative/path} (C{prefix} defaults to L{name_for}
+        C{lname}) (blocking: walks the tree; run it in a thread).
+
+        The folder must resolve inside a root.  Hidden files and folders
+        (names starting with C{.}: the peer's state, partial downloads) are
+        skipped silently; symbolic links to files are followed when they
+        resolve inside a root; links to folders are not followed; anything
+        else that cannot be shared is listed in C{problems}.  At most
+        C{wire.MAX_LIMIT} files (what one folder listing returns).
+
+        @raise errors.UnsafePath: if C{lname} is not a folder inside a root.
+        @raise errors.BadName: if the prefix is not a valid shared name.
+        """
+        given = self.repo / lname
+        try:
+            real = given.resolve(strict=True)
+        except FileNotFoundError:
+            raise errors.UnsafePath(f"{lname}: no such folder")
+        except (OSError, RuntimeError) as e:
+            reason = getattr(e, "strerror", None) or str(e)
+            raise errors.UnsafePath(f"{lname}: cannot resolve the path ({reason})")
+        if not real.is_dir():
+            raise errors.UnsafePath(f"{lname}: is not a folder")
+        if self._root_of(real) is None:
+            raise errors.UnsafePath(
+                f"{lname}: resolves to {real}, which is outside the repository"
+                f" ({self.repo}) and every share root"
+            )
+        if _hidden_in_repo(real, self.repo):
+            raise errors.UnsafePath(f"{lname}: hidden folders in the repository are the peer's own state")
+        if prefix is None:
+            prefix = self.name_for(lname)
+        problem = wire.fname_problem(prefix)
+        if problem is not None:
+            raise errors.BadName(f"{prefix!r}: {problem}")
+        scan = FolderScan(prefix, str(real))
+        for top, dirs, files in os.walk(real):
+            folder = Path(top)
+            inner = folder.relative_to(real).parts
+            keep = []
+            for d in sorted(dirs):
+                if d.startswith("."):
+                    continue
+                if (folder / d).is_symlink():
+                    scan.problems.append((_join(prefix, inner, d), "a link to a folder is not followed"))
+                    continue
+                keep.append(d)
+            dirs[:] = keep
+            for f in sorted(files):
+                if f.startswith("."):
+                    continue
+                fname = _join(prefix, inner, f)
+                path = folder / f
+                problem = wire.fname_problem(fname)
+                if problem is not None:
+                    scan.problems.append((fname, problem))
+                    continue
+                try:
+                    target = path.resolve(strict=True)
+                    mode = os.stat(target).st_mode
+                except (OSError, RuntimeError) as e:
+                    scan.problems.append((fname, f"cannot resolve the path ({getattr(e, 'strerror', None) or e})"))
+                    continue
+                if not stat.S_ISREG(mode):
+                    scan.problems.append((fname, "not a regular file"))
+                    continue
+                if self._root_of(target) is None or _hidden_in_repo(target, self.repo):
+                    scan.problems.append((fname, f"a link to {target}, outside every share root"))
+                    continue
+                if len(scan.files) >= wire.MAX_LIMIT:
+                    scan.problems.append((fname, f"a folder is published with at most {wire.MAX_LIMIT} files"))
+                    continue
+                scan.files.append((fname, str(target)))
+        scan.files.sort()
+        scan.problems.sort()
+        return scan
+
+    def describe_path(self, path: str, fname: str) -> Entry:
+        """
+        Hash the file at C{path} (already checked by L{scan_folder}) as an
+        entry for C{fname} (blocking: run it in a thread).
+        """
+        real = self.resolve(path)
+        self.check_size(os.stat(real).st_size, fname)
+        return self._entry_for(fname, real, self._now())
+
+    def put_many(self, entries: Sequence[Entry]) -> Deferred:
+        """
+        Add or replace several entries and save once.
+        """
+        for entry in entries:
+            self._entries[entry.fname] = entry
+            self._forget_served(entry.fname)
+        return self._save()
+
+    def make_folders(self, fname: str) -> None:
+        """
+        Create the folders a download of C{fname} (C{DIR/sub/NAME}) lands
+        in, inside the repository (blocking).  Folders that exist must
+        resolve inside the repository, outside its hidden state: a link
+        somewhere else is refused before anything is created.
+
+        @raise errors.UnsafePath: naming what is wrong.
+        """
+        parts = fname.split("/")[:-1]
+        if not parts:
+            return
+        folder = self.repo.joinpath(*parts)
+        existing = folder
+        while not os.path.lexists(existing):
+            existing = existing.parent
+        for path in (existing, None):
+            if path is None:
+                try:
+                    os.makedirs(folder, exist_ok=True)
+                except OSError as e:
+                    raise errors.UnsafePath(f"cannot create {folder}: {e.strerror or e}")
+                path = folder
+            try:
+                real = path.resolve(strict=True)
+            except (OSError, RuntimeError) as e:
+                raise errors.UnsafePath(f"{path}: cannot resolve the path ({getattr(e, 'strerror', None) or e})")
+            if not real.is_dir():
+                raise errors.UnsafePath(f"{path} is not a folder; {fname} cannot be saved")
+            if not (real == self.repo or real.is_relative_to(self.repo)) or _hidden_in_repo(real, self.repo):
+                raise errors.UnsafePath(f"{path} resolves to {real}, outside the repository; {fname} is not saved")
+
+    # -- noticing changes on disk -------------------------------------------------
+
+    def scan_changes(self) -> Deferred:
+        """
+        Check every entry against its file (in a thread: a few C{stat}
+        calls each, no reading).
+
+        @return: Deferred firing a list of C{(entry, kind, reason)}: kind
+            C{"changed"} when the same path still holds a regular file
+            inside a root but its size or modification time differ (hash it
+            again), C{"gone"} when it may not be served any more.
+        """
+        snapshot = list(self._entries.values())
+
+        def work() -> list[tuple[Entry, str, str]]:
+            out = []
+            for entry in snapshot:
+                reason = self.stale_reason(entry)
+                if reason is not None:
+                    out.append((entry, self._change_kind(entry), reason))
+            return out
+
+        return self._run(work)
+
+    def _change_kind(self, entry: Entry) -> str:
+        try:
+            real = Path(entry.path).resolve(strict=True)
+            mode = os.stat(real).st_mode
+        except (OSError, RuntimeError):
+            return "gone"
+        if str(real) == entry.path and stat.S_ISREG(mode) and self._root_of(real) is not None:
+            return "changed"
+        return "gone"
+
+    def drop(self, entry: Entry, reason: str) -> None:
+        """
+        Stop sharing C{entry} because of C{reason} (if it is still the
+        current entry for its name); C{stale_observers} are told.
+        """
+        self._drop_stale(entry, reason)
+
     # -- persistence -----------------------------------------------------------
 
     def _now(self) -> float:
@@ -855,3 +1103,33 @@ def _close_and_entry(found: Any) -> Entry | None:
     entry, f = found
     f.close()
     return entry
+
+
+@dataclass
+class FolderScan:
+    """
+    What L{Library.scan_folder} found: the shared-name prefix, the folder's
+    real path, C{files} as C{(fname, real path)} and C{problems} as
+    C{(fname, what is wrong)}.
+    """
+
+    prefix: str
+    path: str
+    files: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _join(prefix: str, inner: Sequence[str], name: str) -> str:
+    return "/".join((prefix, *inner, name))
+
+
+def _hidden_in_repo(path: Path, repo: Path) -> bool:
+    """
+    C{path} is, or is inside, a hidden name of the repository (its
+    C{.p2p} state, partial downloads).
+    """
+    try:
+        parts = path.relative_to(repo).parts
+    except ValueError:
+        return False
+    return any(part.startswith(".") for part in parts)

@@ -28,7 +28,7 @@ from twistedp2p.peer.download import (
 from twistedp2p.peer.events import Events
 from twistedp2p.peer.partfile import part_name
 from twistedp2p.peer.pieces import piece_count
-from twistedp2p.peer.library import Entry, Library
+from twistedp2p.peer.library import ChangedWhileHashing, Entry, Library
 from twistedp2p.peer.ratelimit import TokenBucket
 from twistedp2p.peer.slots import DOWN, UP, Slots
 from twistedp2p.peer.swarm import PartState, SwarmDownload, find_states, plan_swarm, read_state, state_name
@@ -44,6 +44,67 @@ class PublishResult:
     size: int
     sha256: str
     path: str
+
+
+@dataclass(frozen=True)
+class FolderPublishResult:
+    """
+    What C{publish DIR} did: the shared-name prefix (C{DIR}), the files
+    published, and C{(fname, message)} for each file that was not.
+    """
+
+    folder: str
+    path: str
+    published: tuple[PublishResult, ...]
+    failed: tuple[tuple[str, str], ...]
+
+    @property
+    def size(self) -> int:
+        return sum(r.size for r in self.published)
+
+
+@dataclass(frozen=True)
+class PublishFailed:
+    """
+    One match of a glob (or one argument) that could not be published.
+    """
+
+    lname: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FolderFetchResult:
+    """
+    What C{fetch DIR/} did: the files fetched (each verified as usual), the
+    names already here with the listed content (not fetched again), and
+    C{(fname, message)} for each file that failed.
+    """
+
+    folder: str
+    fetched: tuple[FetchResult, ...]
+    present: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]
+
+    @property
+    def size(self) -> int:
+        return sum(r.size for r in self.fetched)
+
+    @property
+    def verified(self) -> bool:
+        return all(r.verified for r in self.fetched)
+
+
+#: Files of one folder fetched at once (at most half the K cap, so that
+#: uploads still find slots).
+FOLDER_FETCHES = 4
+#: Tracker publish requests of one folder in flight at once.
+FOLDER_PUBLISHES = 32
+#: Seconds between two checks of the published files for changes on disk.
+WATCH_INTERVAL = 5.0
+
+#: The characters that make a C{publish} argument a glob.
+GLOB_CHARS = "*?["
 
 
 @dataclass(frozen=True)
@@ -247,6 +308,117 @@ class PeerNode:
         )
         return PublishResult(fname, status, entry.size, entry.sha256, entry.path)
 
+    # -- publish FILE, publish DIR, publish GLOB -------------------------------------
+
+    def publish_any(self, lname: str, fname: str | None = None, force: bool = False) -> Deferred:
+        """
+        What the shell's C{publish} does with its arguments: a glob
+        (C{*}, C{?}, C{[}; no C{fname}) publishes each match as if named
+        alone; a folder is published with L{publish_folder}; a file under
+        C{fname}, or without one under L{Library.name_for} its path.
+
+        @return: Deferred firing a list, one item per file or folder, of
+            L{PublishResult}, L{FolderPublishResult} or L{PublishFailed};
+            fails (for one file or folder named alone) as L{publish} does.
+        """
+        return Deferred.fromCoroutine(self._publish_any(lname, fname, force))
+
+    async def _publish_any(self, lname: str, fname: str | None, force: bool) -> list[Any]:
+        if "\0" in lname:
+            raise errors.UnsafePath(f"{lname!r}: a path must not contain NUL")
+        is_glob = any(c in lname for c in GLOB_CHARS)
+        if is_glob and not await self._run(os.path.lexists, self.repo / lname):
+            if fname is not None:
+                raise errors.BadName(f"{lname}: a pattern publishes each match under its own name; give no FNAME")
+            matches = await self._run(self.library.expand, lname)
+            if not matches:
+                raise errors.UnsafePath(f"{lname}: no file matches in the repository or a share root")
+            out: list[Any] = []
+            for match in matches:
+                try:
+                    out.extend(await self._publish_any(match, None, force))
+                except errors.P2PError as e:
+                    out.append(PublishFailed(match, str(e)))
+            return out
+        if await self._run(self.library.is_folder, lname):
+            return [await self.publish_folder(lname, fname, force)]
+        if fname is None:
+            fname = await self._run(self.library.name_for, lname)
+        return [await self.publish(lname, fname, force)]
+
+    def publish_folder(self, lname: str, prefix: str | None = None, force: bool = False) -> Deferred:
+        """
+        Publish every regular file below the folder C{lname} as
+        C{PREFIX/relative/path} (C{prefix}: the folder's own name by
+        default; see L{Library.scan_folder}).  The walk and the hashing
+        run in threads; a file that cannot be published is reported in
+        the result and does not stop the others.
+
+        @return: Deferred firing a L{FolderPublishResult}; fails with
+            L{errors.UnsafePath} or L{errors.BadName} for the folder itself.
+        """
+        return Deferred.fromCoroutine(self._publish_folder(lname, prefix, force))
+
+    async def _publish_folder(self, lname: str, prefix: str | None, force: bool) -> FolderPublishResult:
+        scan = await self._run(self.library.scan_folder, lname, prefix)
+        failed = list(scan.problems)
+        entries: list[tuple[Entry, Entry | None]] = []
+        for fname, path in scan.files:
+            try:
+                entry = await self._run(self.library.describe_path, path, fname)
+            except errors.P2PError as e:
+                failed.append((fname, str(e)))
+                continue
+            existing = self.library.get(fname)
+            if existing is not None and not existing.same_content(entry) and not force:
+                failed.append(
+                    (fname, f"already published for {existing.path}; use --force to replace it")
+                )
+                continue
+            if existing is not None and existing.same_file(entry):
+                entry = dataclasses.replace(entry, published_at=existing.published_at)
+            entries.append((entry, existing))
+        published: list[PublishResult] = []
+        kept: list[Entry] = []
+        for start in range(0, len(entries), FOLDER_PUBLISHES):
+            batch = entries[start : start + FOLDER_PUBLISHES]
+            replies = await DeferredList(
+                [
+                    self._tracker("publish", **self.publish_fields(e, force or old is not None))
+                    for e, old in batch
+                ],
+                consumeErrors=True,
+            )
+            for (entry, existing), (ok, reply) in zip(batch, replies):
+                if not ok:
+                    if not reply.check(errors.P2PError):
+                        self.log.failure("publishing {fname} failed", reply, fname=entry.fname)
+                    failed.append((entry.fname, reply.getErrorMessage()))
+                    continue
+                status = reply.get("status")
+                if status == wire.CONFLICT:
+                    failed.append(
+                        (entry.fname, "the tracker lists it for this peer with different content; use --force")
+                    )
+                    continue
+                if status not in (wire.CREATED, wire.UPDATED, wire.UNCHANGED):
+                    status = wire.CREATED if existing is None else wire.UPDATED
+                kept.append(entry)
+                published.append(PublishResult(entry.fname, status, entry.size, entry.sha256, entry.path))
+        if kept:
+            await self.library.put_many(kept)
+        result = FolderPublishResult(scan.prefix, scan.path, tuple(published), tuple(sorted(failed)))
+        self.events.emit(
+            "published",
+            f"published {scan.prefix}: {len(published)} files",
+            fname=scan.prefix + "/",
+            status="folder",
+            files=len(published),
+            size=result.size,
+            failed=len(failed),
+        )
+        return result
+
     def unpublish(self, fname: str) -> Deferred:
         """
         Stop sharing C{fname}: at once locally, then at the tracker.
@@ -380,6 +552,102 @@ class PeerNode:
         part = self.repo / part_name(fname)
         return self._run(_unlink_quietly, self.repo / state_name(fname)).addCallback(
             lambda _: self._run(_unlink_quietly, part)
+        )
+
+    def fetch_folder(
+        self,
+        folder: str,
+        source: str | None = None,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> Deferred:
+        """
+        Fetch every file the tracker lists under C{folder} (C{DIR/}: a
+        C{search} for that prefix), each as L{fetch} would (verified,
+        shared), at most L{FOLDER_FETCHES} at once.  C{progress} hears the
+        whole folder: C{(bytes done of every file, their total)}.  Names
+        already published here with the listed content are not fetched
+        again (unless C{force}).
+
+        @return: Deferred firing a L{FolderFetchResult}; fails with
+            L{errors.BadName} or L{errors.NoSources} (nothing listed).
+        """
+        return self._track(Deferred.fromCoroutine(self._fetch_folder(folder, source, force, progress)))
+
+    async def _fetch_folder(
+        self, folder: str, source: str | None, force: bool, progress: Progress | None
+    ) -> FolderFetchResult:
+        problem = wire.folder_problem(folder)
+        if problem is not None:
+            raise errors.BadName(f"{folder!r}: {problem}")
+        listed = await self.search(folder)
+        sizes: dict[str, int] = {}
+        shas: dict[str, set[Any]] = {}
+        for item in listed:
+            fname = item.get("fname")
+            if not isinstance(fname, str) or not fname.startswith(folder) or wire.fname_problem(fname):
+                continue
+            size = item.get("file_size")
+            sizes[fname] = max(sizes.get(fname, 0), size if isinstance(size, int) and size >= 0 else 0)
+            shas.setdefault(fname, set()).add(item.get("sha256"))
+        if not sizes:
+            raise errors.NoSources(f"no live source shares a file under {folder}")
+        present = []
+        todo = []
+        for fname in sorted(sizes):
+            entry = self.library.get(fname)
+            if not force and entry is not None and shas[fname] == {entry.sha256}:
+                present.append(fname)
+            else:
+                todo.append(fname)
+        total = sum(sizes[f] for f in todo)
+        done: dict[str, int] = {}
+
+        def file_progress(fname: str) -> Progress:
+            def report(n: int, _total: int | None) -> None:
+                done[fname] = n
+                if progress is not None:
+                    progress(sum(done.values()), total)
+
+            return report
+
+        fetched: list[FetchResult] = []
+        failed: list[tuple[str, str]] = []
+        queue = iter(todo)
+
+        async def worker() -> None:
+            for fname in queue:
+                try:
+                    result = await self.fetch(fname, source, force, file_progress(fname))
+                except errors.AlreadyHave:
+                    present.append(fname)
+                    done[fname] = sizes[fname]
+                except errors.P2PError as e:
+                    failed.append((fname, str(e)))
+                    done[fname] = 0
+                except CancelledError:
+                    raise
+                except Exception as e:
+                    self.log.failure("fetching {fname} failed", fname=fname)
+                    failed.append((fname, f"unexpected failure: {e}"))
+                    done[fname] = 0
+                else:
+                    fetched.append(result)
+                    done[fname] = result.size
+
+        width = max(1, min(FOLDER_FETCHES, self.slots.limit // 2))
+        workers = [Deferred.fromCoroutine(worker()) for _ in range(min(width, len(todo)))]
+        for ok, value in await DeferredList(workers, consumeErrors=True):
+            if not ok:
+                # Only a cancelled fetch gets here (the peer is stopping).
+                value.raiseException()
+        if progress is not None and todo:
+            progress(sum(done.values()), total)
+        return FolderFetchResult(
+            folder,
+            tuple(sorted(fetched, key=lambda r: r.fname)),
+            tuple(sorted(present)),
+            tuple(sorted(failed)),
         )
 
     def _track(self, d: Deferred) -> Deferred:
@@ -519,6 +787,8 @@ class PeerNode:
                 path=existing.path,
                 sha256=existing.sha256,
             )
+        if "/" in fname:
+            await self._run(self.library.make_folders, fname)
         state_path = self.repo / state_name(fname)
         state = await self._run(_read_state_quietly, state_path)
         plan = plan_swarm(sources, prefer_root=state.root if state is not None else None)
@@ -683,6 +953,88 @@ class PeerNode:
             return False
         return True
 
+    # -- changes on disk ---------------------------------------------------------------
+
+    def check_changes(self) -> Deferred:
+        """
+        Look for published files changed on disk (a C{stat} of each, in a
+        thread; the service calls this every L{WATCH_INTERVAL} seconds): a
+        file changed in place is hashed again (in a thread) and published
+        again under the same name (``published`` event with
+        C{republished=True}); a file gone, moved or no longer shareable is
+        unpublished at once (``unpublished`` event, as at a fetch).
+
+        @return: Deferred firing the names republished and unpublished;
+            it never fails (problems are logged).
+        """
+        d = Deferred.fromCoroutine(self._check_changes())
+
+        def failed(failure: Any) -> tuple[list[str], list[str]]:
+            self.log.failure("checking published files for changes failed", failure)
+            return [], []
+
+        return d.addErrback(failed)
+
+    async def _check_changes(self) -> tuple[list[str], list[str]]:
+        republished: list[str] = []
+        dropped: list[str] = []
+        for entry, kind, reason in await self.library.scan_changes():
+            if self.library.get(entry.fname) != entry:
+                continue
+            if kind == "changed":
+                fresh = await self._rehash(entry)
+                if fresh is None:
+                    continue
+                if isinstance(fresh, Entry):
+                    republished.append(entry.fname)
+                    continue
+                reason = fresh
+            self.library.drop(entry, reason)
+            dropped.append(entry.fname)
+        return republished, dropped
+
+    async def _rehash(self, entry: Entry) -> Entry | str | None:
+        """
+        Hash a changed file again and publish it again.  @return: the new
+        entry; None to leave it for the next check (it is still being
+        written, or the entry changed meanwhile); or why it may not be
+        shared any more.
+        """
+        try:
+            fresh = await self.library.describe(entry.path, entry.fname)
+        except ChangedWhileHashing:
+            return None
+        except errors.P2PError as e:
+            return str(e)
+        if self.library.get(entry.fname) != entry:
+            return None
+        await self.library.put(fresh)
+        try:
+            await self._tracker("publish", **self.publish_fields(fresh, True))
+        except (errors.TrackerUnavailable, errors.RequestFailed, errors.IndexUnavailable) as e:
+            self.log.info(
+                "republished {fname} here but could not tell the tracker ({error});"
+                " it is announced on the next connection",
+                fname=entry.fname,
+                error=str(e),
+            )
+        self.log.info(
+            "republished {fname} (changed on disk): {size} bytes, sha256 {sha256}",
+            fname=entry.fname,
+            size=fresh.size,
+            sha256=fresh.sha256,
+        )
+        self.events.emit(
+            "published",
+            f"republished {entry.fname} (changed on disk)",
+            fname=entry.fname,
+            status=wire.UPDATED,
+            size=fresh.size,
+            sha256=fresh.sha256,
+            republished=True,
+        )
+        return fresh
+
     #: Catalogue pages a search follows at most (C{next} cursors), a guard
     #: against a tracker that never ends: 100 pages of up to 1,000 entries.
     MAX_SEARCH_PAGES = 100
@@ -692,7 +1044,8 @@ class PeerNode:
         The tracker's catalogue: one dict per distinct content (``fname``,
         ``file_size``, ``sha256``, ``sources``, ``hostnames``), by name.
         The tracker answers in pages; every page is fetched (following its
-        ``next`` cursor), up to L{MAX_SEARCH_PAGES}.
+        ``next`` cursor), up to L{MAX_SEARCH_PAGES}.  A pattern ending
+        with ``/`` lists that folder.
         """
         if len(pattern) > wire.MAX_PATTERN_CHARS:
             return fail(errors.BadName(f"a pattern is at most {wire.MAX_PATTERN_CHARS} characters"))

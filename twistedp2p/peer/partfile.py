@@ -106,10 +106,16 @@ def part_name(fname: str) -> str:
 
 
 def _hidden(fname: str, suffix: str) -> str:
-    name = f".{fname}{suffix}"
-    if len(name.encode("utf-8")) <= 255:
-        return name
-    return "." + hashlib.sha256(fname.encode("utf-8")).hexdigest()[:40] + suffix
+    """
+    C{.NAME}C{suffix} beside the file: a shared name in a folder
+    (C{DIR/sub/NAME}) keeps its hidden files in that folder
+    (C{DIR/sub/.NAME}C{suffix}).
+    """
+    folder, slash, base = fname.rpartition("/")
+    name = f".{base}{suffix}"
+    if len(name.encode("utf-8")) > 255:
+        name = "." + hashlib.sha256(base.encode("utf-8")).hexdigest()[:40] + suffix
+    return folder + slash + name
 
 
 # -- ordered thread jobs ---------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
@@ -30,7 +31,7 @@ from twistedp2p.endpoints import client_endpoint, parse_client, parse_server
 from twistedp2p.peer.download import DownloadSettings
 from twistedp2p.peer.events import Events
 from twistedp2p.peer.library import Library
-from twistedp2p.peer.node import PeerNode
+from twistedp2p.peer.node import WATCH_INTERVAL, PeerNode
 from twistedp2p.peer.ratelimit import TokenBucket, parse_size
 from twistedp2p.peer.slots import Slots
 from twistedp2p.peer.tracker_link import TrackerLink
@@ -57,6 +58,19 @@ def _positive_seconds(value: str) -> float:
 
 
 _positive_seconds.coerceDoc = "Seconds, greater than 0."  # type: ignore[attr-defined]
+
+
+def _seconds_or_off(value: str) -> float:
+    """
+    A number of seconds, or 0 for never.
+    """
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise usage.UsageError(f"not a number of seconds: {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise usage.UsageError(f"must be 0 (never) or a positive number of seconds: {value!r}")
+    return seconds
 
 
 def _at_least_one(value: str) -> int:
@@ -146,6 +160,13 @@ class Options(usage.Options):
         ["upload-rate", None, 0, "Cap on the peer's total upload rate", _rate],
         ["download-rate", None, 0, "Cap on the peer's total download rate", _rate],
         ["max-file-size", None, None, "Refuse to publish or download files larger than this", _bytes],
+        [
+            "watch-interval",
+            None,
+            WATCH_INTERVAL,
+            "Seconds between checks of the published files for changes on disk (0: never).",
+            _seconds_or_off,
+        ],
         *WEB_OPTIONS,
         ["discovery-port", None, discovery.DEFAULT_PORT, "UDP port of LAN tracker discovery.", _udp_port],
         [
@@ -296,6 +317,7 @@ class PeerService(MultiService):
         discovery_port: int = discovery.DEFAULT_PORT,
         discovery_interface: str | None = None,
         discovery_wait: float = discovery.DEFAULT_WAIT,
+        watch_interval: float = WATCH_INTERVAL,
     ) -> None:
         MultiService.__init__(self)
         self.reactor = reactor
@@ -353,6 +375,12 @@ class PeerService(MultiService):
             min_rate=min_upload_rate,
         )
         self.node.uploads = self.upload_factory
+        #: Published files changed on disk are published again (or
+        #: unpublished) without waiting for a fetch to notice: a check every
+        #: C{watch_interval} seconds while the service runs (0: never).
+        self.watch_interval = watch_interval
+        self.watcher = LoopingCall(self.node.check_changes)
+        self.watcher.clock = reactor
         self.shell = shell
         self.port: Any = None
         self._waiters: list[Deferred] = []
@@ -428,6 +456,8 @@ class PeerService(MultiService):
         if self.discovery is not None:
             self.addService(self.discovery)
         self.addService(self.link)
+        if self.watch_interval and not self.watcher.running:
+            self.watcher.start(self.watch_interval, now=True)
         if self.web is not None:
             self.addService(self.web)
             say_dashboard(self.web, "peer")
@@ -476,6 +506,8 @@ class PeerService(MultiService):
         downloads record their verified pieces before the peer exits.
         """
         recorded = self.node.stop()
+        if self.watcher.running:
+            self.watcher.stop()
         stopping = MultiService.stopService(self)
         self.upload_factory.disconnect_all()
         self.library.close()
@@ -526,5 +558,6 @@ def makeService(config: Options, reactor: Any = None, **overrides: Any) -> PeerS
         discover=config["discover"],
         discovery_port=config["discovery-port"],
         discovery_interface=config["discovery-interface"],
+        watch_interval=config["watch-interval"],
         **overrides,
     )

@@ -31,6 +31,9 @@ from twistedp2p.textfmt import human_size, quote_name, short_hash, table
 HELP = """\
 commands:
   publish LNAME FNAME [--force]   share local file LNAME (in the repository or a share root) as FNAME
+  publish PATH [--force]          share a file under its path in the repository (or share root);
+                                  a folder: every file below it as PATH/relative/path;
+                                  a glob (*.pdf): each match, as if named alone
   unpublish FNAME                 stop sharing FNAME
   fetch FNAME [--from HOSTNAME] [--force]
                                   download FNAME into the repository (verified, from up to
@@ -40,6 +43,8 @@ commands:
   pause FNAME                     stop fetching FNAME, keeping its verified pieces
   resume FNAME                    continue a paused (or partial) download
   cancel FNAME                    stop fetching FNAME and remove its partial download
+  fetch DIR/ [--from HOSTNAME] [--force]
+                                  download every file the tracker lists under DIR/
   search [PATTERN]                list shared files (substring, or glob with * ? [)
   status                          tracker link, limits, published files, transfers
   help                            this text
@@ -112,6 +117,35 @@ def parse_args(
 
 def format_publish(result: Any) -> str:
     return f"published {result.fname}: {result.status} ({result.size} bytes, sha256 {result.sha256})"
+
+
+def format_publish_any(result: Any) -> list[str]:
+    """
+    The lines for one item of L{PeerNode.publish_any}: a file, a folder
+    (a summary line, then one ``error:`` line per file left out) or a
+    failure.
+    """
+    if hasattr(result, "message") and hasattr(result, "lname"):
+        return [f"error: {result.message}"]
+    if hasattr(result, "folder"):
+        n = len(result.published)
+        lines = [f"published {result.folder}: {n} file{'' if n == 1 else 's'}, {human_size(result.size)}"]
+        lines.extend(f"error: {fname}: {message}" for fname, message in result.failed)
+        return lines
+    return [format_publish(result)]
+
+
+def format_fetch_folder(result: Any) -> list[str]:
+    """
+    The summary of C{fetch DIR/}, then one ``error:`` line per file that
+    failed.
+    """
+    n = len(result.fetched)
+    check = "verified" if result.verified else "not all verified (seed sources)"
+    line = f"fetched {result.folder}: {n} file{'' if n == 1 else 's'}, {human_size(result.size)}, {check}"
+    if result.present:
+        line += f" ({len(result.present)} already here)"
+    return [line] + [f"error: {fname}: {message}" for fname, message in result.failed]
 
 
 def format_unpublish(result: Any) -> str:
@@ -337,6 +371,8 @@ class PeerShell(ShellLineReceiver):
             self.say(event.message)
         elif event.kind == "unpublished" and event.fields.get("reason") != "requested":
             self.say(f"notice: {event.message}")
+        elif event.kind == "published" and event.fields.get("republished"):
+            self.say(event.message)
         elif event.kind == "resuming":
             self.say(event.message)
         elif event.kind == "resume_failed":
@@ -400,6 +436,12 @@ class PeerShell(ShellLineReceiver):
         transfers = getattr(self.node, "transfers", None)
         if transfers is None:
             return None
+        if fname.endswith("/"):
+            # A folder (fetch DIR/): the sources of its files being fetched.
+            down = [t for t in transfers.active() if t.direction == "down" and t.fname.startswith(fname)]
+            if not down:
+                return None
+            return SimpleNamespace(sources=sum(t.sources or 1 for t in down), resumed=0)
         for t in transfers.active():
             if t.direction == "down" and t.fname == fname:
                 return t
@@ -515,9 +557,15 @@ class PeerShell(ShellLineReceiver):
     do_exit = do_quit
 
     def do_publish(self, args: Sequence[str]) -> Deferred:
-        a = parse_args("publish", args, ["LNAME", "FNAME"], flags=["force"])
-        d = self.node.publish(a["LNAME"], a["FNAME"], force=a["force"])
-        return d.addCallback(lambda r: self.say(format_publish(r)))
+        a = parse_args("publish", args, ["LNAME"], optional=["FNAME"], flags=["force"])
+        d = self.node.publish_any(a["LNAME"], a["FNAME"], force=a["force"])
+
+        def show(results: list[Any]) -> None:
+            for result in results:
+                for line in format_publish_any(result):
+                    self.say(line)
+
+        return d.addCallback(show)
 
     def do_unpublish(self, args: Sequence[str]) -> Deferred:
         a = parse_args("unpublish", args, ["FNAME"])
@@ -526,6 +574,12 @@ class PeerShell(ShellLineReceiver):
     def do_fetch(self, args: Sequence[str]) -> Deferred | None:
         a = parse_args("fetch", args, ["FNAME"], flags=["force"], options=["from"])
         fname = a["FNAME"]
+        if fname.endswith("/"):
+            return self._fetching(
+                fname,
+                lambda progress: self.node.fetch_folder(fname, source=a["from"], force=a["force"], progress=progress),
+                format_fetch_folder,
+            )
         return self._fetching(
             fname,
             lambda progress: self.node.fetch(fname, source=a["from"], force=a["force"], progress=progress),
@@ -553,10 +607,15 @@ class PeerShell(ShellLineReceiver):
 
         return self.node.cancel(fname).addCallback(done)
 
-    def _fetching(self, fname: str, start: Callable[[Any], Deferred]) -> Deferred | None:
+    def _fetching(
+        self,
+        fname: str,
+        start: Callable[[Any], Deferred],
+        lines: Callable[[Any], list[str]] = lambda r: [format_fetch(r)],
+    ) -> Deferred | None:
         """
-        Start a fetch with a progress display; its result line is printed
-        when it ends.  Interactively it runs in the background (the
+        Start a fetch with a progress display; its result C{lines} are
+        printed when it ends.  Interactively it runs in the background (the
         command is done at once), else the command waits for it.
         """
         progress = self._progress(fname)
@@ -572,7 +631,11 @@ class PeerShell(ShellLineReceiver):
             return result
 
         d.addBoth(finished)
-        d.addCallback(lambda r: self.say(format_fetch(r)))
+        def show(result: Any) -> None:
+            for line in lines(result):
+                self.say(line)
+
+        d.addCallback(show)
         if not self.interactive:
             return d
         text = f"fetch {fname}"

@@ -293,17 +293,12 @@ def write_state(path: Path, state: PartState) -> None:
 
 def find_states(repo: Path) -> list[tuple[Path, PartState | str]]:
     """
-    Every partial-download state file in C{repo} (blocking): C{(path,
-    state)}, or C{(path, why it is unusable)}.
+    Every partial-download state file in C{repo} and its folders (not the
+    hidden ones, not through symbolic links; blocking): C{(path, state)},
+    or C{(path, why it is unusable)}.
     """
     found: list[tuple[Path, PartState | str]] = []
-    try:
-        names = sorted(os.listdir(repo))
-    except OSError:
-        return found
-    for name in names:
-        if not (name.startswith(".") and name.endswith(".part.json")):
-            continue
+    for name in _state_files(repo):
         path = repo / name
         try:
             state = read_state(path)
@@ -316,6 +311,20 @@ def find_states(repo: Path) -> list[tuple[Path, PartState | str]]:
                 continue
             found.append((path, state))
     return found
+
+
+def _state_files(repo: Path) -> list[str]:
+    """
+    The names (relative to C{repo}, C{/}-separated) of the files that look
+    like partial-download states, sorted.
+    """
+    names: list[str] = []
+    for top, dirs, files in os.walk(repo):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        folder = os.path.relpath(top, repo)
+        prefix = "" if folder == "." else folder.replace(os.sep, "/") + "/"
+        names.extend(prefix + f for f in files if f.startswith(".") and f.endswith(".part.json"))
+    return sorted(names)
 
 
 # -- the writer threads ------------------------------------------------------------------

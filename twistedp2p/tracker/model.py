@@ -204,11 +204,16 @@ def pattern_matcher(pattern: str | None) -> Callable[[str], bool]:
     """
     Turn a catalogue search pattern into a predicate on shared names.
 
-    Empty or None matches everything.  A pattern with ``*``, ``?`` or ``[``
-    is a shell glob; anything else is a substring.  Both ignore case.
+    Empty or None matches everything.  A pattern ending with ``/`` is a
+    folder: it matches the names that start with it, exactly (case counts,
+    ``*?[`` are themselves).  Otherwise a pattern with ``*``, ``?`` or
+    ``[`` is a shell glob, and anything else is a substring; both ignore
+    case.
     """
     if not pattern:
         return lambda name: True
+    if pattern.endswith("/"):
+        return lambda name: name.startswith(pattern)
     folded = pattern.casefold()
     if any(c in pattern for c in "*?["):
         return lambda name: fnmatch.fnmatchcase(name.casefold(), folded)

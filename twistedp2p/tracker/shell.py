@@ -22,7 +22,7 @@ from twistedp2p.tracker.registry import PingResult, Registry
 
 _HELP = [
     ("peers", "live sessions: hostname, address, version, since, last seen, files"),
-    ("files [PATTERN]", "the catalogue (glob like *.pdf, or a substring)"),
+    ("files [PATTERN]", "the catalogue (glob like *.pdf, a substring, or a folder like docs/)"),
     ("discover HOSTNAME", "files a host published, with size and sha256"),
     ("ping HOSTNAME", "is that host online (on any tracker), and does its P2P port accept connections"),
     ("evict HOST", "close the sessions of HOST (hostname, IP or IP:PORT) on this tracker and drop their files"),

@@ -321,6 +321,36 @@ class StoreContract:
         self.assertEqual((yield names("nothing")), [])
 
     @inlineCallbacks
+    def test_catalogue_folder(self):
+        """
+        A pattern ending with "/" lists a folder: the names starting with
+        it, exactly (case counts; wildcards are themselves).
+        """
+        a = self.session("a")
+        store = yield self.store_with(a)
+        for name in ["docs/a.txt", "docs/sub/my notes.txt", "Docs/b.txt", "mydocs/c.txt", "docs",
+                     "d_cs/x", "d%cs/y", "a*b/z"]:
+            yield store.put(a.session_id, self.pub(name))
+
+        @inlineCallbacks
+        def names(pattern):
+            entries = yield store.catalogue(pattern, 100)
+            found = [e.fname for e in entries]
+            if hasattr(store, "direct"):
+                direct = yield store.direct().catalogue(pattern, 100)
+                self.assertEqual([e.fname for e in direct], found, pattern)
+            return found
+
+        self.assertEqual((yield names("docs/")), ["docs/a.txt", "docs/sub/my notes.txt"])
+        self.assertEqual((yield names("docs/sub/")), ["docs/sub/my notes.txt"])
+        self.assertEqual((yield names("Docs/")), ["Docs/b.txt"])
+        self.assertEqual((yield names("d_cs/")), ["d_cs/x"])
+        self.assertEqual((yield names("d%cs/")), ["d%cs/y"])
+        self.assertEqual((yield names("a*b/")), ["a*b/z"])
+        self.assertEqual((yield names("none/")), [])
+        self.assertEqual((yield store.catalogue("docs/", 1))[0].fname, "docs/a.txt")
+
+    @inlineCallbacks
     def test_unicode_names(self):
         s = self.session("máy-tính-07 日本")
         store = yield self.store_with(s)

@@ -332,6 +332,8 @@ DB_HOST_FILES = _SOURCE_COLUMNS + " AND s.hostname = %(hostname)s ORDER BY p.seq
 DB_CATALOGUE_ALL = _SOURCE_COLUMNS + " ORDER BY p.fname, p.seq"
 DB_CATALOGUE_SUBSTRING = _SOURCE_COLUMNS + " AND lower(p.fname) LIKE %(like)s ORDER BY p.fname, p.seq"
 DB_CATALOGUE_GLOB = _SOURCE_COLUMNS + " AND lower(p.fname) ~ %(regex)s ORDER BY p.fname, p.seq"
+#: A folder listing (a pattern ending with "/"): the names starting with it, case counting.
+DB_CATALOGUE_PREFIX = _SOURCE_COLUMNS + " AND p.fname LIKE %(like)s ORDER BY p.fname, p.seq"
 
 DB_SESSIONS = """
 SELECT s.session_id, s.tracker_id, s.hostname, s.ip, s.p2p_port, s.version, s.connected_at

@@ -945,11 +945,15 @@ def catalogue_query(pattern: str | None) -> tuple[str, dict[str, Any]]:
     """
     The statement and parameters of a catalogue search, following
     L{twistedp2p.tracker.model.pattern_matcher}: empty matches all, a
-    pattern with C{*}, C{?} or C{[} is a glob, anything else a substring;
-    both compare lower-cased names.
+    pattern ending with C{/} is a folder prefix (case counts), a pattern
+    with C{*}, C{?} or C{[} is a glob, anything else a substring; the last
+    two compare lower-cased names.
     """
     if not pattern:
         return sql.DB_CATALOGUE_ALL, {}
+    if pattern.endswith("/"):
+        escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return sql.DB_CATALOGUE_PREFIX, {"like": f"{escaped}%"}
     folded = pattern.lower()
     if any(c in pattern for c in "*?["):
         return sql.DB_CATALOGUE_GLOB, {"regex": glob_to_regex(folded)}
