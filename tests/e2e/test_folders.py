@@ -51,7 +51,7 @@ def test_publish_folder_fetch_folder(cluster: Cluster) -> None:
     # The tracker lists the folder, in its admin shell too.
     tracker.send("files docs/notes/")
     tracker.expect(r"docs/notes/deeper/data\.bin")
-    tracker.expect(r"docs/notes/my notes\.txt")
+    tracker.expect(r"'docs/notes/my notes\.txt'")
 
     m = bob.command("fetch docs/", r"^fetched docs/: (\d+) files, (.+), verified$", timeout=60)
     assert m.group(1) == str(len(FILES))
@@ -65,7 +65,7 @@ def test_publish_folder_fetch_folder(cluster: Cluster) -> None:
 
     # bob shares them now: a second source for each.
     bob.send("search docs/notes/deeper/")
-    row = bob.expect(r"^\s*(\d+)\s+(\d+)\s+([0-9a-f]{12})\s+docs/notes/deeper/data\.bin$")
+    row = bob.expect(r"^\s*(\S+ \S+)\s+(\d+)\s+([0-9a-f]{12})\s+docs/notes/deeper/data\.bin$")
     assert row.group(2) == "2"
 
     # A published file changed on disk is hashed and published again on its own.
@@ -74,7 +74,7 @@ def test_publish_folder_fetch_folder(cluster: Cluster) -> None:
     alice.expect(r"^republished docs/readme\.txt \(changed on disk\)$", timeout=20)
     digest = hashlib.sha256(b"version two\n").hexdigest()
     bob.send("search readme")
-    bob.expect(rf"^\s*12\s+1\s+{digest[:12]}\s+docs/readme\.txt$")
+    bob.expect(rf"^\s*12 B\s+1\s+{digest[:12]}\s+docs/readme\.txt$")
 
     # A deleted one is unpublished at once.
     (docs / "empty.txt").unlink()

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedp2p import errors, wire
@@ -371,12 +370,24 @@ class FolderNodeTests(SynchronousTestCase):
         self.assertIn("outside the repository", result.failed[0][1])
         self.assertEqual(os.listdir(self.base / "elsewhere"), [])
 
-    def test_stop_cancels_a_folder_fetch(self) -> None:
-        self.serve({"docs/a.txt": b"a" * 10, "docs/b.txt": b"b" * 10})
+    def test_stop_ends_a_folder_fetch(self) -> None:
+        """
+        A stopping peer interrupts the files being fetched and starts no
+        other; each is reported.
+        """
+        self.parts.slots.limit = 2
+        self.serve({f"docs/{n}.txt": b"x" * 10 for n in range(4)})
         self.net.servers[7000] = "hang"
         d = self.node.fetch_folder("docs/")
+        self.assertEqual(len(self.net.connects), 1, "one file at a time with K=2")
         self.node.stop()
-        self.failureResultOf(d, CancelledError)
+        result = self.successResultOf(d)
+        self.assertEqual(result.fetched, ())
+        failed = dict(result.failed)
+        self.assertEqual(sorted(failed), [f"docs/{n}.txt" for n in range(4)])
+        self.assertIn("interrupted", failed["docs/0.txt"])
+        self.assertEqual(failed["docs/3.txt"], "not fetched: the peer is stopping")
+        self.assertEqual(len(self.net.connects), 1)
 
     # -- changes on disk ---------------------------------------------------------
 
@@ -417,3 +428,42 @@ class FolderNodeTests(SynchronousTestCase):
         self.link.handlers["publish"] = lambda f: errors.TrackerUnavailable()
         self.assertEqual(self.successResultOf(self.node.check_changes()), (["a.txt"], []))
         self.assertEqual(self.parts.library.get("a.txt").sha256, sha(b"three"))
+
+    # -- through the shell -------------------------------------------------------------
+
+    def shell(self) -> tuple[Any, Any]:
+        from twisted.internet.testing import StringTransport
+
+        from twistedp2p.peer.shell import PeerShell
+
+        shell = PeerShell(self.node)
+        transport = StringTransport()
+        shell.makeConnection(transport)
+        transport.clear()
+        return shell, transport
+
+    def test_shell_lines(self) -> None:
+        write(self.repo / "docs" / "a.txt", b"aaa")
+        write(self.repo / "docs" / "b c.txt", b"bb")
+        write(self.repo / "x.pdf", b"x")
+        shell, transport = self.shell()
+        shell.dataReceived(b"publish docs\npublish '*.pdf'\npublish '*.none'\n")
+        self.assertEqual(
+            transport.value().decode().splitlines(),
+            [
+                "published docs: 2 files, 5 B",
+                f"published x.pdf: created (1 bytes, sha256 {sha(b'x')})",
+                "error: *.none: no file matches in the repository or a share root",
+            ],
+        )
+
+    def test_shell_fetch_folder(self) -> None:
+        self.serve({"docs/a.txt": b"a" * 100, "docs/b.txt": b"b" * 50})
+        write(self.repo / "docs" / "b.txt", b"mine")
+        shell, transport = self.shell()
+        shell.dataReceived(b"fetch docs/\n")
+        self.net.flush()
+        lines = transport.value().decode().splitlines()
+        self.assertEqual(lines[0], "fetched docs/: 1 file, 100 B, verified")
+        self.assertTrue(lines[1].startswith("error: docs/b.txt: "), lines)
+        self.assertEqual(len(lines), 2)

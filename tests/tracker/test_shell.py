@@ -150,7 +150,7 @@ class ShellTests(SynchronousTestCase):
         for name in ("docs/a.txt", "docs/sub/b c.txt", "mydocs/x", "docs.txt"):
             self.successResultOf(self.registry.publish(a.session_id, name, None, 10, 1.0, SHA_A, False))
         self.assertEqual(
-            [l.split()[0] for l in self.command("files docs/")[1:]], ["docs/a.txt", "docs/sub/b"]
+            [l.split()[0] for l in self.command("files docs/")[1:]], ["docs/a.txt", "'docs/sub/b"]
         )
         self.assertEqual(self.command("files none/"), ["no files match 'none/'"])
         self.assertEqual(len(self.command("files docs")) - 1, 4, "a substring as before")

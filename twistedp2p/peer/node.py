@@ -617,6 +617,9 @@ class PeerNode:
 
         async def worker() -> None:
             for fname in queue:
+                if self._stopped:
+                    failed.append((fname, "not fetched: the peer is stopping"))
+                    continue
                 try:
                     result = await self.fetch(fname, source, force, file_progress(fname))
                 except errors.AlreadyHave:
