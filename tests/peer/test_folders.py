@@ -19,6 +19,7 @@ from twistedp2p.peer.download import DownloadSettings
 from twistedp2p.peer.library import Library
 from twistedp2p.peer.node import FolderFetchResult, FolderPublishResult, PeerNode, PublishFailed, PublishResult
 from twistedp2p.peer.partfile import part_name
+from twistedp2p.peer.slots import DOWN
 from twistedp2p.peer.shell import format_fetch_folder, format_publish_any
 from twistedp2p.peer.swarm import find_states, state_name
 from twistedp2p.peer.upload import UploadFactory
@@ -326,7 +327,7 @@ class FolderNodeTests(SynchronousTestCase):
             self.assertEqual((self.repo / fname).read_bytes(), files[fname])
             self.assertEqual(self.parts.library.get(fname).sha256, sha(files[fname]))
         self.assertFalse((self.repo / "other.txt").exists())
-        self.assertEqual(("search", {"pattern": "docs/", "limit": wire.MAX_LIMIT}), self.link.requests[0])
+        self.assertEqual(("search", {"pattern": "docs/"}), self.link.requests[0])
         # One progress for the whole folder: totals are the folder's.
         self.assertTrue(progress)
         self.assertEqual({total for _, total in progress}, {8000})
@@ -375,11 +376,11 @@ class FolderNodeTests(SynchronousTestCase):
         A stopping peer interrupts the files being fetched and starts no
         other; each is reported.
         """
-        self.parts.slots.limit = 2
+        self.parts.slots.limits[DOWN] = 1
         self.serve({f"docs/{n}.txt": b"x" * 10 for n in range(4)})
         self.net.servers[7000] = "hang"
         d = self.node.fetch_folder("docs/")
-        self.assertEqual(len(self.net.connects), 1, "one file at a time with K=2")
+        self.assertEqual(len(self.net.connects), 1, "one file at a time with one download slot")
         self.node.stop()
         result = self.successResultOf(d)
         self.assertEqual(result.fetched, ())

@@ -818,7 +818,7 @@ class Library:
         skipped silently; symbolic links to files are followed when they
         resolve inside a root; links to folders are not followed; anything
         else that cannot be shared is listed in C{problems}.  At most
-        C{wire.MAX_LIMIT} files (what one folder listing returns).
+        C{wire.MAX_LIMIT} files.
 
         @raise errors.UnsafePath: if C{lname} is not a folder inside a root.
         @raise errors.BadName: if the prefix is not a valid shared name.

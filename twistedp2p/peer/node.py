@@ -95,8 +95,7 @@ class FolderFetchResult:
         return all(r.verified for r in self.fetched)
 
 
-#: Files of one folder fetched at once (at most half the K cap, so that
-#: uploads still find slots).
+#: Files of one folder fetched at once (at most the download slots).
 FOLDER_FETCHES = 4
 #: Tracker publish requests of one folder in flight at once.
 FOLDER_PUBLISHES = 32
@@ -638,7 +637,7 @@ class PeerNode:
                     fetched.append(result)
                     done[fname] = result.size
 
-        width = max(1, min(FOLDER_FETCHES, self.slots.limit // 2))
+        width = max(1, min(FOLDER_FETCHES, self.slots.limits[DOWN]))
         workers = [Deferred.fromCoroutine(worker()) for _ in range(min(width, len(todo)))]
         for ok, value in await DeferredList(workers, consumeErrors=True):
             if not ok:
