@@ -349,6 +349,42 @@ class InteractiveTests(SynchronousTestCase):
         )
 
 
+class CompletionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.node = FakeNode()
+        self.node.library = SimpleNamespace(repo="/repo", entries=lambda: [SimpleNamespace(fname="mine.txt")])
+        self.node.paused = {"p.bin": (1, 2)}
+        self.shell = PeerShell(self.node, is_tty=False, interactive=True)
+        self.shell.makeConnection(StringTransport())
+
+    def test_commands(self) -> None:
+        names = self.shell.complete([], "")
+        for command in ("fetch", "search", "transfers", "pause", "resume", "cancel", "publish", "quit"):
+            self.assertIn(command, names)
+
+    def test_catalogue_is_fetched_in_the_background_and_cached(self) -> None:
+        self.assertEqual(self.shell.complete(["fetch"], "d"), [])
+        [(name, args, _, d)] = self.node.calls
+        self.assertEqual((name, args), ("search", ("",)))
+        d.callback([{"fname": "data.bin", "hostnames": ["alice", "me"]}, {"fname": "b c", "hostnames": ["bob"]}])
+        self.assertEqual(self.shell.complete(["fetch"], "d"), ["b c", "data.bin"])
+        self.assertEqual(self.shell.complete(["fetch", "data.bin", "--from"], ""), ["alice", "bob"])
+        self.assertEqual(len(self.node.calls), 1)
+        # Stale after CATALOGUE_TTL: asked again, still answering from the cache.
+        self.node.clock.advance(PeerShell.CATALOGUE_TTL + 1)
+        self.assertEqual(self.shell.complete(["fetch"], ""), ["b c", "data.bin"])
+        self.assertEqual(len(self.node.calls), 2)
+
+    def test_names_by_command(self) -> None:
+        self.assertEqual(self.shell.complete(["unpublish"], ""), ["mine.txt"])
+        self.assertEqual(self.shell.complete(["fetch"], "--f"), ["--from", "--force"])
+        self.type_fetch()
+        self.assertEqual(self.shell.complete(["pause"], ""), ["x", "p.bin"])
+
+    def type_fetch(self) -> None:
+        self.shell.dataReceived(b"fetch x\n")
+
+
 class FormatTests(SynchronousTestCase):
     def test_fetch_unverified(self) -> None:
         self.assertEqual(

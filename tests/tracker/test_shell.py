@@ -155,6 +155,15 @@ class ShellTests(SynchronousTestCase):
         self.assertEqual(self.command("files none/"), ["no files match 'none/'"])
         self.assertEqual(len(self.command("files docs")) - 1, 4, "a substring as before")
 
+    def test_completion(self):
+        self.hello("lab-pc", 4000)
+        self.hello("old-pc", 5000, ip="10.0.0.2")
+        self.assertIn("evict", self.shell.complete([], ""))
+        self.assertEqual(self.shell.complete(["ping"], ""), ["lab-pc", "old-pc"])
+        self.assertEqual(self.shell.complete(["files"], ""), [])
+        self.command("files")
+        self.assertEqual(self.shell.complete(["peers"], ""), [])
+
     def test_discover(self):
         a, _ = self.hello("a", 4000)
         self.successResultOf(self.registry.publish(a.session_id, "notes.pdf", None, 10, 1.0, SHA_A, False))

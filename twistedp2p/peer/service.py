@@ -247,10 +247,17 @@ class ShellService(Service):
     without ``--no-shell``.
     """
 
-    def __init__(self, node: PeerNode, reactor: Any, on_exit: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        node: PeerNode,
+        reactor: Any,
+        on_exit: Callable[[], None],
+        run_in_thread: Callable[..., Deferred] | None = None,
+    ) -> None:
         self._node = node
         self._reactor = reactor
         self._on_exit = on_exit
+        self._run_in_thread = run_in_thread or _thread_runner(reactor)
         self._stdio: Any = None
 
     def startService(self) -> None:
@@ -261,10 +268,20 @@ class ShellService(Service):
 
         # The file descriptors as the process got them: under twistd,
         # sys.stdout is a LoggingFile that is never a terminal.
-        shell = PeerShell(
-            self._node, on_exit=self._on_exit, is_tty=_isatty(1), interactive=_isatty(0)
-        )
-        self._stdio = stdio.StandardIO(shell, reactor=self._reactor)
+        interactive, is_tty = _isatty(0), _isatty(1)
+        shell = PeerShell(self._node, on_exit=self._on_exit, is_tty=is_tty, interactive=interactive)
+        if interactive and is_tty:
+            # A person at a terminal: line editing, history, completion.
+            from twistedp2p.terminal import HistoryFile, start_editing_shell
+
+            history = HistoryFile(Path(self._node.library.repo) / HISTORY_FILE, self._run_in_thread)
+            self._stdio = start_editing_shell(shell, self._reactor, "p2p> ", shell.complete, history)
+        else:
+            self._stdio = stdio.StandardIO(shell, reactor=self._reactor)
+
+
+#: The peer shell's history, in the repository (docs/shell.md).
+HISTORY_FILE = ".p2p/history"
 
 
 def _isatty(fd: int) -> bool:
@@ -462,7 +479,7 @@ class PeerService(MultiService):
             self.addService(self.web)
             say_dashboard(self.web, "peer")
         if self.shell:
-            ShellService(self.node, self.reactor, self._quit).setServiceParent(self)
+            ShellService(self.node, self.reactor, self._quit, self.node._run).setServiceParent(self)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(port)

@@ -655,14 +655,69 @@ class PeerShell(ShellLineReceiver):
         a = parse_args("search", args, [], optional=["PATTERN"])
 
         def show(files: list[dict[str, Any]]) -> None:
-            self.last_catalogue = [str(f.get("fname")) for f in files]
+            if not a["PATTERN"]:
+                self._remember(files)
+                self._catalogue_at = self._clock.seconds()
             for line in format_search(files):
                 self.say(line)
 
         return self.node.search(a["PATTERN"] or "").addCallback(show)
 
-    #: The names the last C{search} listed (for completion).
+    #: The names (and hosts) the last C{search} listed, for completion.
     last_catalogue: list[str] = []
+    last_hosts: list[str] = []
+    _catalogue_at: float | None = None
+    _refreshing = False
+
+    # -- completion (the line editor's Tab; docs/shell.md) ------------------------------
+
+    #: Seconds before completion asks the tracker for the catalogue again.
+    CATALOGUE_TTL = 30.0
+
+    def complete(self, words: Sequence[str], prefix: str) -> list[str]:
+        """
+        Candidates for the word being typed: a command name first, then
+        shared names (the last catalogue, refreshed in the background, and
+        the library), the names being fetched or paused, or hostnames
+        after C{--from}.  Never waits for anything.
+        """
+        if not words:
+            return [name[3:] for name in dir(self) if name.startswith("do_")]
+        command = words[0].lower()
+        if words[-1] == "--from":
+            self._refresh_catalogue()
+            return list(self.last_hosts)
+        if prefix.startswith("--"):
+            return {"fetch": ["--from", "--force"], "publish": ["--force"]}.get(command, [])
+        library = [e.fname for e in self.node.library.entries()] if hasattr(self.node.library, "entries") else []
+        if command in ("fetch", "search"):
+            self._refresh_catalogue()
+            return list(self.last_catalogue) + ([] if command == "fetch" else library)
+        if command == "unpublish" or (command == "publish" and len(words) >= 2):
+            return library
+        if command in ("pause", "cancel", "resume"):
+            return list(getattr(self.node, "fetching", lambda: [])()) + list(getattr(self.node, "paused", {}))
+        return []
+
+    def _refresh_catalogue(self) -> None:
+        now = self._clock.seconds()
+        if self._refreshing or (self._catalogue_at is not None and now - self._catalogue_at < self.CATALOGUE_TTL):
+            return
+        self._refreshing = True
+
+        def got(files: list[dict[str, Any]]) -> None:
+            self._remember(files)
+
+        def done(_: Any) -> None:
+            self._refreshing = False
+            self._catalogue_at = self._clock.seconds()
+
+        self.node.search("").addCallbacks(got, lambda _: None).addBoth(done)
+
+    def _remember(self, files: list[dict[str, Any]]) -> None:
+        self.last_catalogue = sorted({str(f.get("fname")) for f in files})
+        hosts = {h for f in files for h in (f.get("hostnames") or []) if isinstance(h, str)}
+        self.last_hosts = sorted(hosts - {getattr(self.node, "hostname", None)})
 
 
 def _columns(transport: Any) -> int:

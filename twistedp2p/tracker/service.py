@@ -13,6 +13,7 @@ docs/deployment.md.
 from __future__ import annotations
 
 import math
+import os
 import re
 import secrets
 import sys
@@ -341,6 +342,8 @@ class TrackerService(MultiService):
         self._loop: LoopingCall | None = None
         self._starting: Deferred | None = None
         self._stdio: Any = None
+        #: The admin shell's history file (a terminal only; set by makeService).
+        self.shell_history = os.path.abspath(HISTORY_FILE)
         #: A L{GCFreezer}, started once the tracker listens (None: leave
         #: the garbage collector alone).
         self.gc_freezer = gc_freezer
@@ -428,10 +431,24 @@ class TrackerService(MultiService):
 
         from twistedp2p.tracker.shell import TrackerShell
 
+        interactive = _isatty(0)
+        editing = interactive and _isatty(1)
         shell = TrackerShell(
-            self.registry, quit=self._quit, interactive=sys.stdin.isatty(), banner=banner
+            self.registry, quit=self._quit, interactive=interactive, banner=banner, editing=editing
         )
-        self._stdio = stdio.StandardIO(shell, reactor=self.reactor)
+        if editing:
+            # A person at a terminal: line editing, history, completion.
+            from twisted.internet.threads import deferToThreadPool
+
+            from twistedp2p.terminal import HistoryFile, start_editing_shell
+
+            def run(f: Callable[..., Any], *args: Any) -> Deferred:
+                return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
+
+            history = HistoryFile(self.shell_history, run)
+            self._stdio = start_editing_shell(shell, self.reactor, "tracker> ", shell.complete, history)
+        else:
+            self._stdio = stdio.StandardIO(shell, reactor=self.reactor)
 
     def _quit(self) -> None:
         stop_reactor(self.reactor)
@@ -533,6 +550,28 @@ def _fire_and_pass(result: Any, d: Deferred) -> Any:
     return result
 
 
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def history_path(db: str | None) -> str:
+    """
+    Where the admin shell keeps its history: beside a SQLite database, else
+    in the current directory.
+    """
+    if db and db != "memory" and "://" not in db:
+        path = db[len("sqlite:"):] if db.startswith("sqlite:") else db
+        return os.path.join(os.path.dirname(os.path.abspath(path)), HISTORY_FILE)
+    return os.path.abspath(HISTORY_FILE)
+
+
+#: The admin shell's history file name (docs/shell.md).
+HISTORY_FILE = ".p2ptracker_history"
+
+
 def makeService(config: Options, reactor: Any = None) -> TrackerService:
     """
     Build the tracker from parsed L{Options}.
@@ -549,7 +588,7 @@ def makeService(config: Options, reactor: Any = None) -> TrackerService:
         lease=config["lease"],
         pool_size=config["db-pool-size"],
     )
-    return TrackerService(
+    service = TrackerService(
         reactor,
         store,
         listen=config["listen"],
@@ -568,3 +607,5 @@ def makeService(config: Options, reactor: Any = None) -> TrackerService:
             "interface": config["discovery-interface"],
         },
     )
+    service.shell_history = history_path(config["db"])
+    return service

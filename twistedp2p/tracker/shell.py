@@ -63,12 +63,17 @@ class TrackerShell(ShellLineReceiver):
         quit: Callable[[], Any],
         interactive: bool = False,
         banner: str | None = None,
+        editing: bool = False,
     ) -> None:
         self.registry = registry
         self._quit = quit
         self.interactive = interactive
         self.banner = banner
+        #: Under the line editor (twistedp2p.terminal), which draws the prompt.
+        self.editing = editing
         self._closed = False
+        #: The names the last C{files} listed, for completion.
+        self._names: list[str] = []
 
     def connectionMade(self) -> None:
         if self.banner:
@@ -78,7 +83,7 @@ class TrackerShell(ShellLineReceiver):
         self._prompt()
 
     def _prompt(self) -> None:
-        if self.interactive and not self._closed:
+        if self.interactive and not self.editing and not self._closed:
             self.transport.write(self.prompt)
 
     def say(self, text: str) -> None:
@@ -134,6 +139,21 @@ class TrackerShell(ShellLineReceiver):
     def connectionLost(self, reason: Any = None) -> None:
         self._closed = True
 
+    def complete(self, words: list[str] | tuple[str, ...], prefix: str) -> list[str]:
+        """
+        Tab completion for the line editor: command names, then the live
+        hostnames (this tracker's sessions) or the names the last C{files}
+        listed.  Reads memory only.
+        """
+        if not words:
+            return [name[3:] for name in dir(self) if name.startswith("do_")]
+        command = words[0].lower()
+        if command in ("discover", "ping", "evict"):
+            return sorted({p.session.hostname for p in self.registry.peers()})
+        if command == "files":
+            return list(self._names)
+        return []
+
     # -- commands ------------------------------------------------------------
 
     def do_help(self, rest: str) -> None:
@@ -177,6 +197,8 @@ class TrackerShell(ShellLineReceiver):
         return d
 
     def _show_files(self, entries: list, pattern: str) -> None:
+        if not pattern:
+            self._names = sorted({e.fname for e in entries})
         if not entries:
             self.say("no files" + (f" match {pattern!r}" if pattern else ""))
             return
