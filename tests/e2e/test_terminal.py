@@ -153,6 +153,14 @@ def test_peer_shell_on_a_terminal(cluster: Cluster) -> None:
         carol.expect(r"^(p2p> )?  down data\.bin from alice")
         assert time.monotonic() - started < 5
 
+        # Pause keeps the pieces; resume continues with a bar again.
+        carol.type("pause data.bin\r")
+        carol.expect(r"^(p2p> )?paused: data\.bin, \d+ of \d+ pieces kept; resume data\.bin continues it$")
+        carol.type("transfers\r")
+        carol.expect(r"^(p2p> )?  paused data\.bin: \d+ of \d+ pieces kept")
+        carol.type("resume data.bin\r")
+        carol.expect(r"data\.bin \[[#.]+\]\s+\d+%")
+
         # Ctrl-C (a byte in raw mode): one line, and the peer stops.
         carol.type("\x03")
         carol.expect(r"^(p2p> )?interrupted: data\.bin, \d+ of \d+ pieces kept; the next fetch resumes it$")
@@ -160,7 +168,7 @@ def test_peer_shell_on_a_terminal(cluster: Cluster) -> None:
         output = carol.text()
         assert "error:" not in output and "Traceback" not in output, output[-2000:]
         history = (repo / ".p2p" / "history").read_text().splitlines()
-        assert history == ["search", "fetch data.bin", "transfers"]
+        assert history == ["search", "fetch data.bin", "transfers", "pause data.bin", "transfers", "resume data.bin"]
     finally:
         carol.close()
 

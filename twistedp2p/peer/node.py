@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twistedp2p import errors, wire
 from twistedp2p.peer.download import (
@@ -172,6 +173,7 @@ class PeerNode:
         self._calls: dict[str, Deferred] = {}
         #: Why a fetch is being stopped (``paused``, ``cancelled``), by name.
         self._stopping: dict[str, str] = {}
+        self._stop_waiters: dict[str, list[Deferred]] = {}
         #: Downloads paused by L{pause}: name -> (pieces kept, piece count).
         self.paused: dict[str, tuple[int, int | None]] = {}
         self._stopped = False
@@ -473,8 +475,10 @@ class PeerNode:
             self._calls[fname] = d
 
             def forget(result: Any) -> Any:
+                # First in the chain: sees the fetch's own result.
                 if self._calls.get(fname) is d:
                     del self._calls[fname]
+                self._ended(fname, result)
                 return result
 
             d.addBoth(forget)
@@ -528,24 +532,28 @@ class PeerNode:
             return fail(errors.TransferFailed(f"{fname} is not being fetched"))
         self._stopping[fname] = reason
         outcome: Deferred = Deferred()
-
-        def stopped(failure: Any) -> Any:
-            self._stopping.pop(fname, None)
-            if failure.check(errors.Interrupted):
-                e = failure.value
-                kept = (e.kept, e.pieces)
-            else:
-                kept = (0, None)
-            closing = [s.closed for s in self._swarms if s.fname == fname]
-            d = DeferredList(closing, consumeErrors=True) if closing else succeed(None)
-            if reason == "cancelled":
-                d.addCallback(lambda _: self._discard(fname))
-            d.addCallback(lambda _: outcome.callback(kept))
-            return failure
-
-        call.addErrback(stopped)
+        self._stop_waiters.setdefault(fname, []).append(outcome)
         call.cancel()
         return outcome
+
+    def _ended(self, fname: str, result: Any) -> None:
+        """
+        The fetch of C{fname} ended: answer the L{pause} or L{cancel} that
+        stopped it, once its partial download is recorded (or removed).
+        """
+        reason = self._stopping.pop(fname, None)
+        waiters = self._stop_waiters.pop(fname, [])
+        if not waiters:
+            return
+        if isinstance(result, Failure) and result.check(errors.Interrupted):
+            kept = (result.value.kept, result.value.pieces)
+        else:
+            kept = (0, None)
+        closing = [s.closed for s in self._swarms if s.fname == fname]
+        d = DeferredList(closing, consumeErrors=True) if closing else succeed(None)
+        if reason == "cancelled":
+            d.addCallback(lambda _: self._discard(fname))
+        d.addBoth(lambda _: [w.callback(kept) for w in waiters])
 
     def _discard(self, fname: str) -> Deferred:
         part = self.repo / part_name(fname)
