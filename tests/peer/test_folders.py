@@ -468,3 +468,22 @@ class FolderNodeTests(SynchronousTestCase):
         self.assertEqual(lines[0], "fetched docs/: 1 file, 100 B, verified")
         self.assertTrue(lines[1].startswith("error: docs/b.txt: "), lines)
         self.assertEqual(len(lines), 2)
+
+    def test_changed_while_away_is_announced_again(self) -> None:
+        """
+        At a new tracker session (a restart, a reconnection), a file changed
+        in the meantime is hashed again and announced, not dropped.
+        """
+        path = write(self.repo / "a.txt", b"one")
+        write(self.repo / "b.txt", b"bee")
+        self.successResultOf(self.node.publish_any("a.txt"))
+        self.successResultOf(self.node.publish_any("b.txt"))
+        path.write_bytes(b"changed while away")
+        (self.repo / "b.txt").unlink()
+        self.link.requests.clear()
+        self.successResultOf(self.node.announce_all(self.link))
+        publishes = [f for a, f in self.link.requests if a == "publish"]
+        self.assertEqual([(f["fname"], f["sha256"]) for f in publishes], [("a.txt", sha(b"changed while away"))])
+        self.assertIn(("unpublish", {"fname": "b.txt"}), self.link.requests)
+        self.assertEqual(self.parts.seen[-1].kind, "unpublished")
+        self.assertIn("republished a.txt (changed on disk)", [e.message for e in self.parts.seen])

@@ -219,6 +219,12 @@ class PeerNode:
         return Deferred.fromCoroutine(self._announce_all(protocol))
 
     async def _announce_all(self, protocol: Any) -> None:
+        try:
+            # Files changed while we were away are hashed and announced
+            # again (below) rather than dropped by the prune.
+            await self._check_changes(tell_tracker=False)
+        except Exception:
+            self.log.failure("checking published files for changes failed")
         await self.library.prune()
         try:
             await self.library.ensure_pieces()
@@ -985,14 +991,14 @@ class PeerNode:
 
         return d.addErrback(failed)
 
-    async def _check_changes(self) -> tuple[list[str], list[str]]:
+    async def _check_changes(self, tell_tracker: bool = True) -> tuple[list[str], list[str]]:
         republished: list[str] = []
         dropped: list[str] = []
         for entry, kind, reason in await self.library.scan_changes():
             if self.library.get(entry.fname) != entry:
                 continue
             if kind == "changed":
-                fresh = await self._rehash(entry)
+                fresh = await self._rehash(entry, tell_tracker)
                 if fresh is None:
                     continue
                 if isinstance(fresh, Entry):
@@ -1003,9 +1009,10 @@ class PeerNode:
             dropped.append(entry.fname)
         return republished, dropped
 
-    async def _rehash(self, entry: Entry) -> Entry | str | None:
+    async def _rehash(self, entry: Entry, tell_tracker: bool = True) -> Entry | str | None:
         """
-        Hash a changed file again and publish it again.  @return: the new
+        Hash a changed file again and publish it again (at the tracker too
+        when C{tell_tracker}; else the caller announces it).  @return: the new
         entry; None to leave it for the next check (it is still being
         written, or the entry changed meanwhile); or why it may not be
         shared any more.
@@ -1020,7 +1027,8 @@ class PeerNode:
             return None
         await self.library.put(fresh)
         try:
-            await self._tracker("publish", **self.publish_fields(fresh, True))
+            if tell_tracker:
+                await self._tracker("publish", **self.publish_fields(fresh, True))
         except (errors.TrackerUnavailable, errors.RequestFailed, errors.IndexUnavailable) as e:
             self.log.info(
                 "republished {fname} here but could not tell the tracker ({error});"
