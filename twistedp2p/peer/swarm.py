@@ -41,6 +41,7 @@ from twistedp2p.peer.download import (
     big_reads,
 )
 from twistedp2p.peer.partfile import (
+    DIRECT_ALIGN,
     LocalWriteError,
     NoSpaceLeft,
     PartFile,
@@ -70,6 +71,9 @@ from twistedp2p.peer.transfers import Transfers
 STATE_VERSION = 1
 #: Bytes a source connection reads at a time (without a download cap).
 READ_SIZE = 1024 * 1024
+#: Bytes of a piece a source connection collects before handing them to
+#: the writer (pieces stream to disk: never held whole).
+WRITE_BATCH = 1024 * 1024
 #: Written bytes between two flushes of the part file to disk.
 SYNC_BYTES = 32 * 1024 * 1024
 #: Largest piece count a download accepts from a tracker answer (memory
@@ -384,12 +388,21 @@ class PieceWriter:
         # written pieces beyond it.
         self._hash_next = 0
         self._ready: set[int] = set()
+        # The piece whose chunks feed the whole-file hash as they come, and
+        # whether each piece streaming now does.
+        self._feeding: int | None = None
+        self._streaming: dict[int, bool] = {}
         # Set on the reactor thread when a piece hashed from memory turned
-        # out bad (read by the final job, after every hash job).
+        # out bad (read by the final job, after every hash job): the
+        # whole-file hash is then computed from the file at the end.
         self._tainted = False
         # Touched only by the jobs of the hash queue:
         self._whole = hashlib.sha256()
+        self._snapshot: Any = None
         self._prefix = 0
+        # Touched only by the jobs of the write queue: each streaming
+        # piece's SHA-256 so far.
+        self._piece_hashes: dict[int, Any] = {}
 
     def _last(self, work: Callable[..., Any], *args: Any) -> Deferred:
         """
@@ -432,41 +445,91 @@ class PieceWriter:
             raise write_error(self.part, e)
         good = set()
         for index in claimed:
-            offset, length = self.pieces.span(index)
-            data = os.pread(fd, length, offset)
-            if len(data) == length and hashlib.sha256(data).digest() == self.pieces.digests[index]:
+            h = hashlib.sha256()
+            if self._read_piece(index, h.update) and h.digest() == self.pieces.digests[index]:
                 good.add(index)
         return good
 
-    def write(self, index: int, data: Any) -> tuple[Deferred, Deferred]:
+    def _read_piece(self, index: int, sink: Callable[[bytes], Any]) -> bool:
         """
-        Check one piece and write it in place.
+        (A thread.)  Feed piece C{index}, read back from the part file in
+        blocks of L{READ_SIZE} (never a whole piece in memory), to C{sink}.
+        @return: False when the file is short.
+        """
+        offset, length = self.pieces.span(index)
+        assert self._file is not None
+        while length:
+            block = os.pread(self._file.fd, min(READ_SIZE, length), offset)
+            if not block:
+                return False
+            sink(block)
+            offset += len(block)
+            length -= len(block)
+        return True
 
-        @param data: the piece's bytes, or a list of bytes-like chunks that
-            make them up (no copy is made).
-        @return: two Deferreds: the first fires True (written) or False (it
-            does not match its hash; not written); the second fires None
-            once C{data} is no longer needed (hashed into the whole file, or
-            refused).
+    # -- a piece, streamed ------------------------------------------------------
+    #
+    # A piece arrives as batches of chunks (L{begin}, L{data}..., L{end}, or
+    # L{abort} when its connection is lost half way): each batch is written
+    # in place at once while the piece's SHA-256 is computed incrementally
+    # on the same queue, so no piece is ever held whole in memory.  Only one
+    # copy of a piece is streamed at a time (the download makes sure).
+
+    def begin(self, index: int) -> None:
         """
-        chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
-        size = sum(len(c) for c in chunks)
-        written = self._writes.submit(self._write, index, chunks)
+        A piece starts arriving.  When it is the next one the whole-file
+        hash needs, that hash is fed from its chunks as they come.
+        """
+        feed = not self._tainted and self._feeding is None and index == self._hash_next
+        self._streaming[index] = feed
+        if feed:
+            self._feeding = index
+            self._hashes.submit(self._hash_begin).addErrback(self._hash_failed)
+
+    def data(self, index: int, chunks: list[Any], offset: int) -> Deferred:
+        """
+        The next bytes of piece C{index} (C{offset} within the piece).
+        @return: a Deferred firing once C{chunks} are no longer needed
+            (written, and hashed into the whole file when fed from memory);
+            it fails on a write error.
+        """
+        start, _ = self.pieces.span(index)
+        written = self._writes.submit(self._write_chunks, index, chunks, start + offset)
+        if not self._streaming.get(index):
+            return written
+        # (Hash failures are logged and taint the whole-file hash: only a
+        # write failure fails the batch.)
+        hashed = self._hashes.submit(self._hash_chunks, chunks).addErrback(self._hash_failed)
         released: Deferred = Deferred()
-        in_memory = index == self._hash_next
-        left = [2 if in_memory else 1]
+        left = [2]
+        failed: list[Failure] = []
 
-        def release(_: Any = None) -> None:
+        def one(result: Any) -> None:
+            if isinstance(result, Failure):
+                failed.append(result)
             left[0] -= 1
             if not left[0]:
-                released.callback(None)
+                if failed:
+                    released.errback(failed[0])
+                else:
+                    released.callback(None)
 
-        if in_memory:
-            # In order: hash it now, beside its check and write.
-            self._hash_next += 1
-            hashed = self._hashes.submit(self._hash_chunks, chunks)
-            hashed.addErrback(lambda f: self.log.failure("hashing {part}", f, part=str(self.part)))
-            hashed.addBoth(release)
+        written.addBoth(one)
+        hashed.addBoth(one)
+        return released
+
+    def end(self, index: int, size: int) -> Deferred:
+        """
+        The last bytes of piece C{index} were given.  @return: a Deferred
+        firing True (it matches its SHA-256: written and counted) or False
+        (it does not; its bytes on disk are overwritten by the next copy).
+        """
+        fed = self._streaming.pop(index, False)
+        if fed:
+            self._feeding = None
+            self._hash_next = index + 1
+            self._hashes.submit(self._hash_end).addErrback(self._hash_failed)
+        checked = self._writes.submit(self._write_end, index)
 
         def then(ok: Any) -> Any:
             if ok is True:
@@ -477,42 +540,87 @@ class PieceWriter:
                     syncing = self._syncs.submit(self._sync)
                     syncing.addErrback(lambda f: self.log.failure("flushing {part}", f, part=str(self.part)))
                     syncing.addBoth(self._synced)
-                if not in_memory and index >= self._hash_next:
+                if not fed and index >= self._hash_next:
                     self._ready.add(index)
-            elif in_memory:
+            elif fed:
+                # A bad piece went into the whole-file hash: it is computed
+                # again from the file at the end.
                 self._tainted = True
             self._advance()
-            release()
             return ok
 
-        written.addBoth(then)
+        return checked.addCallback(then)
+
+    def abort(self, index: int) -> None:
+        """
+        Piece C{index} stops half way (its connection is gone): forget its
+        hash; the whole-file hash goes back to where it was before it.
+        """
+        fed = self._streaming.pop(index, False)
+        self._writes.submit(self._write_abort, index)
+        if fed:
+            self._feeding = None
+            self._hashes.submit(self._hash_rollback).addErrback(self._hash_failed)
+            self._advance()
+
+    def write(self, index: int, data: Any) -> tuple[Deferred, Deferred]:
+        """
+        A whole piece at once (L{begin}, L{data}, L{end}).
+
+        @param data: the piece's bytes, or a list of bytes-like chunks.
+        @return: two Deferreds: the first fires True (written) or False (it
+            does not match its hash); the second fires None once C{data} is
+            no longer needed.
+        """
+        chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
+        self.begin(index)
+        released = self.data(index, chunks, 0)
+        written = self.end(index, sum(len(c) for c in chunks))
+        released.addErrback(lambda _: None)
         return written, released
+
+    def _hash_failed(self, failure: Failure) -> None:
+        self._tainted = True
+        self.log.failure("hashing {part}", failure, part=str(self.part))
 
     def _advance(self) -> None:
         """
         Feed the whole-file hash with the written pieces that now follow
-        its prefix (read back from the file).
+        its prefix (read back from the file), unless a piece is being fed
+        from memory.
         """
-        while self._hash_next in self._ready:
+        if self._tainted:
+            self._ready.clear()
+            return
+        while self._feeding is None and self._hash_next in self._ready:
             self._ready.discard(self._hash_next)
-            hashed = self._hashes.submit(self._hash_written, self._hash_next)
-            hashed.addErrback(lambda f: self.log.failure("hashing {part}", f, part=str(self.part)))
+            self._hashes.submit(self._hash_written, self._hash_next).addErrback(self._hash_failed)
             self._hash_next += 1
 
-    def _write(self, index: int, chunks: list[Any]) -> bool:
+    # (The write queue's jobs.)
+
+    def _write_chunks(self, index: int, chunks: list[Any], offset: int) -> None:
         if self.check_pieces:
-            h = hashlib.sha256()
+            h = self._piece_hashes.get(index)
+            if h is None:
+                h = self._piece_hashes[index] = hashlib.sha256()
             for c in chunks:
                 h.update(c)
-            if h.digest() != self.pieces.digests[index]:
-                return False
-        offset, _ = self.pieces.span(index)
         assert self._file is not None
         try:
             self._file.write(chunks, offset)
         except OSError as e:
             raise write_error(self.part, e)
-        return True
+
+    def _write_end(self, index: int) -> bool:
+        h = self._piece_hashes.pop(index, None)
+        if not self.check_pieces:
+            return True
+        digest = (h or hashlib.sha256()).digest()
+        return digest == self.pieces.digests[index]
+
+    def _write_abort(self, index: int) -> None:
+        self._piece_hashes.pop(index, None)
 
     def _sync(self) -> None:
         """
@@ -526,17 +634,27 @@ class PieceWriter:
     def _synced(self, _: Any) -> None:
         self._syncing = False
 
+    # (The hash queue's jobs.)
+
+    def _hash_begin(self) -> None:
+        self._snapshot = self._whole.copy()
+
     def _hash_chunks(self, chunks: list[Any]) -> None:
-        """(Hash queue.)  The next piece, from memory."""
         for c in chunks:
             self._whole.update(c)
+
+    def _hash_end(self) -> None:
         self._prefix += 1
+
+    def _hash_rollback(self) -> None:
+        if self._snapshot is not None:
+            self._whole = self._snapshot
+            self._snapshot = None
 
     def _hash_written(self, index: int) -> None:
         """(Hash queue.)  The next piece, read back from the file."""
-        offset, length = self.pieces.span(index)
-        assert self._file is not None
-        self._whole.update(os.pread(self._file.fd, length, offset))
+        if not self._read_piece(index, self._whole.update):
+            raise LocalWriteError(f"{self.part} is shorter than expected")
         self._prefix += 1
 
     def checkpoint(self, state: PartState) -> Deferred:
@@ -559,7 +677,7 @@ class PieceWriter:
         return self._last(self._finish)
 
     def _finish(self) -> str:
-        if self._prefix != self.pieces.count:
+        if self._prefix != self.pieces.count and not self._tainted:
             raise LocalWriteError(f"{self.part} is missing pieces")
         f, self._file = self._file, None
         assert f is not None or not self.pieces.count
@@ -663,8 +781,15 @@ class PieceConnection(Int32StringReceiver, TimeoutMixin):
         self.pieces_delivered = 0
         self._frames = b""
         self._left = 0
-        #: The bytes of the piece being received, as they came (no copy).
+        #: The bytes of the piece being received not handed on yet, as they
+        #: came (no copy): at most about L{WRITE_BATCH}.
         self._body: list[Any] = []
+        self._body_size = 0
+        #: Where in the piece the bytes in C{_body} start.
+        self._body_offset = 0
+        #: The piece being received is written (this connection streams
+        #: it), or its bytes are read and dropped (another copy won).
+        self._writing = False
         self.reasons = PauseReasons(self._pause_transport, self._resume_transport)
 
     # -- requests ----------------------------------------------------------------
@@ -744,11 +869,15 @@ class PieceConnection(Int32StringReceiver, TimeoutMixin):
                 # Raw bytes of a piece: kept as received (the writer threads
                 # hash and write the pieces of the list; nothing is copied).
                 take = min(self._left, end - pos)
-                self._body.append(data if take == end and not pos else view[pos : pos + take])
+                if self._writing:
+                    self._body.append(data if take == end and not pos else view[pos : pos + take])
+                    self._body_size += take
                 pos += take
                 self._left -= take
                 if not self._left:
                     self._body_done()
+                elif self._body_size >= WRITE_BATCH:
+                    self._hand_on(False)
                 continue
             if end - pos < 4:
                 break
@@ -811,16 +940,51 @@ class PieceConnection(Int32StringReceiver, TimeoutMixin):
             self.fail(BadSource("the source now has different content than it published"))
             return
         self._left = head.length
-        self._body = []
+        self._body, self._body_size, self._body_offset = [], 0, 0
+        self._writing = self.swarm.piece_started(self, head)
         if not self._left:
             self._body_done()
 
+    def _hand_on(self, last: bool) -> None:
+        """
+        Give the bytes received so far to the download: all of them at the
+        end of the piece, else a multiple of L{partfile.DIRECT_ALIGN} (so
+        that the writes stay aligned), keeping the rest.
+        """
+        size = self._body_size if last else self._body_size - self._body_size % DIRECT_ALIGN
+        if not size:
+            return
+        chunks, rest, taken = [], [], 0
+        for c in self._body:
+            if taken >= size:
+                rest.append(c)
+            elif taken + len(c) <= size:
+                chunks.append(c)
+                taken += len(c)
+            else:
+                cut = size - taken
+                view = memoryview(c)
+                chunks.append(view[:cut])
+                rest.append(view[cut:])
+                taken = size
+        offset = self._body_offset
+        self._body, self._body_size, self._body_offset = rest, self._body_size - size, offset + size
+        self.swarm.piece_data(self, self.inflight[0], chunks, offset)
+
     def _body_done(self) -> None:
+        if self._writing:
+            self._hand_on(True)
         head = self.inflight.popleft()
-        data, self._body = self._body, []
+        self._body, self._body_size, self._body_offset = [], 0, 0
+        writing, self._writing = self._writing, False
         if not self.inflight:
             self.setTimeout(None)
-        self.swarm.piece_received(self, head, data)
+        self.swarm.piece_received(self, head, writing)
+
+    @property
+    def streaming(self) -> int | None:
+        """The piece this connection is writing now, if any."""
+        return self.inflight[0].index if self._writing and self.inflight else None
 
     # -- flow control ---------------------------------------------------------------
 
@@ -874,6 +1038,10 @@ class PieceConnection(Int32StringReceiver, TimeoutMixin):
                 self.transport.loseConnection()
 
     def _close(self) -> None:
+        if self._writing:
+            self._writing = False
+            self.swarm.piece_aborted(self, self.inflight[0])
+        self._body, self._body_size = [], 0
         self.closed = True
         self.setTimeout(None)
         if self._floor_call is not None and self._floor_call.active():
@@ -987,8 +1155,10 @@ class SwarmDownload(_Fetch):
         self._dirty = 0
         self._opening = False
         self._open_done = False
-        # Room for a few batches of pieces on their way to the disk.
-        self._max_pending = max(self.settings.swarm_pending, 4 * self.plan.piece_size)
+        #: piece -> the connection streaming it to disk now.
+        self._owners: dict[int, PieceConnection] = {}
+        # Bytes on their way to the disk before the sources are paused.
+        self._max_pending = self.settings.swarm_pending
 
     # -- running ---------------------------------------------------------------------
 
@@ -1298,10 +1468,57 @@ class SwarmDownload(_Fetch):
 
     # -- pieces arriving -------------------------------------------------------------
 
-    def piece_received(self, connection: PieceConnection, request: _Request, data: Any) -> None:
+    def piece_started(self, connection: PieceConnection, request: _Request) -> bool:
         """
-        (From the connection.)  C{data}: the piece's bytes, as a list of
-        bytes-like chunks.
+        (From the connection.)  The bytes of a piece start arriving.
+        @return: True when this connection is to write them (one copy of a
+            piece streams to disk at a time: a copy that starts while
+            another streams, or after it won, is read and dropped).
+        """
+        index = request.index
+        if self._finished or self._stopping or self.writer is None or request.cancelled:
+            return False
+        if index in self.have or index in self._verifying or index in self._owners:
+            return False
+        self._owners[index] = connection
+        self.writer.begin(index)
+        return True
+
+    def piece_data(self, connection: PieceConnection, request: _Request, chunks: list[Any], offset: int) -> None:
+        """
+        (From the connection.)  The next bytes of the piece it streams, as
+        received (no copy), C{offset} bytes into the piece.
+        """
+        if self.writer is None or self._owners.get(request.index) is not connection:
+            return
+        size = sum(len(c) for c in chunks)
+        self._writing_bytes += size
+        if self._writing_bytes > self._max_pending and not self._disk_paused:
+            self._disk_paused = True
+            for c in self._active():
+                c.reasons.add("disk")
+        self.writer.data(request.index, chunks, offset).addBoth(self._data_done, size)
+
+    def _data_done(self, result: Any, size: int) -> None:
+        self._released(None, size)
+        if isinstance(result, Failure):
+            self._write_failed(result)
+
+    def piece_aborted(self, connection: PieceConnection, request: _Request) -> None:
+        """
+        (From the connection, closing.)  The piece it streamed stops half
+        way: its hash is forgotten (the piece goes back to the pool with
+        the connection's other requests).
+        """
+        if self._owners.get(request.index) is connection:
+            del self._owners[request.index]
+            if self.writer is not None:
+                self.writer.abort(request.index)
+
+    def piece_received(self, connection: PieceConnection, request: _Request, written: bool) -> None:
+        """
+        (From the connection.)  The last byte of a piece arrived; C{written}:
+        this connection streamed it to disk (else its bytes were dropped).
         """
         holders = self._requested.get(request.index)
         if holders is not None:
@@ -1311,20 +1528,15 @@ class SwarmDownload(_Fetch):
         index = request.index
         if self._finished or self._stopping:
             return
-        if request.cancelled or index in self.have or index in self._verifying:
+        if not written or self._owners.get(index) is not connection:
             self._feed(connection)
             return
+        del self._owners[index]
         assert self.writer is not None
         self._verifying.add(index)
         size = request.length
-        self._writing_bytes += size
-        if self._writing_bytes > self._max_pending and not self._disk_paused:
-            self._disk_paused = True
-            for c in self._active():
-                c.reasons.add("disk")
-        written, released = self.writer.write(index, data)
-        written.addCallbacks(self._written, self._write_failed, (connection, index, size))
-        released.addCallback(self._released, size)
+        checked = self.writer.end(index, size)
+        checked.addCallbacks(self._written, self._write_failed, (connection, index, size))
         self._feed(connection)
 
     def _released(self, _: Any, size: int) -> None:
