@@ -56,6 +56,19 @@ class TrackerApiTests(unittest.TestCase):
         self.assertEqual(code, 404)
 
     @coroutine
+    async def test_catalogue_lists_a_folder(self) -> None:
+        client = await self.tracker()
+        peer, _ = await self.services.start_peer("alpha", web=False)
+        (peer.library.repo / "docs" / "sub").mkdir(parents=True)
+        (peer.library.repo / "docs" / "sub" / "a b.txt").write_bytes(b"a")
+        (peer.library.repo / "docs" / "c.txt").write_bytes(b"c")
+        await peer.node.publish_any("docs")
+        code, body = await client.get("api/catalogue?pattern=docs/sub/")
+        self.assertEqual((code, [f["fname"] for f in body["files"]]), (200, ["docs/sub/a b.txt"]))
+        code, body = await client.get("api/catalogue?pattern=docs/")
+        self.assertEqual([f["fname"] for f in body["files"]], ["docs/c.txt", "docs/sub/a b.txt"])
+
+    @coroutine
     async def test_listings_follow_peers(self) -> None:
         client = await self.tracker()
         code, body = await client.get("api/peers")
