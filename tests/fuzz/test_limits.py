@@ -475,14 +475,39 @@ class LoopbackLimitTests(unittest.TestCase):
     if not sys.platform.startswith("linux"):
         test_slow_reader_bounded_buffer.skip = "measures socket queues with Linux ioctls"
 
-    @inlineCallbacks
     def test_pipelined_answers_from_memory_bounded(self):
         """
+        C{pieces}, C{ping} and small C{get} requests, pipelined.
+        """
+        return self.pipelined(
+            lambda i: [
+                {"action": "pieces", "fname": "big"},
+                {"action": "ping"},
+                {"action": "get", "fname": "big", "offset": i, "length": 1000},
+            ],
+            1500,
+        )
+
+    def test_pipelined_small_gets_bounded(self):
+        """
+        Only small C{get}s (each range goes out with its header, no producer
+        pulls the rest), pipelined.
+        """
+        return self.pipelined(lambda i: [{"action": "get", "fname": "big", "offset": i, "length": 4000}], 3000)
+
+    if not sys.platform.startswith("linux"):
+        test_pipelined_answers_from_memory_bounded.skip = "measures socket queues with Linux ioctls"
+        test_pipelined_small_gets_bounded.skip = test_pipelined_answers_from_memory_bounded.skip
+
+    @inlineCallbacks
+    def pipelined(self, requests_for, n):
+        """
         A client pipelines thousands of C{pieces} and C{ping} requests (the
-        answers a peer makes from memory) and does not read: the peer stops
-        reading once its own buffer is over the transport's bound, and holds
-        at most that bound plus one answer; when the client reads, every
-        answer arrives, in order.
+        answers a peer makes from memory) and small C{get}s (a header and
+        one write of bytes) and does not read: the peer stops reading once
+        its own buffer is over the transport's bound, and holds at most that
+        bound plus one answer; when the client reads, every answer arrives,
+        in order.
         """
         repo = Path(self.mktemp()) / "repo"
         repo.mkdir(parents=True)
@@ -496,71 +521,83 @@ class LoopbackLimitTests(unittest.TestCase):
         self.addCleanup(library.close)
         factory = UploadFactory(library, Slots(1), Transfers(reactor), reactor, idle_timeout=60.0)
         self.addCleanup(factory.disconnect_all)
-        written = [0]
+        handled = [0]
         paused: Deferred = Deferred()
         build = factory.buildProtocol
 
         def buildProtocol(addr: Any) -> Any:
             p = build(addr)
-            send, pause = p.sendString, p.pauseProducing
+            handle, pause = p._handle, p.pauseProducing
 
-            def sendString(data: bytes) -> None:
-                written[0] += 4 + len(data)
-                send(data)
+            def _handle(frame: bytes) -> None:
+                # Each of these answers is written whole by the time it
+                # returns (a get's range fits in its first write).
+                handle(frame)
+                handled[0] += 1
 
             def pauseProducing() -> None:
                 if not paused.called:
                     paused.callback(None)
                 pause()
 
-            p.sendString, p.pauseProducing = sendString, pauseProducing
+            p._handle, p.pauseProducing = _handle, pauseProducing
             return p
 
         factory.buildProtocol = buildProtocol
         port = yield self.listen(factory)
-        n = 1500
-        requests = b"".join(
-            frame(body_of({"action": "pieces", "fname": "big", "id": 2 * i}))
-            + frame(body_of({"action": "ping", "id": 2 * i + 1}))
-            for i in range(n)
-        )
+        messages = [m for i in range(n) for m in requests_for(i)]
+        for i, m in enumerate(messages):
+            m["id"] = i
+        requests = b"".join(frame(body_of(m)) for m in messages)
+        total = len(messages)
         reader = yield self.client(port, requests)
         reader.transport.pauseProducing()
         [server] = factory.connections
-        one = len(wire.encode(wire.reply(wire.SUCCESS, 0, fname="big", **entry.pieces.to_wire()))) + 4
-        bound = server.transport.bufferSize + one
-
-        def in_peer() -> int:
-            return (
-                written[0]
-                - len(reader.data)
-                - _queued(reader.transport.getHandle(), termios.FIONREAD)
-                - _queued(server.transport.getHandle(), termios.TIOCOUTQ)
+        # (Answers handled, bytes received, in the client's socket, in the
+        # peer's socket), at every turn until the peer pauses.
+        snapshots = []
+        while not paused.called and handled[0] < total:
+            snapshots.append(
+                (
+                    handled[0],
+                    len(reader.data),
+                    _queued(reader.transport.getHandle(), termios.FIONREAD),
+                    _queued(server.transport.getHandle(), termios.TIOCOUTQ),
+                )
             )
-
-        # Until the peer pauses, check at every turn that it never holds
-        # more than the bound (without the bound it answers everything).
-        while not paused.called:
-            self.assertLessEqual(in_peer(), bound, f"{written[0]} bytes answered")
             yield deferLater(reactor, 0.005, lambda: None)
-        held = in_peer()
-        self.measured = dict(answered=written[0], in_peer=held, bound=bound)
-        self.assertLessEqual(held, bound, self.measured)
-        self.assertLess(written[0], n * one, self.measured)
+        snapshots.append(
+            (
+                handled[0],
+                len(reader.data),
+                _queued(reader.transport.getHandle(), termios.FIONREAD),
+                _queued(server.transport.getHandle(), termios.TIOCOUTQ),
+            )
+        )
         # The client reads: every answer arrives, in order.
         reader.transport.resumeProducing()
-        total = n * one + sum(
-            len(wire.encode(wire.reply(wire.SUCCESS, 2 * i + 1, message="pong"))) + 4 for i in range(n)
+        ids: list[int] = []
+        ends = [0]
+        while len(ids) < total:
+            at = ends[-1]
+            yield reader.until(at + 4)
+            (size,) = struct.unpack("!I", bytes(reader.data[at : at + 4]))
+            yield reader.until(at + 4 + size)
+            answer = wire.decode(bytes(reader.data[at + 4 : at + 4 + size]))
+            ids.append(answer["id"])
+            ends.append(at + 4 + size + (answer["length"] if "offset" in answer else 0))
+        yield reader.until(ends[-1])
+        self.assertEqual(ids, list(range(total)))
+        self.assertEqual(len(reader.data), ends[-1])
+        # What the peer held in its own buffer at each turn: the bytes of
+        # the answers it had written, less those received or in the sockets.
+        one = max(b - a for a, b in zip(ends, ends[1:]))
+        bound = server.transport.bufferSize + one
+        held = [ends[k] - got - in_client - in_server for k, got, in_client, in_server in snapshots]
+        self.measured = dict(
+            answered=ends[snapshots[-1][0]], handled=snapshots[-1][0], most_held=max(held), bound=bound
         )
-        yield reader.until(total)
-        data, at, ids = bytes(reader.data), 0, []
-        while at < len(data):
-            (size,) = struct.unpack("!I", data[at : at + 4])
-            ids.append(wire.decode(data[at + 4 : at + 4 + size])["id"])
-            at += 4 + size
-        self.assertEqual(ids, list(range(2 * n)))
+        self.assertTrue(paused.called, self.measured)
+        self.assertLessEqual(max(held), bound, self.measured)
         if os.environ.get("P2P_SHOW_MEASURES"):
             print("pipelined answers:", self.measured)
-
-    if not sys.platform.startswith("linux"):
-        test_pipelined_answers_from_memory_bounded.skip = "measures socket queues with Linux ioctls"

@@ -193,8 +193,10 @@ class UploadTests(SynchronousTestCase):
         self.assertEqual(split_frame(t.value())[0]["status"], "success")
 
     def test_lost_connection_frees_slot(self) -> None:
+        # (More than the first chunk: the range is still being sent.)
+        self.big()
         proto, t = self.connect()
-        self.get(proto)
+        self.get(proto, fname="big.bin")
         self.assertEqual(self.parts.slots.in_use, 1)
         proto.connectionLost(None)
         self.assertEqual(self.parts.slots.in_use, 0)
@@ -331,8 +333,9 @@ class UploadTests(SynchronousTestCase):
         self.assertTrue(t.disconnecting)
 
     def test_stalled_reader_times_out_and_frees_slot(self) -> None:
+        self.big()
         proto, t = self.connect()
-        self.get(proto)
+        self.get(proto, fname="big.bin")
         t.producer.resumeProducing()
         self.parts.clock.advance(61)
         self.assertTrue(t.disconnecting)
@@ -459,13 +462,19 @@ class UploadTests(SynchronousTestCase):
         self.assertEqual(self.parts.transfers.completed["up"], 1)
 
     def test_too_many_pipelined_requests_abort(self) -> None:
+        self.big()
         proto, t = self.connect()
-        self.get(proto)
+        self.get(proto, fname="big.bin")
         for _ in range(MAX_PIPELINED):
             self.get(proto, length=1)
         self.assertFalse(t.disconnecting)
-        self.get(proto, length=1)
+        from twisted.logger import capturedLogs
+
+        with capturedLogs() as events:
+            # The one too many, and more behind it in the same read.
+            proto.dataReceived(b"".join(frame({"action": "get", "fname": "a.bin", "length": 1}) for _ in range(20)))
         self.assertTrue(t.disconnecting)
+        self.assertEqual(len([e for e in events if "pipelined more" in e.get("log_format", "")]), 1)
 
     def test_pieces(self) -> None:
         proto, t = self.connect()
@@ -737,6 +746,34 @@ class OutputFlowControlTests(SynchronousTestCase):
         replies = all_frames(t.delivered)
         self.assertEqual([r["id"] for r in replies], list(range(n)))
         self.assertEqual({r["root"] for r in replies}, {self.entry.root})
+
+    def test_pipelined_small_gets_bounded(self) -> None:
+        """
+        Ranges that fit in the first chunk go out with their header, with
+        no producer to pull the rest: they are written under the same flow
+        control, so pipelining thousands of them without reading makes the
+        peer buffer one answer beyond the bound, not all of them.
+        """
+        proto, t = self.connect()
+        n, size = 2000, 1000
+        proto.dataReceived(
+            b"".join(
+                frame({"action": "get", "fname": "a.bin", "offset": i * 7, "length": size, "id": i})
+                for i in range(n)
+            )
+        )
+        one = 200 + size
+        self.assertLessEqual(t.peak, t.bufferSize + one)
+        self.assertFalse(t.reading)
+        self.drain_all(t)
+        data = t.delivered
+        for i in range(n):
+            header, data = split_frame(data)
+            self.assertEqual((header["id"], header["length"]), (i, size))
+            self.assertEqual(data[:size], self.data[i * 7 : i * 7 + size])
+            data = data[size:]
+        self.assertEqual(data, b"")
+        self.assertLessEqual(t.peak, t.bufferSize + one)
 
     def test_pings_queued_behind_a_range(self) -> None:
         """

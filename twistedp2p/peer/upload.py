@@ -171,6 +171,8 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         #: The transport said its buffer is over its bound: nothing is read
         #: or answered until it drains.
         self._output_full = False
+        #: Inside L{dataReceived} (its loop parses what is buffered).
+        self._parsing = False
         #: The minimum-rate rule of the current upload session, and its timer.
         self._floor: RateFloor | None = None
         self._floor_call: Any = None
@@ -260,6 +262,9 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             self.log.warn(
                 "{peer} pipelined more than {n} requests; closing", peer=self.peer, n=MAX_PIPELINED
             )
+            # (The frames read with this one are ignored: one warning.)
+            self._closing = True
+            self._queue.clear()
             self.transport.abortConnection()
             return
         if self._linger is not None:
@@ -389,16 +394,35 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         while it writes, so a transport whose buffer goes over its bound
         (C{bufferSize}, 64 KiB for TCP) tells it at once
         (L{pauseProducing}), and it stays registered until the buffer has
-        drained (L{resumeProducing}).  File bytes have their own producer
-        (L{ChunkSender}), registered while a range is sent; requests that
-        come meanwhile wait in the queue.
+        drained (L{resumeProducing}).  A C{get}'s header and first chunk
+        are written the same way (L{_send}); the rest of a range has its
+        own producer (L{ChunkSender}), pulled by the transport when its
+        buffer is empty, and requests that come meanwhile wait in the queue.
         """
-        if self._connected and not self._watching:
-            self._watching = True
-            self.transport.registerProducer(self, True)
+        self._watch_output()
         self.sendString(wire.encode(message))
         if not self._output_full:
             self._unwatch_output()
+
+    def _watch_output(self) -> None:
+        if self._connected and not self._watching:
+            self._watching = True
+            self.transport.registerProducer(self, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._parsing = True
+        try:
+            Int32StringReceiver.dataReceived(self, data)
+        finally:
+            self._parsing = False
+
+    def _read_on(self) -> None:
+        """
+        Parse the frames read before a pause, unless that is being done
+        already (the loop of an outer L{dataReceived} goes on by itself).
+        """
+        if not self._parsing and not self.paused and self._connected and not self._closing:
+            self.dataReceived(b"")
 
     def _unwatch_output(self) -> None:
         if self._watching:
@@ -431,10 +455,9 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         self.paused = False
         self.transport.resumeProducing()
         self._drain()
-        if not self.paused:
-            # The frames read before the pause (the buffer may fill again
-            # on the way: the loop stops when paused).
-            self.dataReceived(b"")
+        # The frames read before the pause (the buffer may fill again on the
+        # way: the loop stops when paused).
+        self._read_on()
 
     def stopProducing(self) -> None:
         """
@@ -612,6 +635,10 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         bucket = self.factory.bucket
         throttled = bucket is not None and bucket.limited
         first = b""
+        # The answer's first write is watched as an answer from memory is:
+        # a transport whose buffer it fills stops this connection's reading
+        # and answering (L{_reply}).
+        self._watch_output()
         if not throttled:
             first = reader.read(ChunkSender.CHUNK_SIZE)
             parts = [first] if first else []
@@ -681,6 +708,24 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             self._serving = False
             return result
 
+        if not reader.remaining:
+            # The whole range went with the header: nothing for a producer
+            # to pull.  (A pull producer would be asked for more at once,
+            # whatever the transport holds: the next pipelined request
+            # would be answered without any flow control.)
+            if not self._output_full:
+                self._unwatch_output()
+            cleanup(None)
+            self.factory.transfers.announce(transfer)
+            finished(None)
+            return
+        # The rest is pulled by the transport when its buffer is empty; the
+        # requests that come meanwhile are read and wait in the queue.
+        read_on = self._output_full
+        self._unwatch_output()
+        if read_on:
+            self.paused = False
+            self.transport.resumeProducing()
         consumer: Any = self.transport
         sender = ChunkSender()
         if throttled:
@@ -693,6 +738,8 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         d.addBoth(cleanup)
         d.addCallbacks(finished, lost)
         self.factory.transfers.announce(transfer)
+        if read_on:
+            self._read_on()
 
 
 class UploadFactory(Factory):
