@@ -470,6 +470,7 @@ class SwarmNodeTests(NodeTestsMixin, SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.node.resume_pending()), [])
 
         self.rooted_list(7000)
+        # (fetch would do as resume does.)
         done = self.node.resume("f")
         self.net.flush()
         result = self.successResultOf(done)
@@ -493,6 +494,20 @@ class SwarmNodeTests(NodeTestsMixin, SynchronousTestCase):
         self.assertFalse((self.repo / part_name("f")).exists())
         self.assertFalse((self.repo / state_name("f")).exists())
         self.assertEqual(self.node.paused, {})
+
+    def test_fetch_continues_a_paused_download(self) -> None:
+        self.with_piece_on_disk()
+        self.rooted_list(7001)
+        self.net.servers[7001] = "hang"
+        d = self.node.fetch("f")
+        self.net.flush()
+        self.node.pause("f")
+        self.failureResultOf(d, errors.Interrupted)
+        self.rooted_list(7000)
+        done = self.node.fetch("f")
+        self.assertEqual(self.node.paused, {})
+        self.net.flush()
+        self.assertEqual(self.successResultOf(done).fname, "f")
 
     def test_cancel_a_paused_download(self) -> None:
         from twistedp2p.peer.swarm import part_name, state_name

@@ -473,6 +473,9 @@ class PeerNode:
             L{errors.AmbiguousContent}, L{errors.TransferFailed},
             L{errors.TrackerUnavailable}.
         """
+        if fname not in self._calls:
+            # Fetching a paused download continues it, as resume does.
+            self.paused.pop(fname, None)
         d = Deferred.fromCoroutine(self._fetch(fname, source, force, progress))
         return self._track(self._named(fname, d))
 
