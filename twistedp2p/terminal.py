@@ -628,7 +628,16 @@ def start_editing_shell(
     raw = RawMode(0)
     raw.enter()
     atexit.register(raw.restore)
-    reactor.addSystemEventTrigger("after", "shutdown", raw.restore)
+
+    def finish() -> None:
+        # Erase the prompt line, so the next prompt starts on a clean line.
+        try:
+            os.write(1, b"\r\x1b[K")
+        except OSError:
+            pass
+        raw.restore()
+
+    reactor.addSystemEventTrigger("after", "shutdown", finish)
     size = {"columns": terminal_columns(1)}
 
     def resized(*_: Any) -> None:

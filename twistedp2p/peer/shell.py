@@ -39,12 +39,12 @@ commands:
                                   download FNAME into the repository (verified, from up to
                                   --max-sources sources at once; resumes a partial download),
                                   then share it; on a terminal it runs in the background
+  fetch DIR/ [--from HOSTNAME] [--force]
+                                  download every file the tracker lists under DIR/
   transfers                       downloads and uploads in progress, and paused downloads
   pause FNAME                     stop fetching FNAME, keeping its verified pieces
   resume FNAME                    continue a paused (or partial) download
   cancel FNAME                    stop fetching FNAME and remove its partial download
-  fetch DIR/ [--from HOSTNAME] [--force]
-                                  download every file the tracker lists under DIR/
   search [PATTERN]                list shared files (substring, or glob with * ? [)
   status                          tracker link, limits, published files, transfers
   help                            this text
