@@ -485,6 +485,53 @@ class DownloadTests(SynchronousTestCase):
     def assertNoPart(self) -> None:
         self.assertEqual([n for n in os.listdir(self.parts.repo) if n.endswith(".part")], [])
 
+    def dribbler(self):
+        """
+        A native source that answers the get, then sends one byte every
+        20 s (never long enough without data to stall).
+        """
+        from twisted.protocols.basic import Int32StringReceiver
+
+        from twistedp2p import wire
+
+        clock = self.clock
+
+        class Dribbler(Int32StringReceiver):
+            def stringReceived(self, frame):
+                self.sendString(wire.encode({"status": "success", "fname": "f", "offset": 0, "length": len(DATA),
+                                             "file_size": len(DATA), "sha256": SHA}))
+                self.drip(0)
+
+            def drip(self, i):
+                if not self.transport.disconnecting and i < len(DATA):
+                    self.transport.write(DATA[i : i + 1])
+                    clock.callLater(20, self.drip, i + 1)
+
+        return Factory.forProtocol(Dribbler)
+
+    def test_dribbling_source_replaced(self) -> None:
+        """
+        Whole-file downloads keep the same minimum rate per source (4 KiB/s
+        over 20 s once 10 s have passed): a byte every 20 s never stalls,
+        but is given up at 30 s for the next source.
+        """
+        self.net.servers[1] = self.dribbler()
+        self.net.servers[2] = self.good
+        d = self.download([source(1), source(2)])
+        for _ in range(29):
+            self.net.flush()
+            self.clock.advance(1)
+        self.assertNoResult(d)
+        for _ in range(3):
+            self.net.flush()
+            self.clock.advance(1)
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertEqual((self.parts.repo / "f").read_bytes(), DATA)
+        [(label, reason)] = result.failures
+        self.assertIn("the source is too slow: ", reason)
+        self.assertIn("(minimum 4096)", reason)
+
     def test_one_good_source(self) -> None:
         self.net.servers[1] = self.good
         d = self.download([source(1)])

@@ -49,7 +49,7 @@ from twistedp2p.peer.partfile import (
     write_error,
 )
 from twistedp2p.peer.ratelimit import PauseReasons, TokenBucket, throttle_download
-from twistedp2p.peer.slots import DOWN, Slots
+from twistedp2p.peer.slots import DOWN, RateFloor, Slots
 from twistedp2p.peer.transfers import Transfers
 
 #: Bytes handed to the writer threads at a time.
@@ -557,6 +557,28 @@ class _TransferProtocol(TimeoutMixin):
         self.max_size: int | None = None
         self.max_size_reason = ""
         self.reasons = PauseReasons(self._pause_transport, self._resume_transport)
+        #: The minimum rate the source must keep (set by L{Download});
+        #: checked from the first byte on.
+        self.floor: RateFloor | None = None
+        self._floor_call: Any = None
+
+    def _check_rate(self) -> None:
+        self._floor_call = None
+        if self._finished or self.floor is None:
+            return
+        rate = self.floor.check()
+        if rate is None:
+            self._floor_call = self.callLater(max(1.0, self.floor.due_in()), self._check_rate)
+            return
+        self._fail(
+            f"the source is too slow: {rate:.0f} bytes/s over {self.floor.window:g} s"
+            f" (minimum {self.floor.rate:.0f})"
+        )
+
+    def _stop_floor(self) -> None:
+        call, self._floor_call = self._floor_call, None
+        if call is not None and call.active():
+            call.cancel()
 
     def _abort(self) -> None:
         transport = getattr(self, "transport", None)
@@ -572,6 +594,7 @@ class _TransferProtocol(TimeoutMixin):
             return
         self._finished = True
         self.setTimeout(None)
+        self._stop_floor()
         self._signal_started()
         self.done.callback(self.received)
 
@@ -580,6 +603,7 @@ class _TransferProtocol(TimeoutMixin):
             return
         self._finished = True
         self.setTimeout(None)
+        self._stop_floor()
         exc = reason if isinstance(reason, Exception) else errors.TransferFailed(reason)
         self._signal_started()
         self.done.errback(exc)
@@ -592,6 +616,11 @@ class _TransferProtocol(TimeoutMixin):
         self._signal_started()
         if not self.reasons.paused:
             self.resetTimeout()
+        floor = self.floor
+        if floor is not None and floor.enabled:
+            if not self.received and self._floor_call is None and not self._finished:
+                self._floor_call = self.callLater(max(1.0, floor.due_in()), self._check_rate)
+            floor.moved(len(data))
         self.received += len(data)
         if self.max_size is not None and self.received > self.max_size:
             self._fail(
@@ -618,10 +647,14 @@ class _TransferProtocol(TimeoutMixin):
 
     def _pause_transport(self) -> None:
         self.setTimeout(None)
+        if self.floor is not None:
+            self.floor.pause()
         if self.transport is not None:
             self.transport.pauseProducing()
 
     def _resume_transport(self) -> None:
+        if self.floor is not None:
+            self.floor.resume()
         if self._finished:
             return
         self.setTimeout(self._stall)
@@ -857,10 +890,11 @@ class DownloadSettings:
     disk_margin: int = DISK_MARGIN
     free_check_bytes: int = FREE_CHECK_BYTES
     free_space: Callable[[Path], "int | None"] = field(default=free_bytes)
-    #: Multi-source downloads: after its grace, a source connection must
+    #: After its grace (from the connection), a source connection must
     #: deliver at least this many bytes per second over each window in
     #: which this peer did not hold it back (its cap, its disk), else it
     #: is closed as failed and another source takes its place (0: off).
+    #: Whole-file downloads check it from the first byte on.
     min_source_rate: float = 4 * 1024
     source_rate_grace: float = 10.0
     source_rate_window: float = 20.0
@@ -1034,6 +1068,10 @@ class Download(_Fetch):
         kind = SeedGetProtocol if source.seed else GetProtocol
         protocol = kind(source, sink, progress, self._clock, self.settings.stall_timeout)
         protocol.bucket = self.bucket
+        settings = self.settings
+        protocol.floor = RateFloor(
+            settings.min_source_rate, self._clock, settings.source_rate_grace, settings.source_rate_window
+        )
         protocol.max_size = self.settings.max_file_size
         protocol.max_size_reason = f"--max-file-size {protocol.max_size}"
         if budget is not None:
