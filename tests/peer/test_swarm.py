@@ -432,6 +432,28 @@ class SwarmTests(SynchronousTestCase):
         self.assertEqual(result.contributors, (("honest", COUNT),))
         self.assertTrue(any("no source of root" in m for m in self.messages()))
 
+    def test_rootless_source_never_blamed_for_a_false_list(self) -> None:
+        """
+        A source that published no root (an older peer) serves byte ranges
+        under whatever root is followed: its pieces fail against a false
+        root's list, which sets it aside for that root only; it is used
+        again under the true root, and never dropped.
+        """
+        _, fake_root = self.liar(1)
+        self.real_source(2)
+        self.real_source(3)
+        srcs = [source("liar", 1, root=fake_root), source("old", 2, root=None), source("honest", 3)]
+        d = self.run_swarm(srcs)
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertEqual((self.parts.repo / "f").read_bytes(), DATA)
+        dropped = [m for m in self.messages() if "dropping source" in m]
+        self.assertEqual(len(dropped), 1, dropped)
+        self.assertIn("liar", dropped[0])
+        self.assertTrue(any("not using source old" in m and "proves nothing" in m for m in self.messages()))
+        self.assertIn("old", dict(result.contributors))
+        self.assertNotIn("old", {s.hostname for s in self.download.liars})
+
     def test_bogus_roots_only(self) -> None:
         """
         Only sources of a fake root: a clear error, nothing left behind.
