@@ -79,3 +79,62 @@ def test_publish_folder_fetch_folder(cluster: Cluster) -> None:
     # A deleted one is unpublished at once.
     (docs / "empty.txt").unlink()
     alice.expect(r"^notice: unpublished docs/empty\.txt: ", timeout=20)
+
+
+def test_fetch_folder_bar_on_a_terminal(cluster: Cluster) -> None:
+    """
+    bob runs on a real pseudo-terminal: ``fetch docs/`` draws one bar for
+    the whole folder (bytes of all files against their total), then its
+    summary line.
+    """
+    import fcntl
+    import pty
+    import select
+    import signal
+    import struct
+    import termios
+    import time
+
+    from tests.e2e.harness import twistd
+
+    cluster.start_tracker()
+    alice = cluster.start_peer("alice", "--upload-rate", "4M")
+    docs = cluster.root / "alice" / "docs"
+    for i in range(4):
+        path = docs / f"sub{i % 2}" / f"file {i}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(1_500_000))
+    alice.command("publish docs", r"^published docs: 4 files")
+    (cluster.root / "bob").mkdir()
+    args = [twistd(), "-n", "--logfile", str(cluster.root / "bob.log"), "p2ppeer",
+            "--tracker", cluster.endpoint, "--hostname", "bob", "--repo", str(cluster.root / "bob"),
+            "--listen", "tcp:0:interface=127.0.0.1"]
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execv(args[0], args)
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        seen = b""
+
+        def expect(needle: bytes, timeout: float = 30.0) -> None:
+            nonlocal seen
+            end = time.monotonic() + timeout
+            while needle not in seen:
+                left = end - time.monotonic()
+                assert left > 0, f"no {needle!r} on the terminal; got {seen[-2000:]!r}"
+                ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+                if ready:
+                    seen += os.read(fd, 65536)
+
+        expect(b"tracker link: connected")
+        os.write(fd, b"fetch docs/\r")
+        expect(b"fetched docs/: 4 files, 5.7 MiB, verified")
+        text = seen.decode("utf-8", "replace").replace("\r", "\n")
+        bars = [line for line in text.split("\n") if "docs/ [" in line]
+        assert any(" of 5.7 MiB" in line and "%" in line for line in bars), bars
+        for i in range(4):
+            assert (cluster.root / "bob" / "docs" / f"sub{i % 2}" / f"file {i}.bin").stat().st_size == 1_500_000
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
