@@ -500,6 +500,8 @@ class LineEditor(HistoricRecvLine):
             self.handle_DELETE()
             return
         self.print_lines([self.prompt])
+        # No more input: no prompt under the bars from now on.
+        self.prompt = ""
         self._closed_input()
 
     def _closed_input(self) -> None:

@@ -8,7 +8,7 @@ import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -296,6 +296,20 @@ class InteractiveTests(SynchronousTestCase):
         self.assertEqual(self.output(), ["waiting for 1 transfer... (Ctrl-C stops them; they resume later)"])
         self.assertEqual(self.exits, 0)
         self.node.calls[0][3].callback(fetch_result())
+        self.assertEqual(self.exits, 1)
+
+    def test_end_of_input_waits_for_a_resume_behind_an_inner_deferred(self) -> None:
+        """
+        resume's Deferred waits on another one (the fetch) after a first
+        step: it is still a transfer to wait for.
+        """
+        inner: Deferred = Deferred()
+        self.node.resume = lambda fname, progress=None: succeed(None).addCallback(lambda _: inner)
+        self.type("resume f\n")
+        self.shell.readConnectionLost()
+        self.assertEqual(self.output(), ["waiting for 1 transfer... (Ctrl-C stops them; they resume later)"])
+        self.assertEqual(self.exits, 0)
+        inner.callback(fetch_result())
         self.assertEqual(self.exits, 1)
 
     def test_quit_waits_for_transfers(self) -> None:

@@ -640,8 +640,8 @@ class PeerShell(ShellLineReceiver):
             return d
         text = f"fetch {fname}"
         d.addErrback(self._report, text)
-        if d.called:
-            return None
+        # (Not d.called: a Deferred waiting on an inner one is "called"
+        # too.  One that has its result already is forgotten at once.)
         self._background.add(d)
 
         def forget(_: Any) -> None:
@@ -696,7 +696,12 @@ class PeerShell(ShellLineReceiver):
         if command == "unpublish" or (command == "publish" and len(words) >= 2):
             return library
         if command in ("pause", "cancel", "resume"):
-            return list(getattr(self.node, "fetching", lambda: [])()) + list(getattr(self.node, "paused", {}))
+            names = list(getattr(self.node, "fetching", lambda: [])()) + list(getattr(self.node, "paused", {}))
+            if command == "resume":
+                # A partial download from an earlier run is in no list here.
+                self._refresh_catalogue()
+                names += self.last_catalogue
+            return names
         return []
 
     def _refresh_catalogue(self) -> None:
