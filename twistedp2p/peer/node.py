@@ -27,9 +27,9 @@ from twistedp2p.peer.download import (
     choose_sources,
 )
 from twistedp2p.peer.events import Events
+from twistedp2p.peer.library import ChangedWhileHashing, Entry, Library
 from twistedp2p.peer.partfile import part_name
 from twistedp2p.peer.pieces import piece_count
-from twistedp2p.peer.library import ChangedWhileHashing, Entry, Library
 from twistedp2p.peer.ratelimit import TokenBucket
 from twistedp2p.peer.slots import DOWN, UP, Slots
 from twistedp2p.peer.swarm import PartState, SwarmDownload, find_states, plan_swarm, read_state, state_name
