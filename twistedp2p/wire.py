@@ -269,6 +269,15 @@ def _sha256(name: str, value: Any) -> str:
     return value
 
 
+def _hex(digits: int) -> Check:
+    def check(name: str, value: Any) -> str:
+        if not isinstance(value, str) or len(value) != digits or value.strip("0123456789abcdef"):
+            raise WireError("bad_field", f"{name} must be {digits} lowercase hex digits")
+        return value
+
+    return check
+
+
 def _timestamp(name: str, value: Any) -> float | str:
     """
     A modification time: seconds since the epoch (native peers) or an
@@ -315,7 +324,13 @@ TRACKER_REQUESTS: dict[str, dict[str, Field]] = {
         "hostname": Field(hostname),
         "p2p_port": Field(port),
         "version": _opt(_int(1, 1000)),
+        # A signed hello (twistedp2p.identity): the Ed25519 public key and
+        # its signature over the challenge; the two come together.
+        "key": _opt(_hex(64)),
+        "signature": _opt(_hex(128)),
     },
+    # The nonce a signed hello answers (twistedp2p.identity).
+    "challenge": {},
     "publish": {
         "fname": Field(_fname),
         "lname": _opt(lname),

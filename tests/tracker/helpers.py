@@ -184,6 +184,15 @@ class ControlledStore:
         self.resyncs.append(snapshot)
         return self.inner.resync(snapshot)
 
+    def bind_key(self, hostname, key):
+        return self._write("bind_key", hostname, key)
+
+    def host_key(self, hostname):
+        return self.inner.host_key(hostname)
+
+    def forget_key(self, hostname):
+        return self._write("forget_key", hostname)
+
 
 def frame(message: Any) -> bytes:
     """

@@ -31,10 +31,18 @@ class Session:
     connected_at: float
     #: The tracker that owns the session.
     tracker_id: str
+    #: Short fingerprint of the key that signed its hello
+    #: (L{twistedp2p.identity}); None for an unauthenticated session (seed
+    #: clients, and native hellos without a key).
+    fingerprint: str | None = None
 
     @property
     def is_seed(self) -> bool:
         return self.version is None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.fingerprint is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,9 @@ class Source:
         if p.root is not None:
             entry["root"] = p.root
             entry["piece_size"] = p.piece_size
+        if s.fingerprint is not None:
+            # Only authenticated sources carry one (docs/protocol.md).
+            entry["fingerprint"] = s.fingerprint
         return entry
 
 

@@ -39,7 +39,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twistedp2p import wire
+from twistedp2p import identity, wire
 from twistedp2p.eagerwrite import capable as _eager_capable
 from twistedp2p.eagerwrite import eager_write as _eager_write
 from twistedp2p.errors import IndexUnavailable
@@ -117,6 +117,9 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
     #: What an answered heartbeat ping is reported to (L{send_heartbeat}).
     _heartbeat_answered: Callable[[Any, int], bool] | None = None
     _heartbeat_token: Any = None
+    #: The nonce of this connection's latest C{challenge}, until a hello
+    #: uses it (L{twistedp2p.identity}).
+    _nonce: str | None = None
 
     def __init__(
         self,
@@ -165,6 +168,7 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         self._pings = None
         self._heartbeat_answered = None
         self._heartbeat_token = None
+        self._nonce = None
 
     def callLater(self, delay: float, f: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """
@@ -576,7 +580,7 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
     def _dispatch(self, message: dict) -> dict | Deferred:
         request = wire.parse_request(message, wire.TRACKER_REQUESTS)
         action = request.action
-        if self._session_id is None and action != "hello" and action != "ping":
+        if self._session_id is None and action != "hello" and action != "ping" and action != "challenge":
             raise wire.WireError("not_registered", f"{action} needs a hello first")
         return self._HANDLERS[action](self, request)
 
@@ -589,12 +593,48 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         if self.session is not None:
             raise wire.WireError("already_registered", "this connection already said hello")
         f = request.fields
+        key = self._hello_key(f)
         # Native from now on: a contested hello may ping this connection
         # while its own registration is being written.
         self._native = f["version"] is not None
-        d = self.registry.hello(self, f["hostname"], self._ip, f["p2p_port"], f["version"])
+        d = self.registry.hello(self, f["hostname"], self._ip, f["p2p_port"], f["version"], key)
         d.addCallbacks(self._welcome, self._not_welcome, (request,))
         return d
+
+    def _hello_key(self, f: dict) -> str | None:
+        """
+        The public key of a signed hello, once its signature over this
+        connection's challenge checks out; None for an unsigned hello.
+        The challenge is used up either way.
+        """
+        key, signature = f["key"], f["signature"]
+        if key is None and signature is None:
+            return None
+        if key is None or signature is None:
+            raise wire.WireError("bad_field", "a signed hello needs both 'key' and 'signature'")
+        if f["version"] is None:
+            raise wire.WireError("bad_field", "a signed hello needs 'version'")
+        nonce, self._nonce = self._nonce, None
+        if nonce is None:
+            raise wire.WireError("bad_signature", "no challenge to answer: send 'challenge' before a signed hello")
+        message = identity.hello_message(
+            nonce, self.registry.tracker_id, self._ip, f["hostname"], f["p2p_port"], key
+        )
+        if not identity.verify(key, signature, message):
+            raise wire.WireError("bad_signature", "the hello signature does not match this connection's challenge")
+        return key
+
+    def _challenge(self, request: wire.Request) -> dict:
+        """
+        A fresh nonce for a signed hello on this connection (the previous
+        one, if unused, is forgotten).
+        """
+        if self.session is not None:
+            raise wire.WireError("already_registered", "this connection already said hello")
+        self._nonce = identity.new_nonce()
+        return wire.reply(
+            _SUCCESS, request.id, nonce=self._nonce, tracker=self.registry.tracker_id, address=self._ip
+        )
 
     def _not_welcome(self, failure: Failure) -> Failure:
         self._native = False
@@ -612,7 +652,7 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         message = f"welcome {session.hostname}"
         if not self._native:
             return {"status": _SUCCESS, "message": message}
-        return wire.reply(
+        reply = wire.reply(
             _SUCCESS,
             request.id,
             message=message,
@@ -621,6 +661,9 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
             address=session.ip,
             heartbeat=self.registry.heartbeat_interval,
         )
+        if session.fingerprint is not None:
+            reply["fingerprint"] = session.fingerprint
+        return reply
 
     def _client_ping(self, request: wire.Request) -> dict:
         return wire.reply(_SUCCESS, request.id, message="pong")
@@ -750,6 +793,7 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
     #: action -> handler: one table for the class, not one per connection.
     _HANDLERS: dict[str, Callable[["TrackerProtocol", wire.Request], Any]] = {
         "hello": _hello,
+        "challenge": _challenge,
         "ping": _client_ping,
         "publish": _publish,
         "unpublish": _unpublish,

@@ -29,6 +29,7 @@ from zope.interface import Interface
 
 from twistedp2p import wire
 from twistedp2p.errors import IndexUnavailable
+from twistedp2p.identity import fingerprint
 from twistedp2p.logs import tracker_gate
 from twistedp2p.tracker.model import CatalogueEntry, CatalogueKey, Publication, Session, Source, shared_strings
 
@@ -70,6 +71,23 @@ class ILink(Interface):
 
 def not_registered() -> wire.WireError:
     return wire.WireError("not_registered", "say hello first")
+
+
+class KeyMismatch(wire.WireError):
+    """
+    A signed hello under a hostname bound to another key.
+    """
+
+    def __init__(self, hostname: str, bound: str, offered: str) -> None:
+        super().__init__(
+            "key_mismatch",
+            f"hostname {hostname!r} is bound to key {bound}, not to this peer's key {offered}: "
+            f"use another --hostname, or if {hostname}'s key changed on purpose, "
+            f"ask the tracker's admin to run 'forget {hostname}'",
+        )
+        self.hostname = hostname
+        self.bound = bound
+        self.offered = offered
 
 
 @dataclass(eq=False, slots=True)
@@ -256,32 +274,82 @@ class Registry:
     def __len__(self) -> int:
         return len(self._live)
 
-    def hello(self, link: Any, hostname: str, ip: str, p2p_port: int, version: int | None) -> Deferred[Session]:
+    def hello(
+        self, link: Any, hostname: str, ip: str, p2p_port: int, version: int | None, key: str | None = None
+    ) -> Deferred[Session]:
         """
         Register a new session for C{link}.
 
-        A live session holding the same hostname and P2P port is replaced at
-        once when it is a seed session.  A native holder is pinged: if it
-        answers within C{ping_timeout} this hello fails with
-        C{duplicate_session}, otherwise the holder is evicted.
+        C{key} is the public key whose signature over this connection's
+        challenge the caller has checked (an authenticated hello), or None
+        (seed clients, native hellos without a key).  An authenticated
+        hostname is bound to its key on first use (the store keeps the
+        binding); a hello with another key under a bound hostname fails
+        with C{key_mismatch}.
+
+        A live session holding the same hostname and P2P port:
+
+          - an authenticated newcomer replaces an unauthenticated holder
+            at once; an unauthenticated newcomer never replaces an
+            authenticated holder (C{duplicate_session});
+          - between unauthenticated ones, a seed holder is replaced at
+            once by a newcomer from its own address, and refused
+            (C{duplicate_session}) to anyone else;
+          - otherwise (a native holder of the same standing) the holder is
+            pinged: if it answers within C{ping_timeout} this hello fails
+            with C{duplicate_session}, else the holder is evicted.
 
         @return: Deferred firing the new L{Session}; failing with a
             L{wire.WireError} or L{IndexUnavailable}.
         """
+        if key is not None:
+            d = self.store.bind_key(hostname, key)
+            d.addCallback(self._key_bound, link, hostname, ip, p2p_port, version, key)
+            return d
+        return self._hello(link, hostname, ip, p2p_port, version, None)
+
+    def _key_bound(
+        self, bound: str, link: Any, hostname: str, ip: str, p2p_port: int, version: int | None, key: str
+    ) -> Deferred[Session]:
+        offered = fingerprint(key)
+        if bound != key:
+            raise KeyMismatch(hostname, fingerprint(bound), offered)
+        return self._hello(link, hostname, ip, p2p_port, version, offered)
+
+    def _hello(
+        self, link: Any, hostname: str, ip: str, p2p_port: int, version: int | None, key_fingerprint: str | None
+    ) -> Deferred[Session]:
         if (hostname, p2p_port) in self._by_key:
-            return self._contested_hello(link, hostname, ip, p2p_port, version)
+            return self._contested_hello(link, hostname, ip, p2p_port, version, key_fingerprint)
         # The common case, without a generator: nobody holds the name.
-        return self._register(link, hostname, ip, p2p_port, version)
+        return self._register(link, hostname, ip, p2p_port, version, key_fingerprint)
 
     @inlineCallbacks
-    def _contested_hello(self, link: Any, hostname: str, ip: str, p2p_port: int, version: int | None):
+    def _contested_hello(
+        self, link: Any, hostname: str, ip: str, p2p_port: int, version: int | None, key_fingerprint: str | None
+    ):
         key = (hostname, p2p_port)
+        authenticated = key_fingerprint is not None
         while True:
             holder = self._by_key.get(key)
             if holder is None:
                 break
             sid = holder.session.session_id
+            if holder.session.authenticated and not authenticated:
+                raise wire.WireError(
+                    "duplicate_session",
+                    f"{hostname} port {p2p_port} is held by an authenticated session "
+                    f"(key {holder.session.fingerprint}); an unauthenticated hello cannot replace it",
+                )
+            if authenticated and not holder.session.authenticated:
+                yield self.evict(sid, f"replaced by the authenticated owner of {hostname} (key {key_fingerprint})")
+                continue
             if holder.session.is_seed:
+                if holder.session.ip != ip:
+                    raise wire.WireError(
+                        "duplicate_session",
+                        f"{hostname} port {p2p_port} is held by a seed session from another address",
+                    )
                 yield self.evict(sid, "replaced by a new session from the same host and port")
                 continue
             answered = yield self._ping(holder, self.ping_timeout)
@@ -295,10 +363,41 @@ class Registry:
                 )
             yield self.evict(sid, f"did not answer a ping within {self.ping_timeout:g} s "
                                   f"while a new session claimed its hostname and port")
-        session = yield self._register(link, hostname, ip, p2p_port, version)
+        session = yield self._register(link, hostname, ip, p2p_port, version, key_fingerprint)
         return session
 
-    def _register(self, link: Any, hostname: str, ip: str, p2p_port: int, version: int | None) -> Deferred[Session]:
+    def forget_key(self, hostname: str) -> Deferred[bool]:
+        """
+        For the admin shell: drop C{hostname}'s key binding, so that the
+        next authenticated hello under it binds its own key.  Live sessions
+        are left alone.
+
+        @return: Deferred firing True if there was a binding.
+        """
+        d = self.store.forget_key(hostname)
+        d.addCallback(self._key_forgotten, hostname)
+        return d
+
+    def _key_forgotten(self, forgotten: bool, hostname: str) -> bool:
+        if forgotten:
+            self.log.info("key binding of {hostname} forgotten", hostname=hostname)
+        return forgotten
+
+    def host_key(self, hostname: str) -> Deferred[str | None]:
+        """
+        The public key C{hostname} is bound to, or None.
+        """
+        return self.store.host_key(hostname)
+
+    def _register(
+        self,
+        link: Any,
+        hostname: str,
+        ip: str,
+        p2p_port: int,
+        version: int | None,
+        key_fingerprint: str | None = None,
+    ) -> Deferred[Session]:
         """
         Record a session for a hostname and port nobody holds, and write it.
         """
@@ -312,6 +411,7 @@ class Registry:
             version=version,
             connected_at=now,
             tracker_id=self.tracker_id,
+            fingerprint=key_fingerprint,
         )
         live = LiveSession(session, link, last_seen=now)
         # Reserve the hostname and port before the write, so that a hello
@@ -349,7 +449,8 @@ class Registry:
             hostname=session.hostname,
             ip=session.ip,
             port=session.p2p_port,
-            kind="seed client" if session.version is None else f"version {session.version}",
+            kind=("seed client" if session.version is None else f"version {session.version}")
+            + (f", key {session.fingerprint}" if session.fingerprint else ", unauthenticated"),
         )
         self._emit("session_up", session=session)
         return session

@@ -52,7 +52,7 @@ class StoreContract:
 
     # -- helpers -------------------------------------------------------------
 
-    def session(self, hostname="lab-pc-01", port=40001, version=1, at=None, ip="10.0.0.1"):
+    def session(self, hostname="lab-pc-01", port=40001, version=1, at=None, ip="10.0.0.1", fingerprint=None):
         """
         A new session of this tracker with a unique id.
         """
@@ -65,6 +65,7 @@ class StoreContract:
             version=version,
             connected_at=1_700_000_000.0 + n if at is None else at,
             tracker_id=self.tracker_id,
+            fingerprint=fingerprint,
         )
 
     @staticmethod
@@ -418,6 +419,67 @@ class StoreContract:
         yield again.add_session(b)
         yield again.put(b.session_id, self.pub())
         self.assertEqual(self.hosts((yield again.sources("notes.pdf", 10))), ["b"])
+
+
+class KeyBindingContract:
+    """
+    Stores that keep hostname -> public key bindings (trust on first use,
+    schema version 3) and each session's key fingerprint.  Mixed in with
+    L{StoreContract}.
+    """
+
+    KEY_A = "a" * 64
+    KEY_B = "b" * 64
+
+    @inlineCallbacks
+    def test_first_key_is_bound(self):
+        store = yield self.make_store()
+        self.assertIsNone((yield store.host_key("alice")))
+        self.assertEqual((yield store.bind_key("alice", self.KEY_A)), self.KEY_A)
+        # A second key under the same name gets the first one back.
+        self.assertEqual((yield store.bind_key("alice", self.KEY_B)), self.KEY_A)
+        self.assertEqual((yield store.bind_key("alice", self.KEY_A)), self.KEY_A)
+        self.assertEqual((yield store.host_key("alice")), self.KEY_A)
+        # Other names are independent.
+        self.assertEqual((yield store.bind_key("bob", self.KEY_B)), self.KEY_B)
+
+    @inlineCallbacks
+    def test_forget_key(self):
+        store = yield self.make_store()
+        yield store.bind_key("alice", self.KEY_A)
+        self.assertTrue((yield store.forget_key("alice")))
+        self.assertFalse((yield store.forget_key("alice")))
+        self.assertIsNone((yield store.host_key("alice")))
+        self.assertEqual((yield store.bind_key("alice", self.KEY_B)), self.KEY_B)
+
+    @inlineCallbacks
+    def test_bindings_outlive_a_restart(self):
+        """
+        Unlike sessions, key bindings survive the tracker's restart: an
+        impostor cannot take a name while its owner is away.
+        """
+        store = yield self.make_store()
+        yield store.bind_key("alice", self.KEY_A)
+        try:
+            again = yield maybeDeferred(self.reopen_store, store)
+        except NotImplementedError:
+            raise SkipTest("this store keeps nothing across runs")
+        self.assertEqual((yield again.bind_key("alice", self.KEY_B)), self.KEY_A)
+
+    @inlineCallbacks
+    def test_session_fingerprint_kept(self):
+        store = yield self.make_store()
+        a = self.session("alice", fingerprint="0123456789abcdef")
+        b = self.session("bob")
+        yield store.add_session(a)
+        yield store.add_session(b)
+        yield store.put(a.session_id, self.pub())
+        yield store.put(b.session_id, self.pub())
+        sources = yield store.sources("notes.pdf", 10)
+        self.assertEqual([s.session.fingerprint for s in sources], ["0123456789abcdef", None])
+        self.assertEqual(sources[0].to_wire()["fingerprint"], "0123456789abcdef")
+        self.assertNotIn("fingerprint", sources[1].to_wire())
+        self.assertEqual([s.fingerprint for s in (yield store.sessions())], ["0123456789abcdef", None])
 
 
 class RootContract:

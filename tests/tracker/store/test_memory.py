@@ -6,10 +6,10 @@ from twisted.trial import unittest
 
 from twistedp2p.tracker.model import Publication, Session
 from twistedp2p.tracker.store.memory import MemoryIndex, MemoryStore
-from tests.tracker.store.contract import RemovalContract, RootContract, StoreContract
+from tests.tracker.store.contract import KeyBindingContract, RemovalContract, RootContract, StoreContract
 
 
-class MemoryStoreTests(RemovalContract, RootContract, StoreContract, unittest.TestCase):
+class MemoryStoreTests(KeyBindingContract, RemovalContract, RootContract, StoreContract, unittest.TestCase):
     """
     The contract for L{MemoryStore}; it keeps nothing across runs, so the
     restart test is skipped.

@@ -30,7 +30,7 @@ from twistedp2p.tracker.store.pg_view import IndexView, session_to_row
 from twistedp2p.tracker.store.postgres import MAX_BATCH, PostgresStore, catalogue_query, glob_to_regex
 from twistedp2p.tracker.store.schema import LATEST_SCHEMA_VERSION, SchemaTooNew
 from tests.pgutil import base_dsn, postgres_skip_reason, run_sql, throwaway_database
-from tests.tracker.store.contract import SHA_A, SHA_B, RemovalContract, RootContract, StoreContract
+from tests.tracker.store.contract import SHA_A, SHA_B, KeyBindingContract, RemovalContract, RootContract, StoreContract
 
 SKIP = postgres_skip_reason()
 
@@ -97,7 +97,9 @@ class DatabaseMixin:
         return run_sql(self.url, statement, params)
 
 
-class PostgresStoreContractTests(DatabaseMixin, RemovalContract, StoreContract, RootContract, unittest.TestCase):
+class PostgresStoreContractTests(
+    DatabaseMixin, KeyBindingContract, RemovalContract, StoreContract, RootContract, unittest.TestCase
+):
     """
     The contract.  The clock is a L{task.Clock} that never moves: no lease
     passes and no timeout fires, so a query or notification that got lost

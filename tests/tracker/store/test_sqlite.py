@@ -12,18 +12,18 @@ from twisted.trial import unittest
 
 from twistedp2p.errors import IndexUnavailable
 from twistedp2p.tracker.model import Publication, Session
-from twistedp2p.tracker.store.schema import SchemaTooNew, decode_mtime, encode_mtime
+from twistedp2p.tracker.store.schema import LATEST_SCHEMA_VERSION, SchemaTooNew, decode_mtime, encode_mtime
 from twistedp2p.tracker.store import sqlite as sqlite_module
 from twistedp2p.tracker.store.sqlite import SQLiteStore, read_rows
 from tests.tracker.helpers import temp_path
-from tests.tracker.store.contract import RemovalContract, RootContract, StoreContract
+from tests.tracker.store.contract import KeyBindingContract, RemovalContract, RootContract, StoreContract
 
 
 def session(sid="t:1", hostname="a", version=1):
     return Session(sid, hostname, "10.0.0.1", 4000, version, 1.0, "t")
 
 
-class SQLiteFileStoreTests(RemovalContract, RootContract, StoreContract, unittest.TestCase):
+class SQLiteFileStoreTests(KeyBindingContract, RemovalContract, RootContract, StoreContract, unittest.TestCase):
     """
     The contract on a database file.
     """
@@ -42,7 +42,7 @@ class SQLiteFileStoreTests(RemovalContract, RootContract, StoreContract, unittes
         return again
 
 
-class SQLiteMemoryStoreTests(RemovalContract, RootContract, StoreContract, unittest.TestCase):
+class SQLiteMemoryStoreTests(KeyBindingContract, RemovalContract, RootContract, StoreContract, unittest.TestCase):
     """
     The contract on C{":memory:"} (one connection, so one database).
     """
@@ -92,7 +92,7 @@ class SQLiteFileTests(unittest.TestCase):
         yield self.started()
         db = sqlite3.connect(self.path)
         self.addCleanup(db.close)
-        self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(2,)])
+        self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(LATEST_SCHEMA_VERSION,)])
         self.assertEqual(db.execute("PRAGMA journal_mode").fetchone()[0], "wal")
         self.assertEqual(db.execute("SELECT tracker_id FROM trackers").fetchall(), [("t",)])
 
@@ -108,7 +108,7 @@ class SQLiteFileTests(unittest.TestCase):
         self.assertEqual((yield again.sessions()), [])
         db = sqlite3.connect(self.path)
         self.addCleanup(db.close)
-        self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(2,)])
+        self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(LATEST_SCHEMA_VERSION,)])
 
     @inlineCallbacks
     def test_seq_never_reused(self):
@@ -161,13 +161,40 @@ class SQLiteFileTests(unittest.TestCase):
         self.make_v1()
         store = yield self.started()
         version, names = self.columns()
-        self.assertEqual(version, [(2,)])
+        self.assertEqual(version, [(LATEST_SCHEMA_VERSION,)])
         self.assertEqual(names[-2:], ["root", "piece_size"])
         yield store.add_session(session())
         yield store.put("t:1", Publication("b", "b", 4, 1.0, "c" * 64, "d" * 64, 262144))
         [source] = yield store.sources("b", 10)
         self.assertEqual((source.publication.root, source.publication.piece_size), ("d" * 64, 262144))
         self.assertEqual(read_rows(self.path)[1][0][-2:], ("d" * 64, 262144))
+
+    @inlineCallbacks
+    def test_migrates_v2_keeping_nothing_but_adding_key_bindings(self):
+        """
+        A version 2 database (version 1, migrated once) gets the key
+        bindings table and the sessions' fingerprint column; bindings then
+        outlive a restart.
+        """
+        self.make_v1()
+        db = sqlite3.connect(self.path)
+        db.executescript(
+            "ALTER TABLE publications ADD COLUMN root TEXT NULL;"
+            " ALTER TABLE publications ADD COLUMN piece_size INTEGER NULL;"
+            " UPDATE schema_version SET version = 2;"
+        )
+        db.commit()
+        db.close()
+        store = yield self.started()
+        db = sqlite3.connect(self.path)
+        self.addCleanup(db.close)
+        self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(3,)])
+        self.assertIn("fingerprint", [row[1] for row in db.execute("PRAGMA table_info(sessions)")])
+        self.assertEqual((yield store.bind_key("alice", "a" * 64)), "a" * 64)
+        yield store.add_session(session())
+        yield store.stop()
+        again = yield self.started()
+        self.assertEqual((yield again.bind_key("alice", "b" * 64)), "a" * 64)
 
     @inlineCallbacks
     def test_migration_idempotent(self):
@@ -184,7 +211,7 @@ class SQLiteFileTests(unittest.TestCase):
         yield store.stop()
         yield self.started()
         version, names = self.columns()
-        self.assertEqual(version, [(2,)])
+        self.assertEqual(version, [(LATEST_SCHEMA_VERSION,)])
         self.assertEqual(names.count("root"), 1)
         self.assertEqual(names[-2:], ["root", "piece_size"])
 
@@ -192,17 +219,17 @@ class SQLiteFileTests(unittest.TestCase):
     def test_refuses_newer_schema(self):
         db = sqlite3.connect(self.path)
         db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        db.execute("INSERT INTO schema_version VALUES (3)")
+        db.execute("INSERT INTO schema_version VALUES (99)")
         db.commit()
         db.close()
         store = SQLiteStore(self.path, clock=reactor, tracker_id="t")
         failure = yield self.assertFailure(store.start(), SchemaTooNew)
-        self.assertIn("schema version 3", str(failure))
+        self.assertIn("schema version 99", str(failure))
         self.assertIn("upgrade", str(failure))
         # Nothing was touched.
         db = sqlite3.connect(self.path)
         self.addCleanup(db.close)
-        self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(3,)])
+        self.assertEqual(db.execute("SELECT version FROM schema_version").fetchall(), [(99,)])
         # And the store is closed: writes fail cleanly.
         yield self.assertFailure(store.add_session(session()), IndexUnavailable)
 

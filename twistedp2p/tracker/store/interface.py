@@ -110,3 +110,27 @@ class IIndexStore(Interface):
         session this tracker owns.  Records of this tracker not in the
         snapshot are removed.  @return: Deferred firing None.
         """
+
+    def bind_key(hostname, key):
+        """
+        Trust on first use: bind C{hostname} to the public key C{key} (64
+        hex digits, L{twistedp2p.identity}) unless it is bound already.
+        Atomic, also between trackers sharing the database; bindings
+        outlive sessions and tracker restarts.
+
+        @return: Deferred firing the key the hostname is bound to now
+            (C{key} if it was free, else the earlier one).
+        """
+
+    def host_key(hostname):
+        """
+        @return: Deferred firing the key C{hostname} is bound to, or None.
+        """
+
+    def forget_key(hostname):
+        """
+        Drop C{hostname}'s binding (the admin's C{forget}): the next key
+        that says hello under it is bound.
+
+        @return: Deferred firing True if there was one.
+        """

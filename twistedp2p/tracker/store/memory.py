@@ -320,6 +320,18 @@ class MemoryStore:
         #: Synchronous reads for the registry's hot path (see
         #: L{Registry.fetch_now}).
         self.read_view = self.index
+        #: hostname -> bound public key; kept across C{start} (but not
+        #: across processes: nothing here outlives the tracker).
+        self._keys: dict[str, str] = {}
+
+    def bind_key(self, hostname: str, key: str) -> Deferred[str]:
+        return succeed(self._keys.setdefault(hostname, key))
+
+    def host_key(self, hostname: str) -> Deferred[str | None]:
+        return succeed(self._keys.get(hostname))
+
+    def forget_key(self, hostname: str) -> Deferred[bool]:
+        return succeed(self._keys.pop(hostname, None) is not None)
 
     def start(self) -> Deferred[None]:
         self.index.clear()

@@ -64,7 +64,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     ip TEXT NOT NULL,
     p2p_port INTEGER NOT NULL,
     version INTEGER NULL,
-    connected_at DOUBLE PRECISION NOT NULL);
+    connected_at DOUBLE PRECISION NOT NULL,
+    fingerprint TEXT NULL);
+CREATE TABLE IF NOT EXISTS host_keys (
+    hostname TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    bound_at DOUBLE PRECISION NOT NULL);
 CREATE INDEX IF NOT EXISTS sessions_hostname ON sessions (hostname);
 CREATE INDEX IF NOT EXISTS sessions_tracker ON sessions (tracker_id);
 CREATE TABLE IF NOT EXISTS publications (
@@ -111,7 +116,19 @@ UPDATE schema_version SET version = 2 WHERE version = 1;
 #: version -> script bringing a database from that version to a later one
 #: (each takes the schema lock and is idempotent).  Version 0 is an empty
 #: database, which gets the latest schema at once.
-MIGRATIONS: dict[int, str] = {0: CREATE, 1: MIGRATE_1_2}
+#: Version 2 to 3: hostname -> public key bindings (trust on first use)
+#: and the fingerprint of each session's key.
+MIGRATE_2_3 = f"""
+SELECT pg_advisory_xact_lock({SCHEMA_LOCK});
+CREATE TABLE IF NOT EXISTS host_keys (
+    hostname TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    bound_at DOUBLE PRECISION NOT NULL);
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS fingerprint TEXT NULL;
+UPDATE schema_version SET version = 3 WHERE version = 2;
+"""
+
+MIGRATIONS: dict[int, str] = {0: CREATE, 1: MIGRATE_1_2, 2: MIGRATE_2_3}
 
 # -- tracker life cycle ----------------------------------------------------------
 
@@ -181,15 +198,19 @@ VALUES (%(me)s, %(now)s, %(expires)s)
 ON CONFLICT (tracker_id) DO UPDATE SET lease_expires = EXCLUDED.lease_expires;
 DELETE FROM sessions
 WHERE tracker_id = %(me)s AND NOT (session_id = ANY (%(sids)s::text[]));
-INSERT INTO sessions AS s (session_id, tracker_id, hostname, ip, p2p_port, version, connected_at)
+INSERT INTO sessions AS s (session_id, tracker_id, hostname, ip, p2p_port, version, connected_at,
+                           fingerprint)
 SELECT * FROM unnest(%(sids)s::text[], %(tids)s::text[], %(hostnames)s::text[], %(ips)s::text[],
-                     %(ports)s::int[], %(versions)s::int[], %(connected)s::float8[])
+                     %(ports)s::int[], %(versions)s::int[], %(connected)s::float8[],
+                     %(fingerprints)s::text[])
 ON CONFLICT (session_id) DO UPDATE SET
     tracker_id = EXCLUDED.tracker_id, hostname = EXCLUDED.hostname, ip = EXCLUDED.ip,
-    p2p_port = EXCLUDED.p2p_port, version = EXCLUDED.version, connected_at = EXCLUDED.connected_at
-WHERE (s.tracker_id, s.hostname, s.ip, s.p2p_port, s.version, s.connected_at)
+    p2p_port = EXCLUDED.p2p_port, version = EXCLUDED.version, connected_at = EXCLUDED.connected_at,
+    fingerprint = EXCLUDED.fingerprint
+WHERE (s.tracker_id, s.hostname, s.ip, s.p2p_port, s.version, s.connected_at, s.fingerprint)
     IS DISTINCT FROM (EXCLUDED.tracker_id, EXCLUDED.hostname, EXCLUDED.ip,
-                      EXCLUDED.p2p_port, EXCLUDED.version, EXCLUDED.connected_at);
+                      EXCLUDED.p2p_port, EXCLUDED.version, EXCLUDED.connected_at,
+                      EXCLUDED.fingerprint);
 DELETE FROM publications p
 USING sessions s
 WHERE s.session_id = p.session_id AND s.tracker_id = %(me)s
@@ -218,12 +239,14 @@ SELECT pg_notify(%(channel)s, %(payload)s);
 
 ADD_SESSION = """
 WITH up AS (
-    INSERT INTO sessions AS s (session_id, tracker_id, hostname, ip, p2p_port, version, connected_at)
-    VALUES (%(sid)s, %(tid)s, %(hostname)s, %(ip)s, %(port)s, %(version)s, %(connected)s)
+    INSERT INTO sessions AS s (session_id, tracker_id, hostname, ip, p2p_port, version, connected_at,
+                               fingerprint)
+    VALUES (%(sid)s, %(tid)s, %(hostname)s, %(ip)s, %(port)s, %(version)s, %(connected)s,
+            %(fingerprint)s)
     ON CONFLICT (session_id) DO UPDATE SET
         tracker_id = EXCLUDED.tracker_id, hostname = EXCLUDED.hostname, ip = EXCLUDED.ip,
         p2p_port = EXCLUDED.p2p_port, version = EXCLUDED.version,
-        connected_at = EXCLUDED.connected_at
+        connected_at = EXCLUDED.connected_at, fingerprint = EXCLUDED.fingerprint
     RETURNING 1
 )
 SELECT pg_notify(%(channel)s, %(payload)s)
@@ -277,7 +300,7 @@ NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 _TRACKER_ROWS = "json_build_array(t.tracker_id, t.lease_expires)"
 _SESSION_ROWS = (
     "json_build_array(s.session_id, s.tracker_id, s.hostname, s.ip, s.p2p_port, s.version,"
-    " s.connected_at) ORDER BY s.connected_at, s.session_id"
+    " s.connected_at, s.fingerprint) ORDER BY s.connected_at, s.session_id"
 )
 _PUBLICATION_ROWS = (
     "json_build_array(p.seq, p.session_id, p.fname, p.lname, p.file_size, p.last_modified,"
@@ -314,7 +337,7 @@ FROM publications WHERE seq = %(seq)s
 
 _SOURCE_COLUMNS = """
 SELECT s.session_id, s.tracker_id, s.hostname, s.ip, s.p2p_port, s.version, s.connected_at,
-       p.seq, p.session_id, p.fname, p.lname, p.file_size, p.last_modified, p.sha256,
+       s.fingerprint, p.seq, p.session_id, p.fname, p.lname, p.file_size, p.last_modified, p.sha256,
        p.root, p.piece_size
 FROM publications p
 JOIN sessions s ON s.session_id = p.session_id
@@ -336,8 +359,30 @@ DB_CATALOGUE_GLOB = _SOURCE_COLUMNS + " AND lower(p.fname) ~ %(regex)s ORDER BY 
 DB_CATALOGUE_PREFIX = _SOURCE_COLUMNS + " AND p.fname LIKE %(like)s ORDER BY p.fname, p.seq"
 
 DB_SESSIONS = """
-SELECT s.session_id, s.tracker_id, s.hostname, s.ip, s.p2p_port, s.version, s.connected_at
+SELECT s.session_id, s.tracker_id, s.hostname, s.ip, s.p2p_port, s.version, s.connected_at,
+       s.fingerprint
 FROM sessions s LEFT JOIN trackers t ON t.tracker_id = s.tracker_id
 WHERE (s.tracker_id = %(me)s OR t.lease_expires >= %(now)s)
 ORDER BY s.connected_at, s.session_id
 """
+
+# -- key bindings (trust on first use) ------------------------------------------
+
+#: Bind a hostname to a key unless it is bound; answers the key bound now
+#: (none in the rare case that another tracker's binding committed while
+#: this statement ran: run it again).
+BIND_KEY = """
+WITH ins AS (
+    INSERT INTO host_keys (hostname, public_key, bound_at) VALUES (%(hostname)s, %(key)s, %(now)s)
+    ON CONFLICT (hostname) DO NOTHING
+    RETURNING public_key
+)
+SELECT public_key FROM ins
+UNION ALL
+SELECT public_key FROM host_keys WHERE hostname = %(hostname)s
+LIMIT 1
+"""
+
+HOST_KEY = "SELECT public_key FROM host_keys WHERE hostname = %(hostname)s"
+
+FORGET_KEY = "DELETE FROM host_keys WHERE hostname = %(hostname)s RETURNING 1"

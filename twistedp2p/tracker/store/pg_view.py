@@ -21,7 +21,9 @@ from twistedp2p.tracker.store.memory import MemoryIndex
 from twistedp2p.tracker.store.schema import decode_mtime
 
 #: Column order of a session row (as in the C{sessions} table).
-SESSION_COLUMNS = ("session_id", "tracker_id", "hostname", "ip", "p2p_port", "version", "connected_at")
+SESSION_COLUMNS = (
+    "session_id", "tracker_id", "hostname", "ip", "p2p_port", "version", "connected_at", "fingerprint",
+)
 #: Column order of a publication row (as in the C{publications} table).
 PUBLICATION_COLUMNS = (
     "seq", "session_id", "fname", "lname", "file_size", "last_modified", "sha256", "root", "piece_size",
@@ -32,7 +34,9 @@ def session_from_row(row: Sequence[Any]) -> Session:
     """
     A L{Session} from a row in L{SESSION_COLUMNS} order.
     """
-    session_id, tracker_id, hostname, ip, port, version, connected_at = row
+    session_id, tracker_id, hostname, ip, port, version, connected_at = row[:7]
+    # Rows of trackers older than schema version 3 have no fingerprint.
+    fingerprint = row[7] if len(row) > 7 else None
     # Every row decoded from a notification brings its own copies of the
     # strings: share the ones many sessions have in common (interned
     # strings are freed with their last user).
@@ -44,6 +48,7 @@ def session_from_row(row: Sequence[Any]) -> Session:
         version=None if version is None else int(version),
         connected_at=float(connected_at),
         tracker_id=intern(tracker_id),
+        fingerprint=fingerprint,
     )
 
 
@@ -52,7 +57,7 @@ def session_to_row(session: Session) -> list[Any]:
     The inverse of L{session_from_row}.
     """
     s = session
-    return [s.session_id, s.tracker_id, s.hostname, s.ip, s.p2p_port, s.version, s.connected_at]
+    return [s.session_id, s.tracker_id, s.hostname, s.ip, s.p2p_port, s.version, s.connected_at, s.fingerprint]
 
 
 def publication_from_row(row: Sequence[Any]) -> tuple[int, str, Publication]:

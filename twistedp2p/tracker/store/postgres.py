@@ -38,7 +38,7 @@ Other trackers drop it when the removal's notification arrives.
 Notification payloads are C{KIND JSON-ARRAY}, the array starting with the
 writer's token::
 
-    s+ [token, session_id, tracker_id, hostname, ip, p2p_port, version, connected_at]
+    s+ [token, session_id, tracker_id, hostname, ip, p2p_port, version, connected_at, fingerprint]
     s- [token, session_id]
     S- [[token, session_id], ...]              removals of one batch, together
     p+ [token, seq, session_id, fname, lname, file_size, last_modified, sha256, root, piece_size]
@@ -763,7 +763,7 @@ class PostgresStore:
     def add_session(self, session: Session) -> Deferred[None]:
         token = self._token()
         row = session_to_row(session)
-        params = dict(zip(("sid", "tid", "hostname", "ip", "port", "version", "connected"), row))
+        params = dict(zip(("sid", "tid", "hostname", "ip", "port", "version", "connected", "fingerprint"), row))
         params["payload"] = _payload("s+", token, *row)
         d = self._write(sql.ADD_SESSION, params, token, f"adding session {session.session_id}")
         return d.addCallback(lambda _: None)
@@ -894,6 +894,38 @@ class PostgresStore:
 
     def sessions(self) -> Deferred[list[Session]]:
         return succeed(self.view.sessions())
+
+    # -- key bindings --------------------------------------------------------
+
+    @inlineCallbacks
+    def bind_key(self, hostname: str, key: str):
+        for _ in range(3):
+            rows = yield self._key_query(sql.BIND_KEY, {"hostname": hostname, "key": key, "now": self._clock.seconds()},
+                                         f"binding the key of {hostname}")
+            if rows:
+                return rows[0][0]
+        raise IndexUnavailable(f"binding the key of {hostname}: the binding keeps changing")
+
+    def host_key(self, hostname: str) -> Deferred[str | None]:
+        d = self._key_query(sql.HOST_KEY, {"hostname": hostname}, f"reading the key of {hostname}")
+        return d.addCallback(lambda rows: rows[0][0] if rows else None)
+
+    def forget_key(self, hostname: str) -> Deferred[bool]:
+        d = self._key_query(sql.FORGET_KEY, {"hostname": hostname}, f"forgetting the key of {hostname}")
+        return d.addCallback(bool)
+
+    def _key_query(self, statement: str, params: dict[str, Any], what: str) -> Deferred[Any]:
+        if self._pool is None:
+            return fail(IndexUnavailable(f"{what}: the index is not open"))
+        d = self._pool.runQuery(statement, params)
+        d.addErrback(self._key_query_failed, what)
+        return d
+
+    def _key_query_failed(self, failure: Failure, what: str) -> Failure:
+        if failure.check(*_UNREACHABLE) and not failure.check(IndexUnavailable):
+            self.log.warn("{what} failed: {error}", what=what, error=_first_line(failure))
+            raise IndexUnavailable(f"{what}: {_first_line(failure)}")
+        return failure
 
     def direct(self) -> DirectReads:
         """
@@ -1027,8 +1059,8 @@ def _member(c: str) -> str:
 def _sources(rows: list[tuple[Any, ...]]) -> list[Source]:
     found = []
     for row in rows:
-        session = session_from_row(row[:7])
-        seq, _, publication = publication_from_row(row[7:])
+        session = session_from_row(row[:8])
+        seq, _, publication = publication_from_row(row[8:])
         found.append(Source(session, publication, seq))
     return found
 
@@ -1040,7 +1072,7 @@ def _resync_params(snapshot: Iterable[tuple[Session, Iterable[Publication]]]) ->
     """
     columns: dict[str, list[Any]] = {
         key: []
-        for key in ("sids", "tids", "hostnames", "ips", "ports", "versions", "connected",
+        for key in ("sids", "tids", "hostnames", "ips", "ports", "versions", "connected", "fingerprints",
                     "psids", "fnames", "lnames", "sizes", "mtimes", "shas", "roots", "pieces")
     }
     seen: set[str] = set()
@@ -1048,7 +1080,8 @@ def _resync_params(snapshot: Iterable[tuple[Session, Iterable[Publication]]]) ->
         if session.session_id in seen:
             continue
         seen.add(session.session_id)
-        for key, value in zip(("sids", "tids", "hostnames", "ips", "ports", "versions", "connected"),
+        for key, value in zip(("sids", "tids", "hostnames", "ips", "ports", "versions", "connected",
+                               "fingerprints"),
                               session_to_row(session)):
             columns[key].append(value)
         latest: dict[str, Publication] = {}

@@ -10,9 +10,11 @@ import json
 from twistedp2p.errors import P2PError
 
 #: The newest index schema: version 2 adds ``publications.root`` and
-#: ``publications.piece_size`` (docs/swarm.md).  Both SQL stores (SQLite and
-#: PostgreSQL) write it and migrate a version 1 database to it on start.
-LATEST_SCHEMA_VERSION = 2
+#: ``publications.piece_size`` (docs/swarm.md); version 3 adds the
+#: ``host_keys`` table (hostname -> public key, trust on first use) and
+#: ``sessions.fingerprint``.  Both SQL stores (SQLite and PostgreSQL)
+#: write it and migrate older databases to it on start.
+LATEST_SCHEMA_VERSION = 3
 
 #: The first schema (no root, no piece size).  No store writes it any more;
 #: the name stays for code that imported it.

@@ -34,6 +34,12 @@ from twistedp2p.tracker.store.schema import (
     encode_mtime,
 )
 
+#: Trust on first use (version 3): the public key each hostname is bound to.
+_CREATE_HOST_KEYS = """CREATE TABLE IF NOT EXISTS host_keys (
+        hostname TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL,
+        bound_at REAL NOT NULL)"""
+
 _CREATE = [
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
     """CREATE TABLE IF NOT EXISTS trackers (
@@ -47,7 +53,8 @@ _CREATE = [
         ip TEXT NOT NULL,
         p2p_port INTEGER NOT NULL,
         version INTEGER NULL,
-        connected_at REAL NOT NULL)""",
+        connected_at REAL NOT NULL,
+        fingerprint TEXT NULL)""",
     "CREATE INDEX IF NOT EXISTS sessions_hostname ON sessions (hostname)",
     "CREATE INDEX IF NOT EXISTS sessions_tracker ON sessions (tracker_id)",
     # AUTOINCREMENT: a seq is never reused, so a replace (delete + insert)
@@ -65,6 +72,7 @@ _CREATE = [
         piece_size INTEGER NULL,
         UNIQUE (session_id, fname))""",
     "CREATE INDEX IF NOT EXISTS publications_fname ON publications (fname, seq)",
+    _CREATE_HOST_KEYS,
 ]
 
 #: Columns added after version 1: name -> SQL type.  Version 2 adds the
@@ -86,15 +94,26 @@ def _add_columns(cursor: Any, version: int) -> None:
 
 #: version -> a step (run with a cursor) that brings a database from that
 #: version to the next.
-_MIGRATIONS: dict[int, Callable[[Any], None]] = {1: lambda cursor: _add_columns(cursor, 2)}
+def _migrate_2_3(cursor: Any) -> None:
+    """
+    Version 3: the key bindings, and the fingerprint of each session's key
+    (idempotent, like L{_add_columns}).
+    """
+    cursor.execute(_CREATE_HOST_KEYS)
+    cursor.execute("PRAGMA table_info(sessions)")
+    if "fingerprint" not in {row[1] for row in cursor.fetchall()}:
+        cursor.execute("ALTER TABLE sessions ADD COLUMN fingerprint TEXT NULL")
+
+
+_MIGRATIONS: dict[int, Callable[[Any], None]] = {1: lambda cursor: _add_columns(cursor, 2), 2: _migrate_2_3}
 
 _INSERT_SESSION = (
     "INSERT INTO sessions (session_id, tracker_id, hostname, ip, p2p_port,"
-    " version, connected_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " version, connected_at, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (session_id) DO UPDATE SET tracker_id = excluded.tracker_id,"
     " hostname = excluded.hostname, ip = excluded.ip,"
     " p2p_port = excluded.p2p_port, version = excluded.version,"
-    " connected_at = excluded.connected_at"
+    " connected_at = excluded.connected_at, fingerprint = excluded.fingerprint"
 )
 _DELETE_PUBLICATION = "DELETE FROM publications WHERE session_id = ? AND fname = ?"
 _INSERT_PUBLICATION = (
@@ -116,7 +135,7 @@ def _open_connection(connection: sqlite3.Connection) -> None:
 
 
 def _session_row(s: Session) -> tuple[Any, ...]:
-    return (s.session_id, s.tracker_id, s.hostname, s.ip, s.p2p_port, s.version, s.connected_at)
+    return (s.session_id, s.tracker_id, s.hostname, s.ip, s.p2p_port, s.version, s.connected_at, s.fingerprint)
 
 
 def _insert_publication(cursor: Any, session_id: str, p: Publication) -> int:
@@ -413,6 +432,15 @@ class SQLiteStore:
         for session_id, fname in self._unpublishing:
             self.index.delete(session_id, fname)
 
+    def bind_key(self, hostname: str, key: str) -> Deferred[str]:
+        return self._write(_bind_key, hostname, key, self._clock.seconds())
+
+    def host_key(self, hostname: str) -> Deferred[str | None]:
+        return self._write(_host_key, hostname)
+
+    def forget_key(self, hostname: str) -> Deferred[bool]:
+        return self._write(_forget_key, hostname)
+
     def renew(self) -> Deferred[bool]:
         """
         Nothing to renew: this tracker owns the file.
@@ -503,6 +531,25 @@ def _add_session(cursor: Any, session: Session) -> None:
     cursor.execute(_INSERT_SESSION, _session_row(session))
 
 
+def _bind_key(cursor: Any, hostname: str, key: str, now: float) -> str:
+    cursor.execute(
+        "INSERT INTO host_keys (hostname, public_key, bound_at) VALUES (?, ?, ?) ON CONFLICT (hostname) DO NOTHING",
+        (hostname, key, now),
+    )
+    return _host_key(cursor, hostname)
+
+
+def _host_key(cursor: Any, hostname: str) -> str | None:
+    cursor.execute("SELECT public_key FROM host_keys WHERE hostname = ?", (hostname,))
+    row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def _forget_key(cursor: Any, hostname: str) -> bool:
+    cursor.execute("DELETE FROM host_keys WHERE hostname = ?", (hostname,))
+    return cursor.rowcount > 0
+
+
 def _remove_session(cursor: Any, session_id: str) -> None:
     cursor.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
 
@@ -533,7 +580,10 @@ def read_rows(path: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """
     connection = sqlite3.connect(path)
     try:
-        sessions = connection.execute("SELECT * FROM sessions ORDER BY connected_at").fetchall()
+        sessions = connection.execute(
+            "SELECT session_id, tracker_id, hostname, ip, p2p_port, version, connected_at"
+            " FROM sessions ORDER BY connected_at"
+        ).fetchall()
         publications = [
             row[:5] + (decode_mtime(row[5]),) + row[6:]
             for row in connection.execute("SELECT * FROM publications ORDER BY seq")
