@@ -185,7 +185,7 @@ class _Log:
 
 # -- tracker shell -------------------------------------------------------------
 
-TRACKER_COMMANDS = ["peers", "files", "discover", "ping", "help", "quit"]
+TRACKER_COMMANDS = ["peers", "files", "discover", "ping", "forget", "help", "quit"]
 
 
 class _AnsweringLink(FakeLink):

@@ -7,6 +7,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from twistedp2p.identity import fingerprint
 from twistedp2p.tracker.registry import Registry
 from twistedp2p.tracker.shell import TrackerShell, table
 from twistedp2p.tracker.store.memory import MemoryStore
@@ -86,11 +87,23 @@ class ShellTests(SynchronousTestCase):
         self.successResultOf(self.registry.publish(s.session_id, "a", None, 1, 1.0, SHA_A, False))
         self.clock.advance(12)
         lines = self.command("peers")
-        self.assertEqual(lines[0].split(), ["hostname", "address", "version", "connected", "since", "last", "seen", "files"])
+        self.assertEqual(
+            lines[0].split(), ["hostname", "address", "version", "connected", "since", "last", "seen", "files", "key"]
+        )
         self.assertEqual(lines[1].split()[:3], ["lab-pc", "10.0.0.1:4000", "1"])
-        self.assertEqual(lines[1].split()[-3:], ["12s", "ago", "1"])
+        self.assertEqual(lines[1].split()[-4:], ["12s", "ago", "1", "unauthenticated"])
         self.assertEqual(lines[2].split()[:3], ["old-pc", "10.0.0.2:5000", "seed"])
-        self.assertEqual(lines[2].split()[-1], "0")
+        self.assertEqual(lines[2].split()[-2:], ["0", "unauthenticated"])
+
+    def test_peers_shows_key_and_forget(self):
+        key = "ab" * 32
+        self.successResultOf(self.registry.hello(FakeLink(), "alice", "10.0.0.1", 4000, 1, key))
+        self.assertEqual(self.command("peers")[1].split()[-1], fingerprint(key))
+        self.assertEqual(self.command("forget"), ["error: usage: forget HOSTNAME"])
+        self.assertEqual(self.command("forget bob"), ["bob: no key bound"])
+        [line] = self.command("forget alice")
+        self.assertTrue(line.startswith(f"alice: forgot key {fingerprint(key)};"), line)
+        self.assertEqual(self.command("forget alice"), ["alice: no key bound"])
 
     def test_files(self):
         a, _ = self.hello("a", 1)

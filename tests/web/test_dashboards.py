@@ -74,7 +74,7 @@ class TrackerDashboardTests(SynchronousTestCase):
         self.assertEqual(
             self.dashboard.peers_snapshot(),
             {"peers": [{"session_id": "t:1", "hostname": "lab-pc", "ip": "10.0.0.7", "p2p_port": 4000,
-                        "version": None, "seed": True, "connected_at": 1.0, "last_seen": 5.0, "files": 2,
+                        "version": None, "seed": True, "connected_at": 1.0, "fingerprint": None, "authenticated": False, "last_seen": 5.0, "files": 2,
                         "missed": 1, "rtt": 0.002}]},
         )
 

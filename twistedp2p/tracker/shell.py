@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistedp2p.errors import P2PError
+from twistedp2p.identity import fingerprint
 from twistedp2p.shellbase import ShellLineReceiver
 from twistedp2p.textfmt import human_size, quote_name, short_hash, table
 from twistedp2p.tracker.registry import PingResult, Registry
@@ -26,6 +27,7 @@ _HELP = [
     ("discover HOSTNAME", "files a host published, with size and sha256"),
     ("ping HOSTNAME", "is that host online (on any tracker), and does its P2P port accept connections"),
     ("evict HOST", "close the sessions of HOST (hostname, IP or IP:PORT) on this tracker and drop their files"),
+    ("forget HOSTNAME", "drop the key HOSTNAME is bound to: the next key that says hello as HOSTNAME is bound"),
     ("help", "this list"),
     ("quit", "stop the tracker"),
 ]
@@ -181,12 +183,14 @@ class TrackerShell(ShellLineReceiver):
                     _clock_time(s.connected_at),
                     _ago(now - peer.last_seen),
                     str(peer.files),
+                    s.fingerprint or "unauthenticated",
                 ]
             )
         if not rows:
             self.say("no live sessions")
             return
-        for line in table(["hostname", "address", "version", "connected since", "last seen", "files"], rows):
+        header = ["hostname", "address", "version", "connected since", "last seen", "files", "key"]
+        for line in table(header, rows):
             self.say(line)
 
     def do_files(self, rest: str):
@@ -231,6 +235,26 @@ class TrackerShell(ShellLineReceiver):
         ]
         for line in table(["name", "size", "sha256", "source"], rows, right=[1]):
             self.say(line)
+
+    def do_forget(self, rest: str):
+        """forget HOSTNAME: drop the hostname's key binding"""
+        hostname = _one_arg("forget", "HOSTNAME", rest)
+        d = self.registry.host_key(hostname)
+        d.addCallback(self._forget, hostname)
+        return d
+
+    def _forget(self, key: str | None, hostname: str):
+        if key is None:
+            self.say(f"{hostname}: no key bound")
+            return None
+        d = self.registry.forget_key(hostname)
+        d.addCallback(
+            lambda _: self.say(
+                f"{hostname}: forgot key {fingerprint(key)}; the next peer to say hello as {hostname} "
+                f"with a signed hello binds its key"
+            )
+        )
+        return d
 
     def do_ping(self, rest: str):
         """ping HOSTNAME: online check"""

@@ -37,6 +37,10 @@ def session_json(session: Any) -> dict[str, Any]:
         "version": session.version,
         "seed": session.version is None,
         "connected_at": session.connected_at,
+        # The short fingerprint of the key that signed its hello; null for
+        # an unauthenticated session (docs/protocol.md).
+        "fingerprint": session.fingerprint,
+        "authenticated": session.fingerprint is not None,
     }
 
 

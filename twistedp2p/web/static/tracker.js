@@ -36,9 +36,13 @@
   }
 
   function protocolTag(p) {
-    return p.seed
+    const kind = p.seed
       ? el("span", { class: "tag seed", title: "seed-protocol client (no version, no heartbeat)" }, "seed")
       : el("span", { class: "tag native" }, "v" + p.version);
+    const key = p.authenticated
+      ? el("span", { class: "tag ok mono", title: "signed hello; key fingerprint" }, p.fingerprint)
+      : el("span", { class: "tag unauth", title: "no signed hello: the hostname is not proven" }, "unauthenticated");
+    return el("span", { class: "nowrap" }, kind, " ", key);
   }
 
   function renderPeers(list) {
