@@ -71,6 +71,51 @@ class ChooseSourcesTests(SynchronousTestCase):
         peers = [entry("a", ip="10.0.0.1"), entry("b", ip="10.0.0.2")]
         self.assertEqual([s.hostname for s in choose_sources("f", peers, "10.0.0.2")], ["b"])
 
+    def test_from_by_fingerprint(self) -> None:
+        """
+        --from FINGERPRINT picks the source whose key it is, whatever
+        hostname it (or an impostor) claims.
+        """
+        peers = [
+            entry("alice", ip="10.6.6.6", port=1, fingerprint="6666666666666666"),
+            entry("alice", ip="10.0.0.1", port=2, fingerprint="0123456789abcdef"),
+            entry("bob", ip="10.0.0.2", port=3),
+        ]
+        [s] = choose_sources("f", peers, "0123456789abcdef")
+        self.assertEqual((s.ip, s.port, s.fingerprint), ("10.0.0.1", 2, "0123456789abcdef"))
+        self.assertRaises(errors.NoSources, choose_sources, "f", peers, "ffffffffffffffff")
+
+    def test_from_by_ip_and_port(self) -> None:
+        peers = [
+            entry("a", ip="10.0.0.1", port=4000),
+            entry("a", ip="10.0.0.1", port=4001),
+            entry("b", ip="::1", port=4000),
+        ]
+        [s] = choose_sources("f", peers, "10.0.0.1:4001")
+        self.assertEqual((s.ip, s.port), ("10.0.0.1", 4001))
+        [s] = choose_sources("f", peers, "[::1]:4000")
+        self.assertEqual(s.hostname, "b")
+        self.assertEqual(len(choose_sources("f", peers, "10.0.0.1")), 2)
+        self.assertRaises(errors.NoSources, choose_sources, "f", peers, "10.0.0.1:5000")
+
+    def test_from_hostname_prefers_authenticated(self) -> None:
+        """
+        Sources claiming a hostname without a key are left out when a source
+        of that hostname proved its key; alone, they are kept (and marked
+        unauthenticated).
+        """
+        impostor = entry("alice", ip="10.6.6.6", port=1)
+        owner = entry("alice", ip="10.0.0.1", port=2, fingerprint="0123456789abcdef")
+        [s] = choose_sources("f", [impostor, owner], "alice")
+        self.assertEqual(s.ip, "10.0.0.1")
+        self.assertTrue(s.authenticated)
+        [s] = choose_sources("f", [impostor], "alice")
+        self.assertFalse(s.authenticated)
+
+    def test_malformed_fingerprint_ignored(self) -> None:
+        [s] = choose_sources("f", [entry("a", fingerprint="not hex")])
+        self.assertIsNone(s.fingerprint)
+
     def test_none(self) -> None:
         self.assertRaises(errors.NoSources, choose_sources, "f", [])
 

@@ -11,6 +11,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from twistedp2p import identity
 from twistedp2p.peer import service
 
 from .helpers import all_frames, frame, sync_run, temp_dir
@@ -167,11 +168,22 @@ class ServiceTests(SynchronousTestCase):
         proto = factory.buildProtocol(None)
         transport = StringTransport()
         proto.makeConnection(transport)
+        [challenge] = all_frames(transport.value())
+        transport.clear()
+        self.assertEqual(challenge, {"action": "challenge", "id": 1})
+        proto.dataReceived(frame({"status": "success", "id": 1, "nonce": "ab" * 32, "tracker": "trk",
+                                  "address": "127.0.0.1"}))
         [hello] = all_frames(transport.value())
+        key, signature = hello.pop("key"), hello.pop("signature")
         self.assertEqual(
-            hello, {"action": "hello", "id": 1, "hostname": "me", "p2p_port": 7070, "version": 1}
+            hello, {"action": "hello", "id": 2, "hostname": "me", "p2p_port": 7070, "version": 1}
         )
-        proto.dataReceived(frame({"status": "success", "id": 1, "address": "127.0.0.1"}))
+        # Signed with the key kept in the repository.
+        self.assertEqual(key, peer.identity.public_key)
+        self.assertTrue((self.dir / "repo" / ".p2p" / "identity.key").is_file())
+        self.assertTrue(identity.verify(key, signature, identity.hello_message("ab" * 32, "trk", "127.0.0.1", "me",
+                                                                             7070, key)))
+        proto.dataReceived(frame({"status": "success", "id": 2, "address": "127.0.0.1"}))
         self.assertEqual(peer.link.state, "connected")
         stopped = peer.stopService()
         self.assertTrue(transport.disconnecting)
@@ -181,6 +193,28 @@ class ServiceTests(SynchronousTestCase):
         proto.connectionLost(Failure(ConnectionDone()))
         self.successResultOf(stopped)
         self.assertEqual(self.reactor.tcpServers[0][1], peer.upload_factory)
+
+    def test_corrupt_key_file_is_fatal_and_kept(self) -> None:
+        """
+        A key file that cannot be read stops the peer with one clear line;
+        the file is left as it was (never silently replaced).
+        """
+        state = self.dir / "repo" / ".p2p"
+        state.mkdir(parents=True)
+        (state / "identity.key").write_bytes(b"not a key")
+        fatal = []
+        peer = service.PeerService(
+            self.reactor, hostname="me", repo=str(self.dir / "repo"), share_roots=[],
+            trackers=["tcp:127.0.0.1:9999"], listen="tcp:7070", on_fatal=fatal.append,
+        )
+        peer.startService()
+        [message] = fatal
+        self.assertIn("identity.key", message)
+        self.assertIn("corrupt", message)
+        self.assertEqual(self.reactor.tcpServers, [])
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.assertEqual((state / "identity.key").read_bytes(), b"not a key")
+        self.failureResultOf(peer.whenListening())
 
     def test_listen_failure_is_fatal(self) -> None:
         fatal = []

@@ -31,8 +31,10 @@ from twistedp2p.peer.shell import (
 from tests.peer.helpers import NODE_STATUS as STATUS, SHA_AB as SHA
 
 
-def fetch_result(verified: bool = True, published: bool = True) -> FetchResult:
-    src = SourceInfo("lab-3", "10.0.0.3", 4000, "f", "f", 12, SHA if verified else None, 1)
+def fetch_result(verified: bool = True, published: bool = True, fingerprint: str | None = "0123456789abcdef"):
+    src = SourceInfo(
+        "lab-3", "10.0.0.3", 4000, "f", "f", 12, SHA if verified else None, 1, fingerprint=fingerprint
+    )
     return FetchResult("f", "/repo/f", 12, SHA, verified, src, published=published)
 
 
@@ -402,8 +404,18 @@ class CompletionTests(SynchronousTestCase):
 class FormatTests(SynchronousTestCase):
     def test_fetch_unverified(self) -> None:
         self.assertEqual(
-            format_fetch(fetch_result(verified=False)),
-            f"fetched f from lab-3: 12 bytes, unverified (seed source), sha256 {SHA} -> /repo/f",
+            format_fetch(fetch_result(verified=False, fingerprint=None)),
+            f"fetched f from lab-3 (unauthenticated): 12 bytes, unverified (seed source), sha256 {SHA} -> /repo/f",
+        )
+
+    def test_fetch_from_unauthenticated_source(self) -> None:
+        """
+        A source the tracker lists without a key fingerprint is named as
+        unauthenticated, verified bytes or not.
+        """
+        self.assertEqual(
+            format_fetch(fetch_result(fingerprint=None)),
+            "fetched f from lab-3 (unauthenticated): 12 bytes, sha256 verified -> /repo/f",
         )
 
     def test_fetch_not_announced(self) -> None:

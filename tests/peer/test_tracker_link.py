@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from twistedp2p import errors
+from twistedp2p import errors, identity
 from twistedp2p.peer.events import Events
 from twistedp2p.peer.tracker_link import CONNECTED, WAITING, FailoverEndpoint, TrackerLink, reconnect_policy
 
@@ -281,3 +281,123 @@ class ReconnectPolicyTests(SynchronousTestCase):
         delays = {reconnect_policy()(0) for _ in range(50)}
         self.assertGreater(len(delays), 1)
         self.assertTrue(all(0.5 <= d <= 1.5 for d in delays), delays)
+
+
+class SignedHelloTests(SynchronousTestCase):
+    """
+    The link with a key: challenge, then a signed hello.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.events = Events(self.clock)
+        self.lines: list[str] = []
+        self.events.subscribe(lambda e: self.lines.append(e.message) if e.kind == "link" else None)
+        self.a = FakeEndpoint()
+        self.link = TrackerLink(
+            [("A", self.a)],
+            hello_fields=lambda: {"hostname": "me", "p2p_port": 4242},
+            on_session=lambda protocol: succeed(None),
+            clock=self.clock,
+            events=self.events,
+            retry_policy=lambda attempt: 1.0,
+            identity=identity.Identity.generate(),
+        )
+
+    def challenge(self, endpoint: FakeEndpoint, answer: dict):
+        proto, t = endpoint.succeed()
+        [challenge] = all_frames(t.value())
+        t.clear()
+        self.assertEqual(challenge, {"action": "challenge", "id": 1})
+        proto.dataReceived(frame(dict(answer, id=1)))
+        return proto, t
+
+    def test_old_tracker_gets_an_unsigned_hello(self) -> None:
+        self.link.startService()
+        proto, t = self.challenge(self.a, {"status": "error", "code": "unknown_action", "message": "?"})
+        [hello] = all_frames(t.value())
+        self.assertEqual(hello, {"action": "hello", "id": 2, "hostname": "me", "p2p_port": 4242, "version": 1})
+
+    def test_key_mismatch_is_an_error_line(self) -> None:
+        self.link.startService()
+        proto, t = self.challenge(
+            self.a, {"status": "success", "nonce": "cd" * 32, "tracker": "trk", "address": "10.1.1.1"}
+        )
+        [hello] = all_frames(t.value())
+        message = "hostname 'me' is bound to key 1111222233334444, not to this peer's key 5555666677778888: ..."
+        proto.dataReceived(frame({"status": "error", "id": hello["id"], "code": "key_mismatch", "message": message}))
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(self.lines, [f"error: tracker A refused this peer's key: {message}"])
+
+
+@implementer(IStreamClientEndpoint)
+class TrackerOverIOSim:
+    """
+    Connects to a real L{TrackerProtocol} in memory (L{iosim}); the client
+    appears at C{ip}.
+    """
+
+    def __init__(self, factory: Any, ip: str) -> None:
+        self.factory = factory
+        self.ip = ip
+        self.pumps: list[Any] = []
+
+    def connect(self, client_factory: Any) -> Deferred:
+        from twisted.internet.address import IPv4Address
+        from twisted.test import iosim
+
+        client = client_factory.buildProtocol(None)
+        server = self.factory.buildProtocol(None)
+        server_transport = iosim.FakeTransport(server, isServer=True, peerAddress=IPv4Address("TCP", self.ip, 50000))
+        client_transport = iosim.FakeTransport(client, isServer=False)
+        self.pumps.append(iosim.connect(server, server_transport, client, client_transport))
+        return succeed(client)
+
+    def flush(self) -> None:
+        for pump in self.pumps:
+            pump.flush()
+
+
+class SignedHelloAgainstTrackerTests(SynchronousTestCase):
+    """
+    Two links with different keys claim one hostname on a real tracker
+    protocol and registry: the first binds it, the second is refused.
+    """
+
+    def test_impostor_refused(self) -> None:
+        from twistedp2p.tracker.protocol import TrackerFactory
+        from twistedp2p.tracker.registry import Registry
+        from twistedp2p.tracker.store.memory import MemoryStore
+
+        clock = Clock()
+        registry = Registry(MemoryStore("t"), clock, "trk")
+        factory = TrackerFactory(registry, clock)
+        lines: dict[str, list[str]] = {}
+        links = {}
+        for name, ip in (("owner", "10.0.0.1"), ("impostor", "10.6.6.6")):
+            events = Events(clock)
+            lines[name] = []
+            events.subscribe(lambda e, out=lines[name]: out.append(e.message) if e.kind == "link" else None)
+            endpoint = TrackerOverIOSim(factory, ip)
+            link = TrackerLink(
+                [("T", endpoint)],
+                hello_fields=lambda: {"hostname": "alice", "p2p_port": 4242},
+                on_session=lambda protocol: succeed(None),
+                clock=clock,
+                events=events,
+                retry_policy=lambda attempt: 1.0,
+                identity=identity.Identity.generate(),
+            )
+            link.startService()
+            self.addCleanup(link.stopService)
+            endpoint.flush()
+            links[name] = link
+        self.assertEqual(links["owner"].state, CONNECTED)
+        self.assertNotEqual(links["impostor"].state, CONNECTED)
+        [row] = registry.peers()
+        self.assertEqual((row.session.ip, row.session.fingerprint), ("10.0.0.1", links["owner"].identity.fingerprint))
+        [line] = lines["impostor"]
+        self.assertTrue(line.startswith("error: tracker T refused this peer's key: "), line)
+        self.assertIn(links["owner"].identity.fingerprint, line)
+        self.assertIn(links["impostor"].identity.fingerprint, line)
+        self.assertIn("forget alice", line)

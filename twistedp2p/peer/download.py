@@ -33,6 +33,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from twistedp2p import errors, wire
+from twistedp2p.identity import is_fingerprint
 from twistedp2p.peer.partfile import (
     DIRECT_ALIGN,
     LocalWriteError,
@@ -110,6 +111,21 @@ class SourceInfo:
     #: None (seed sources, older peers).
     root: str | None = None
     piece_size: int | None = None
+    #: The short fingerprint of the key that signed the source's hello
+    #: (docs/protocol.md); None for an unauthenticated source.
+    fingerprint: str | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.fingerprint is not None
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """
+        The forms C{--from} accepts for its address: C{IP},
+        C{IP:PORT} and, for IPv6, C{[IP]:PORT}.
+        """
+        return (self.ip, f"{self.ip}:{self.port}", f"[{self.ip}]:{self.port}")
 
     @property
     def seed(self) -> bool:
@@ -152,7 +168,10 @@ class SourceInfo:
         if not usable:
             # A source without a usable root still serves whole files.
             root = piece_size = None
-        return cls(hostname, ip, port, lname, fname, size, sha, version, root, piece_size)
+        fingerprint = entry.get("fingerprint")
+        if not (isinstance(fingerprint, str) and is_fingerprint(fingerprint)):
+            fingerprint = None
+        return cls(hostname, ip, port, lname, fname, size, sha, version, root, piece_size, fingerprint)
 
 
 def _content_groups(sources: Sequence[SourceInfo]) -> dict[tuple, list[SourceInfo]]:
@@ -172,8 +191,25 @@ def _describe_groups(fname: str, groups: dict[tuple, list[SourceInfo]]) -> str:
     return (
         f"several different files are published as {fname}: "
         + "; ".join(parts)
-        + "; choose one with --from HOSTNAME"
+        + "; choose one with --from HOSTNAME (or a key fingerprint, or IP:PORT)"
     )
+
+
+def select_source(entries: Sequence[SourceInfo], source: str) -> list[SourceInfo]:
+    """
+    The entries C{--from SOURCE} names, in their order: those whose key
+    fingerprint (16 hex digits), C{IP}, C{IP:PORT} or C{[IP]:PORT} is
+    C{source}, and those whose hostname is C{source}.  When some source
+    of that hostname is authenticated (signed its hello), the
+    unauthenticated ones claiming the same hostname are left out: a
+    hostname proves nothing by itself.
+    """
+    by_host = [e for e in entries if e.hostname == source]
+    if any(e.authenticated for e in by_host):
+        by_host = [e for e in by_host if e.authenticated]
+    keep = {id(e) for e in by_host}
+    keep.update(id(e) for e in entries if e.fingerprint == source or source in e.addresses)
+    return [e for e in entries if id(e) in keep]
 
 
 def choose_sources(
@@ -194,7 +230,7 @@ def choose_sources(
         except ValueError:
             continue
     if source is not None:
-        entries = [e for e in entries if source in (e.hostname, e.ip)]
+        entries = select_source(entries, source)
         if not entries:
             raise errors.NoSources(f"{source} does not share {fname} (or is not online)")
     if not entries:

@@ -159,6 +159,9 @@ class PeerNode:
         self.settings = settings or DownloadSettings()
         self.link = link
         self.p2p_port: int | None = None
+        #: The short fingerprint of this peer's key (L{twistedp2p.identity}),
+        #: once the service loaded it.
+        self.fingerprint: str | None = None
         self.download_bucket = download_bucket
         self.upload_bucket: TokenBucket | None = None
         self.uploads: Any = None
@@ -1111,6 +1114,7 @@ class PeerNode:
         link = self.link.status() if self.link is not None else {"state": "stopped"}
         return {
             "hostname": self.hostname,
+            "fingerprint": self.fingerprint,
             "p2p_port": self.p2p_port,
             "repo": str(self.repo),
             "share_roots": [str(r) for r in self.library.share_roots],

@@ -28,9 +28,11 @@ from twistedp2p import wire
 from twistedp2p import discovery
 from twistedp2p.eagerwrite import accept_on_data
 from twistedp2p.endpoints import client_endpoint, parse_client, parse_server
+from twistedp2p.identity import KEY_FILE, KeyFileError
+from twistedp2p.identity import load_or_create as load_identity
 from twistedp2p.peer.download import DownloadSettings
 from twistedp2p.peer.events import Events
-from twistedp2p.peer.library import Library
+from twistedp2p.peer.library import STATE_DIR, Library
 from twistedp2p.peer.node import WATCH_INTERVAL, PeerNode
 from twistedp2p.peer.ratelimit import TokenBucket, parse_size
 from twistedp2p.peer.slots import Slots
@@ -335,6 +337,7 @@ class PeerService(MultiService):
         discovery_interface: str | None = None,
         discovery_wait: float = discovery.DEFAULT_WAIT,
         watch_interval: float = WATCH_INTERVAL,
+        identity: Any = None,
     ) -> None:
         MultiService.__init__(self)
         self.reactor = reactor
@@ -382,6 +385,9 @@ class PeerService(MultiService):
             retry_policy=retry_policy,
         )
         self.node.link = self.link
+        #: The peer's key pair (L{twistedp2p.identity}); loaded, or made,
+        #: in L{startService}.
+        self.identity = identity
         self.upload_factory = UploadFactory(
             self.library,
             self.slots,
@@ -448,6 +454,8 @@ class PeerService(MultiService):
         Listen first; the link and the shell start once the port is bound.
         """
         Service.startService(self)
+        if not self._load_identity():
+            return
         self.node.start()
         try:
             endpoint = serverFromString(self.reactor, self.listen)
@@ -455,6 +463,31 @@ class PeerService(MultiService):
         except Exception:
             d = fail()
         d.addCallbacks(self._listening, self._listen_failed)
+
+    def _load_identity(self) -> bool:
+        """
+        Load the key pair from C{REPO/.p2p/identity.key}, made at first
+        start (a few hundred bytes, once).  A key file that cannot be used
+        is fatal: it is never replaced behind the user's back.
+        """
+        if self.identity is None:
+            try:
+                self.identity, created = load_identity(str(self.library.repo / STATE_DIR))
+            except KeyFileError as e:
+                message = str(e)
+                self.log.critical("{message}", message=message)
+                self._listen_failure = Failure(e)
+                self._on_fatal(message)
+                return False
+            self.log.info(
+                "{what} identity key {fingerprint} ({path})",
+                what="made a new" if created else "loaded the",
+                fingerprint=self.identity.fingerprint,
+                path=str(self.library.repo / STATE_DIR / KEY_FILE),
+            )
+        self.link.identity = self.identity
+        self.node.fingerprint = self.identity.fingerprint
+        return True
 
     def _listening(self, port: Any) -> None:
         if not self.running:

@@ -166,6 +166,9 @@ def format_fetch(result: Any) -> str:
         origin = f"{len(contributors)} sources ({hosts})"
     else:
         origin = result.source.hostname
+        if getattr(result.source, "authenticated", None) is False:
+            # The tracker listed no key for it: its hostname is a claim.
+            origin += " (unauthenticated)"
     amount = f"{result.size} bytes"
     resumed = getattr(result, "resumed", 0)
     if resumed:
@@ -195,6 +198,8 @@ def format_search(files: Sequence[dict[str, Any]]) -> list[str]:
 
 def format_status(status: dict[str, Any]) -> list[str]:
     lines = [f"peer {status['hostname']}: p2p port {status['p2p_port']}, repo {status['repo']}"]
+    if status.get("fingerprint"):
+        lines[0] += f", key {status['fingerprint']}"
     link = status["tracker"]
     state = link.get("state")
     if state == "connected":

@@ -133,6 +133,10 @@ class TrackerLink(Service):
     @param hello_fields: returns ``hostname`` and ``p2p_port`` for hello.
     @param on_session: called with the protocol after every successful
         hello (re-announce the library); may return a Deferred.
+    @param identity: the peer's L{twistedp2p.identity.Identity}: each hello
+        is signed over the tracker's challenge (one more round trip); None
+        for an unsigned hello.  A tracker that does not know C{challenge}
+        (an older one) gets an unsigned hello.
     """
 
     log = Logger()
@@ -146,8 +150,10 @@ class TrackerLink(Service):
         events: Events,
         retry_policy: Callable[[int], float] | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
+        identity: Any = None,
     ) -> None:
         self._clock = clock
+        self.identity = identity
         self._events = events
         self._hello_fields = hello_fields
         self._on_session = on_session
@@ -279,6 +285,8 @@ class TrackerLink(Service):
         fields = dict(self._hello_fields())
         fields["version"] = wire.PROTOCOL_VERSION
         try:
+            if self.identity is not None:
+                fields.update(await self._signature(protocol, fields))
             reply = await protocol.request("hello", **fields)
         except (errors.RequestFailed, errors.TrackerUnavailable) as e:
             # Not a failed connect for ClientService: we drop the connection
@@ -287,7 +295,13 @@ class TrackerLink(Service):
             self.log.warn("tracker {label} refused hello: {error}", label=label, error=str(e))
             if not self._down_reported:
                 self._down_reported = True
-                self._say(f"{label} refused hello ({e}), retrying in the background")
+                if getattr(e, "code", None) == "key_mismatch":
+                    # The tracker's message names both keys and the remedy.
+                    self._events.emit(
+                        "link", f"error: tracker {label} refused this peer's key: {e}", state=self.state
+                    )
+                else:
+                    self._say(f"{label} refused hello ({e}), retrying in the background")
             protocol.transport.loseConnection()
             return
         self.protocol = protocol
@@ -303,6 +317,27 @@ class TrackerLink(Service):
             await self._on_session(protocol)
         except Exception:
             self.log.failure("announcing the library to {label} failed", label=label)
+
+    async def _signature(self, protocol: TrackerClientProtocol, fields: dict[str, Any]) -> dict[str, Any]:
+        """
+        Ask for a challenge and sign it (docs/protocol.md, "Signed hello").
+
+        @return: the C{key} and C{signature} fields of hello, or none when
+            the tracker does not know C{challenge}.
+        """
+        try:
+            challenge = await protocol.request("challenge")
+        except errors.RequestFailed as e:
+            if e.code == "unknown_action":
+                self.log.info("tracker {label} does not authenticate peers: unsigned hello", label=self.endpoint.current)
+                return {}
+            raise
+        nonce, tracker, address = challenge.get("nonce"), challenge.get("tracker"), challenge.get("address")
+        if not all(isinstance(v, str) for v in (nonce, tracker, address)):
+            raise errors.RequestFailed("the tracker's challenge is malformed", code="bad_challenge")
+        identity = self.identity
+        signature = identity.sign_hello(nonce, tracker, address, fields["hostname"], fields["p2p_port"])
+        return {"key": identity.public_key, "signature": signature}
 
     def _lost(self, protocol: TrackerClientProtocol, reason: Failure) -> None:
         if protocol is not self.protocol:
