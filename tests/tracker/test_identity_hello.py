@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twistedp2p import identity, wire
 from twistedp2p.tracker.protocol import TrackerFactory
-from twistedp2p.tracker.registry import KeyMismatch, Registry
+from twistedp2p.tracker.registry import Registry
 from twistedp2p.tracker.store.memory import MemoryStore
 
 from tests.tracker.helpers import ControlledStore, FakeLink, frame, frames
@@ -56,7 +56,7 @@ class RegistryBindingTests(SynchronousTestCase):
         self.successResultOf(self.hello(key=ALICE.public_key)[0])
         for port in (4000, 4999):
             d, _ = self.hello(port=port, ip="10.6.6.6", key=MALLORY.public_key)
-            failure = self.failureResultOf(d, KeyMismatch)
+            failure = self.failureResultOf(d, wire.WireError)
             self.assertEqual(failure.value.code, "key_mismatch")
             self.assertIn(ALICE.fingerprint, failure.value.message)
             self.assertIn(MALLORY.fingerprint, failure.value.message)
@@ -74,7 +74,7 @@ class RegistryBindingTests(SynchronousTestCase):
         restarted = self.make_registry(store)
         self.successResultOf(store.start())
         d, _ = self.hello(ip="10.6.6.6", key=MALLORY.public_key, registry=restarted)
-        self.failureResultOf(d, KeyMismatch)
+        self.assertEqual(self.failureResultOf(d, wire.WireError).value.code, "key_mismatch")
         self.assertEqual(len(restarted), 0)
         self.assertEqual(self.successResultOf(self.hello(key=ALICE.public_key, registry=restarted)[0]).fingerprint,
                          ALICE.fingerprint)
@@ -227,7 +227,7 @@ class SignedHelloProtocolTests(SynchronousTestCase):
         seed = self.connect(ip="10.0.0.2")
         self.ask(seed, {"action": "hello", "hostname": "alice", "p2p_port": 4001})
         for conn in (alice, seed):
-            self.ask(conn, {"action": "publish", "fname": "a.txt", "file_size": 1, "id": 3})
+            self.ask(conn, {"action": "publish", "fname": "a.txt", "file_size": 1, "sha256": "a" * 64, "id": 3})
         asker = self.connect(ip="10.0.0.3")
         self.signed_hello(asker, MALLORY, hostname="mallory")
         answer = self.ask(asker, {"action": "fetch", "fname": "a.txt", "id": 4})

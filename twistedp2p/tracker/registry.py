@@ -73,21 +73,17 @@ def not_registered() -> wire.WireError:
     return wire.WireError("not_registered", "say hello first")
 
 
-class KeyMismatch(wire.WireError):
+def key_mismatch(hostname: str, bound: str, offered: str) -> wire.WireError:
     """
-    A signed hello under a hostname bound to another key.
+    The refusal of a signed hello under a hostname bound to another key:
+    it names both fingerprints and the remedy.
     """
-
-    def __init__(self, hostname: str, bound: str, offered: str) -> None:
-        super().__init__(
-            "key_mismatch",
-            f"hostname {hostname!r} is bound to key {bound}, not to this peer's key {offered}: "
-            f"use another --hostname, or if {hostname}'s key changed on purpose, "
-            f"ask the tracker's admin to run 'forget {hostname}'",
-        )
-        self.hostname = hostname
-        self.bound = bound
-        self.offered = offered
+    return wire.WireError(
+        "key_mismatch",
+        f"hostname {hostname!r} is bound to key {bound}, not to this peer's key {offered}: "
+        f"use another --hostname, or if {hostname}'s key changed on purpose, "
+        f"ask the tracker's admin to run 'forget {hostname}'",
+    )
 
 
 @dataclass(eq=False, slots=True)
@@ -313,7 +309,7 @@ class Registry:
     ) -> Deferred[Session]:
         offered = fingerprint(key)
         if bound != key:
-            raise KeyMismatch(hostname, fingerprint(bound), offered)
+            raise key_mismatch(hostname, fingerprint(bound), offered)
         return self._hello(link, hostname, ip, p2p_port, version, offered)
 
     def _hello(
