@@ -31,7 +31,7 @@ class ZombieSessionTests(SynchronousTestCase):
         first = self.registry.hello(FakeLink(), "h", "10.0.0.1", 1, None)
         # A second seed hello for the same host and port replaces the first
         # session while the first add is still held.
-        second = self.registry.hello(FakeLink(), "h", "10.0.0.2", 1, None)
+        second = self.registry.hello(FakeLink(), "h", "10.0.0.1", 1, None)
         # The removal of the first session completes before its add.
         self.store.release_newest()
         self.store.release()

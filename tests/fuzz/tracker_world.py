@@ -59,7 +59,8 @@ from tests.tracker.helpers import ControlledStore
 #: Error codes of docs/protocol.md that a tracker may send.
 ERROR_CODES = frozenset(
     "bad_utf8 bad_json not_object bad_id no_action unknown_action bad_field not_registered "
-    "already_registered duplicate_session not_published index_unavailable not_found quota too_large".split()
+    "already_registered duplicate_session not_published index_unavailable not_found quota too_large "
+    "bad_signature key_mismatch".split()
 )
 PUBLISH_STATUSES = frozenset([wire.CREATED, wire.UNCHANGED, wire.UPDATED, wire.CONFLICT])
 
@@ -639,9 +640,23 @@ class TrackerWorld:
         if action == "ping":
             expect_success("success", rid, message="pong")
             return
+        if action == "challenge":
+            if conn.session_id is not None:
+                expect_error("already_registered", rid)
+            else:
+                expect_success("success", rid, nonce=..., tracker="fz", address=conn.ip)
+            return
         if action == "hello":
             if conn.session_id is not None:
                 expect_error("already_registered", rid)
+                return
+            if f["key"] is not None or f["signature"] is not None:
+                # Generated keys and signatures never verify (and no
+                # challenge's nonce is known to the generator).
+                if f["key"] is None or f["signature"] is None or f["version"] is None:
+                    expect_error("bad_field", rid)
+                else:
+                    expect_error("bad_signature", rid)
                 return
             if answer.get("status") == "error":
                 code = answer.get("code")
