@@ -150,7 +150,7 @@ class TrackerShell(ShellLineReceiver):
         if not words:
             return [name[3:] for name in dir(self) if name.startswith("do_")]
         command = words[0].lower()
-        if command in ("discover", "ping", "evict"):
+        if command in ("discover", "ping", "evict", "forget"):
             return sorted({p.session.hostname for p in self.registry.peers()})
         if command == "files":
             return list(self._names)

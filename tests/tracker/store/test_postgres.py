@@ -675,6 +675,11 @@ class SchemaTests(DatabaseMixin, unittest.TestCase):
         yield store.put(s.session_id, rooted)
         self.assertEqual(self.rows("SELECT root, piece_size FROM publications WHERE fname = 'new.bin'"),
                          [("c" * 64, 262144)])
+        # Version 3: key bindings, and the sessions' fingerprints (the old
+        # row keeps none: it is unauthenticated).
+        self.assertEqual((yield store.bind_key("a", "d" * 64)), "d" * 64)
+        self.assertEqual((yield store.bind_key("a", "e" * 64)), "d" * 64)
+        self.assertEqual(self.rows("SELECT fingerprint FROM sessions WHERE session_id = 'B:1'"), [(None,)])
 
     @inlineCallbacks
     def test_restores_a_dropped_index(self):
