@@ -183,6 +183,19 @@ class FullDiskDownloadTests(SynchronousTestCase):
         self.successResultOf(swarm.closed)
 
 
+class FullDiskAtTheFinalFlushTests(FullDiskDownloadTests):
+    """
+    Some file systems report a full disk only when the written data is
+    flushed: the final C{fsync} of either download fails with ENOSPC.
+    """
+
+    def fill_after(self, room: int) -> None:
+        def fsync(fd: int) -> None:
+            raise enospc()
+
+        self.patch(os, "fsync", fsync)
+
+
 def mount_tmpfs(case: SynchronousTestCase, size: str) -> Path:
     """
     A fresh tmpfs of C{size} (``1m``), unmounted after the test; skips the

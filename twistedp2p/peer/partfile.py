@@ -245,6 +245,7 @@ class PartFile:
     """
 
     def __init__(self, path: Path, flags: int, direct: bool = True) -> None:
+        self.path = Path(path)
         self.fd = open_part(path, flags)
         st = os.fstat(self.fd)
         #: The part file's device and inode (L{install} moves only it).
@@ -313,7 +314,14 @@ class PartFile:
         return size
 
     def sync(self) -> None:
-        os.fsync(self.fd)
+        """
+        Flush to disk.  @raise LocalWriteError: (L{NoSpaceLeft} for a full
+        disk, which some file systems only report here).
+        """
+        try:
+            os.fsync(self.fd)
+        except OSError as e:
+            raise write_error(self.path, e)
 
     def _close_direct(self) -> None:
         fd, self._direct = self._direct, None

@@ -1890,6 +1890,9 @@ class SwarmDownload(_Fetch):
                         + "); its sources are not used again for this file"
                     )
                 )
+        if failure.check(NoSpaceLeft):
+            # (The final flush found the disk full: the part is removed.)
+            failure = Failure(failure.value.fetching(self.fname))
         if failure.check(errors.AlreadyExists):
             keep = self.writer.close(None) if self.writer is not None else succeed(None)
         else:
