@@ -8,6 +8,11 @@ import os
 
 import pytest
 
+# LAN tracker discovery (twistedp2p.discovery) stays on loopback for every
+# tracker and peer the suite starts, in process or as a child process: no
+# test sends a multicast datagram beyond this machine.
+os.environ["P2P_DISCOVERY_INTERFACE"] = "127.0.0.1"
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _scratch_working_directory(tmp_path_factory):

@@ -7,6 +7,7 @@ choice of tracker, and (integration) both on real loopback multicast.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,9 @@ class AnnouncerTests(SynchronousTestCase):
 
 class FinderTests(SynchronousTestCase):
     def setUp(self) -> None:
+        # the suite keeps discovery on loopback (tests/conftest.py); these
+        # tests are about the default, with no interface given at all
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != discovery.INTERFACE_ENV})
         self.clock = Clock()
         self.finder = discovery.Finder(self.clock, port=5353, stale_after=30)
         self.transport = connect(self.finder)
@@ -146,6 +150,16 @@ class FinderTests(SynchronousTestCase):
         self.assertEqual(self.transport.joined, [(discovery.GROUP, ""), (discovery.GROUP, "127.0.0.1")])
         self.assertIsNone(self.transport.interface)
         self.assertEqual(self.transport.sent, [(discovery.query(), (discovery.GROUP, 5353))])
+
+    def test_interface_from_the_environment(self) -> None:
+        """
+        With no interface given, C{P2P_DISCOVERY_INTERFACE} names it: only
+        that interface is joined and used for sending.
+        """
+        self.patch(os, "environ", {discovery.INTERFACE_ENV: "127.0.0.1"})
+        transport = connect(discovery.Finder(self.clock, port=5353))
+        self.assertEqual(transport.joined, [(discovery.GROUP, "127.0.0.1")])
+        self.assertEqual(transport.interface, "127.0.0.1")
 
     def test_wait_fires_with_the_next_announcement_querying_meanwhile(self) -> None:
         d = self.finder.wait(3)

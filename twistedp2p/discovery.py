@@ -47,6 +47,10 @@ from twistedp2p.endpoints import Address, client_endpoint
 #: The multicast group (administratively scoped, RFC 2365).
 GROUP = "239.255.42.99"
 LOOPBACK = "127.0.0.1"
+#: Environment variable naming the interface (an IPv4 address) that
+#: discovery uses when none is given: the test suite sets it to loopback, so
+#: that no test sends a datagram beyond this machine.
+INTERFACE_ENV = "P2P_DISCOVERY_INTERFACE"
 #: The UDP port of the group (the tracker's own TCP port number, by default).
 DEFAULT_PORT = 9999
 #: Seconds between two announcements of a tracker.
@@ -151,7 +155,7 @@ class _Multicast(DatagramProtocol):
     def __init__(self, group: str, port: int, interface: str | None) -> None:
         self.group = group
         self.port = port
-        self.interface = interface
+        self.interface = interface or os.environ.get(INTERFACE_ENV) or None
         #: Whether the group was joined (False: discovery is off the air).
         self.joined = False
 
