@@ -41,6 +41,7 @@ from twisted.trial import unittest
 import twistedp2p
 from twistedp2p import wire
 from twistedp2p.errors import IndexUnavailable
+from twistedp2p.identity import Identity
 from twistedp2p.peer.events import Events
 from twistedp2p.peer.library import Library
 from twistedp2p.peer.node import PeerNode
@@ -53,7 +54,7 @@ from twisted.internet.defer import fail, maybeDeferred
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "protocol.md"
 
-TRACKER_SCENARIOS = {"native", "seed", "fresh", "contested", "index-down", "quota"}
+TRACKER_SCENARIOS = {"native", "seed", "fresh", "contested", "index-down", "quota", "small-frames", "signed", "signed-other-key"}
 PEER_SCENARIOS = {"peer", "peer-busy", "peer-raw", "peer-silent"}
 #: Scenarios whose request has no answer block (raw bytes, or nothing).
 RAW_SCENARIOS = {"peer-raw", "peer-silent"}
@@ -407,6 +408,8 @@ class ConformanceTests(unittest.TestCase):
         self.assertEqual(welcome["status"], "success")
         published = yield self.source.ask(dict(PeerNode.publish_fields(entry, True), action="publish", id=2))
         self.assertEqual(published["status"], "created")
+        #: The key of the `signed` examples.
+        self.signer = Identity.generate()
         # The requesters of the examples.
         self.native = yield self.connect_tracker()
         self.seed = yield self.connect_tracker()
@@ -460,7 +463,7 @@ class ConformanceTests(unittest.TestCase):
         registry = self.tracker.registry
         body = example.request_bytes()
         restore = None
-        if scenario == "native" or scenario in ("index-down", "quota"):
+        if scenario == "native" or scenario in ("index-down", "quota", "small-frames"):
             client = self.native
         elif scenario == "seed":
             client = self.seed
@@ -469,6 +472,21 @@ class ConformanceTests(unittest.TestCase):
             if scenario == "contested":
                 message = example.request_message()
                 message.update(hostname="lab-pc-03", p2p_port=self.peer_port)
+                body = wire.encode(message)
+            elif scenario in ("signed", "signed-other-key"):
+                challenge = yield client.ask({"action": "challenge"})
+                signer = self.signer if scenario == "signed" else Identity.generate()
+                message = example.request_message()
+                message.update(
+                    key=signer.public_key,
+                    signature=signer.sign_hello(
+                        challenge["nonce"],
+                        challenge["tracker"],
+                        challenge["address"],
+                        message["hostname"],
+                        message["p2p_port"],
+                    ),
+                )
                 body = wire.encode(message)
         if scenario == "index-down":
             store = registry.store
@@ -479,6 +497,10 @@ class ConformanceTests(unittest.TestCase):
 
             store.put = down
             restore = lambda: setattr(store, "put", saved)
+        elif scenario == "small-frames":
+            saved_limit = wire.MAX_REPLY_FRAME
+            wire.MAX_REPLY_FRAME = 256
+            restore = lambda: setattr(wire, "MAX_REPLY_FRAME", saved_limit)
         elif scenario == "quota":
             saved_max = registry.max_files
             registry.max_files = 0
