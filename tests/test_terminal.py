@@ -183,3 +183,10 @@ class CompletionTests(SynchronousTestCase):
         self.assertEqual(complete("fetch 'a ", names), ("fetch 'a ", ["a b.txt", "a c.txt"]))
         self.assertEqual(complete("fetch q", names), ("fetch q", []))
         self.assertEqual(common_prefix(["abc", "abd"]), "ab")
+
+    def test_a_folder_is_completed_without_a_space(self) -> None:
+        paths = lambda words, prefix: ["docs/", "my dir/", "notes.txt"]
+        # A path goes on below a folder: no space after it.
+        self.assertEqual(complete("publish do", paths), ("publish docs/", []))
+        self.assertEqual(complete("publish my", paths), ("publish 'my dir/", []))
+        self.assertEqual(complete("publish no", paths), ("publish notes.txt ", []))

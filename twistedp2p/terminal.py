@@ -174,15 +174,24 @@ def complete(before: str, completer: Completer) -> tuple[str, list[str]]:
         return before, []
     head = before[: len(before) - len(raw)]
     if len(candidates) == 1:
+        if candidates[0].endswith("/"):
+            # A folder: more may follow (a path goes on below it).
+            return head + _open_quote(quote_name(candidates[0]), candidates[0]), []
         return head + quote_name(candidates[0]) + " ", []
     common = common_prefix(candidates)
     if len(common) > len(prefix):
-        quoted = quote_name(common)
-        if quoted != common:
-            # Leave the quote open: more is to be typed.
-            quoted = quoted[:-1] if quoted.endswith("'") and not common.endswith("'") else quoted
-        return head + quoted, []
+        return head + _open_quote(quote_name(common), common), []
     return before, candidates
+
+
+def _open_quote(quoted: str, word: str) -> str:
+    """
+    C{quoted} (L{quote_name} of C{word}) with its closing quote left off,
+    if it has one: more is to be typed.
+    """
+    if quoted != word and quoted.endswith("'") and not word.endswith("'"):
+        return quoted[:-1]
+    return quoted
 
 
 # -- the editor -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Tests for L{twistedp2p.peer.shell.PeerShell} with a fake node.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,6 +20,8 @@ from twistedp2p.peer.events import Events
 from twistedp2p.peer.node import PublishResult, UnpublishResult
 from twistedp2p.peer.progress import FetchProgress
 from twistedp2p.peer.shell import (
+    LOCAL_PATHS_TTL,
+    list_local_paths,
     PeerShell,
     format_fetch,
     format_publish,
@@ -399,6 +402,82 @@ class CompletionTests(SynchronousTestCase):
 
     def type_fetch(self) -> None:
         self.shell.dataReceived(b"fetch x\n")
+
+
+class LocalPathCompletionTests(SynchronousTestCase):
+    """
+    publish's first argument completes local files and folders, from a
+    listing read in a thread and cached.
+    """
+
+    def setUp(self) -> None:
+        base = Path(self.mktemp()).resolve()
+        self.repo = base / "repo"
+        self.share = base / "share"
+        for path in ("a.txt", "docs/b.txt", "docs/sub/c.txt", "my dir/d.txt", ".p2p/library.json",
+                     ".x.part", "docs/.hidden"):
+            (self.repo / path).parent.mkdir(parents=True, exist_ok=True)
+            (self.repo / path).write_text("x")
+        self.share.mkdir()
+        (self.share / "e.txt").write_text("x")
+        self.node = FakeNode()
+        self.node.library = SimpleNamespace(
+            repo=str(self.repo), share_roots=(self.share,), entries=lambda: [SimpleNamespace(fname="mine.txt")]
+        )
+        self.runs: list[tuple[Any, Deferred]] = []
+
+        def run_in_thread(f: Any, *args: Any) -> Deferred:
+            d: Deferred = Deferred()
+            self.runs.append((lambda: f(*args), d))
+            return d
+
+        self.shell = PeerShell(self.node, is_tty=True, interactive=True, run_in_thread=run_in_thread)
+        self.shell.makeConnection(StringTransport())
+
+    def finish_listing(self) -> None:
+        work, d = self.runs.pop(0)
+        d.callback(work())
+
+    def test_listing(self) -> None:
+        paths = list_local_paths(self.repo, [self.share])
+        self.assertEqual(
+            paths[:4], ["a.txt", "docs/", "my dir/", str(self.share / "e.txt")]
+        )
+        self.assertEqual(sorted(paths[4:]), ["docs/b.txt", "docs/sub/", "docs/sub/c.txt", "my dir/d.txt"])
+        # Bounded, the shallowest names first.
+        self.assertEqual(list_local_paths(self.repo, [self.share], limit=2), ["a.txt", "docs/"])
+
+    def test_first_argument_of_publish(self) -> None:
+        # Read in a thread when the shell starts; nothing yet to offer.
+        self.assertEqual(len(self.runs), 1)
+        self.assertEqual(self.shell.complete(["publish"], ""), [])
+        self.assertEqual(len(self.runs), 1)
+        self.finish_listing()
+        self.assertEqual(self.shell.complete(["publish"], ""), ["/", "a.txt", "docs/", "my dir/"])
+        self.assertEqual(self.shell.complete(["publish"], "docs/"), ["docs/b.txt", "docs/sub/"])
+        self.assertEqual(self.shell.complete(["publish"], "docs/s"), ["docs/sub/"])
+        self.assertEqual(self.shell.complete(["publish", "--force"], "m"), ["my dir/"])
+        share = str(self.share) + "/"
+        self.assertEqual(self.shell.complete(["publish"], share), [share + "e.txt"])
+        # The second argument is a shared name.
+        self.assertEqual(self.shell.complete(["publish", "a.txt"], ""), ["mine.txt"])
+
+    def test_listing_is_cached_then_read_again(self) -> None:
+        self.finish_listing()
+        (self.repo / "new.txt").write_text("x")
+        self.assertNotIn("new.txt", self.shell.complete(["publish"], ""))
+        self.assertEqual(self.runs, [])
+        self.node.clock.advance(LOCAL_PATHS_TTL + 1)
+        # Stale: the cache answers while the listing is read again.
+        self.assertNotIn("new.txt", self.shell.complete(["publish"], ""))
+        self.finish_listing()
+        self.assertIn("new.txt", self.shell.complete(["publish"], ""))
+
+    def test_a_failed_listing_keeps_the_shell_going(self) -> None:
+        _, d = self.runs.pop(0)
+        d.errback(OSError("gone"))
+        self.assertEqual(self.shell.complete(["publish"], ""), [])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
 
 class FormatTests(SynchronousTestCase):

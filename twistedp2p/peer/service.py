@@ -271,8 +271,16 @@ class ShellService(Service):
         # The file descriptors as the process got them: under twistd,
         # sys.stdout is a LoggingFile that is never a terminal.
         interactive, is_tty = _isatty(0), _isatty(1)
-        shell = PeerShell(self._node, on_exit=self._on_exit, is_tty=is_tty, interactive=interactive)
-        if interactive and is_tty:
+        editing = interactive and is_tty
+        shell = PeerShell(
+            self._node,
+            on_exit=self._on_exit,
+            is_tty=is_tty,
+            interactive=interactive,
+            # (Completion lists local paths in a thread.)
+            run_in_thread=self._run_in_thread if editing else None,
+        )
+        if editing:
             # A person at a terminal: line editing, history, completion.
             from twistedp2p.terminal import HistoryFile, start_editing_shell
 

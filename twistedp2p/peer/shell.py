@@ -11,8 +11,10 @@ reactor, so the process exits 0).
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections import deque
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
@@ -52,6 +54,12 @@ commands:
 
 #: Commands answered at once, even while an earlier command runs.
 IMMEDIATE = {"status", "help", "transfers"}
+
+#: Tab completion of C{publish}'s first argument lists at most this many
+#: local files and folders (the shallowest first).
+MAX_LOCAL_PATHS = 5000
+#: Seconds before that listing is read again (in a thread) on the next Tab.
+LOCAL_PATHS_TTL = 10.0
 
 
 class ArgumentError(Exception):
@@ -301,6 +309,7 @@ class PeerShell(ShellLineReceiver):
         is_tty: bool = False,
         clock: Any = None,
         interactive: bool = False,
+        run_in_thread: Callable[..., Deferred] | None = None,
     ) -> None:
         self.node = node
         self._on_exit = on_exit
@@ -318,11 +327,20 @@ class PeerShell(ShellLineReceiver):
         self._fetches: dict[str, FetchProgress] = {}
         #: Background fetches (interactive) still running.
         self._background: set[Deferred] = set()
+        #: Local files and folders, for completing publish (with a thread runner).
+        self._local: LocalPaths | None = None
+        library = getattr(node, "library", None)
+        if run_in_thread is not None and library is not None:
+            repo, roots = library.repo, tuple(getattr(library, "share_roots", ()))
+            self._local = LocalPaths(lambda: list_local_paths(repo, roots), run_in_thread, self._clock)
 
     # -- connection ------------------------------------------------------------
 
     def connectionMade(self) -> None:
         self.node.events.subscribe(self._event)
+        if self._local is not None and self.interactive:
+            # Read once now, so that the first Tab has names to offer.
+            self._local.refresh()
         self.say(
             f"p2ppeer {self.node.hostname} serving on port {self.node.p2p_port},"
             f" repository {self.node.library.repo}; type 'help' for commands"
@@ -698,7 +716,13 @@ class PeerShell(ShellLineReceiver):
         if command in ("fetch", "search"):
             self._refresh_catalogue()
             return list(self.last_catalogue) + ([] if command == "fetch" else library)
-        if command == "unpublish" or (command == "publish" and len(words) >= 2):
+        if command == "publish":
+            given = [w for w in words[1:] if not w.startswith("--")]
+            if given:
+                return library
+            # LNAME: a file or folder below the repository or a share root.
+            return path_candidates(self._local.names(), prefix) if self._local is not None else []
+        if command == "unpublish":
             return library
         if command in ("pause", "cancel", "resume"):
             names = list(getattr(self.node, "fetching", lambda: [])()) + list(getattr(self.node, "paused", {}))
@@ -728,6 +752,119 @@ class PeerShell(ShellLineReceiver):
         self.last_catalogue = sorted({str(f.get("fname")) for f in files})
         hosts = {h for f in files for h in (f.get("hostnames") or []) if isinstance(h, str)}
         self.last_hosts = sorted(hosts - {getattr(self.node, "hostname", None)})
+
+
+# -- local paths for completing publish's first argument ---------------------------------
+
+
+def list_local_paths(repo: Any, share_roots: Sequence[Any] = (), limit: int = MAX_LOCAL_PATHS) -> list[str]:
+    """
+    (Blocking: run it in a thread.)  The files and folders below the
+    repository and the share roots, as C{publish} takes them: relative to
+    the repository (a share root inside it too), else absolute; folders end
+    with C{/}.  Breadth first (the shallowest names survive the bound), at
+    most C{limit} names; hidden names (C{.p2p}, C{.NAME.part}) are skipped
+    and links to folders are listed but not entered.
+    """
+    repo = Path(repo)
+    found: list[str] = []
+    seen: set[str] = set()
+    queue: deque[Path] = deque([repo, *(Path(r) for r in share_roots)])
+    entered: set[Path] = set()
+    while queue and len(found) < limit:
+        folder = queue.popleft()
+        if folder in entered:
+            continue
+        entered.add(folder)
+        try:
+            with os.scandir(folder) as it:
+                items = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        for item in items:
+            if item.name.startswith("."):
+                continue
+            path = Path(item.path)
+            try:
+                name = "/".join(path.relative_to(repo).parts)
+            except ValueError:
+                name = str(path)
+            try:
+                is_dir = item.is_dir()
+                if is_dir and not item.is_symlink():
+                    queue.append(path)
+            except OSError:
+                continue
+            if is_dir:
+                name += "/"
+            if name not in seen:
+                seen.add(name)
+                found.append(name)
+                if len(found) >= limit:
+                    break
+    return found
+
+
+def path_candidates(paths: Sequence[str], prefix: str) -> list[str]:
+    """
+    The names one level below what C{prefix} names, as a shell completes a
+    path: C{docs/} offers C{docs/a.txt} and C{docs/sub/}, not what is
+    deeper.
+    """
+    folder = prefix[: prefix.rfind("/") + 1]
+    out: set[str] = set()
+    for path in paths:
+        if not path.startswith(prefix):
+            continue
+        rest = path[len(folder) :]
+        if not rest:
+            continue
+        cut = rest.find("/")
+        out.add(folder + (rest if cut < 0 else rest[: cut + 1]))
+    return sorted(out)
+
+
+class LocalPaths:
+    """
+    A cached listing of local paths (L{list_local_paths}), read in a thread
+    when it is older than C{ttl}; L{names} never waits: it answers from the
+    cache (empty before the first listing arrives).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, list_paths: Callable[[], list[str]], run_in_thread: Callable[..., Deferred], clock: Any,
+        ttl: float = LOCAL_PATHS_TTL,
+    ) -> None:
+        self._list = list_paths
+        self._run = run_in_thread
+        self._clock = clock
+        self.ttl = ttl
+        self.paths: list[str] = []
+        self._read_at: float | None = None
+        self._reading = False
+
+    def names(self) -> list[str]:
+        self.refresh()
+        return self.paths
+
+    def refresh(self) -> None:
+        now = self._clock.seconds()
+        if self._reading or (self._read_at is not None and now - self._read_at < self.ttl):
+            return
+        self._reading = True
+
+        def got(paths: list[str]) -> None:
+            self.paths = paths
+
+        def done(_: Any) -> None:
+            self._reading = False
+            self._read_at = self._clock.seconds()
+
+        d = maybeDeferred(self._run, self._list)
+        d.addCallbacks(got, lambda f: self.log.failure("listing local paths for completion", f))
+        d.addBoth(done)
 
 
 def _columns(transport: Any) -> int:
