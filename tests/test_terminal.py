@@ -6,15 +6,29 @@ printed above the progress bars and the edited line.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import struct
+import termios
 from pathlib import Path
 from typing import Any
 
 from twisted.conch.insults import insults
 from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistedp2p.terminal import HistoryFile, LineEditor, common_prefix, complete, split_for_completion
+from twistedp2p.peer.progress import FetchProgress
+from twistedp2p.peer.shell import _columns
+from twistedp2p.terminal import (
+    HistoryFile,
+    LineEditor,
+    common_prefix,
+    complete,
+    split_for_completion,
+    terminal_columns,
+)
 
 LEFT, RIGHT, UP, DOWN = b"\x1b[D", b"\x1b[C", b"\x1b[A", b"\x1b[B"
 
@@ -190,3 +204,39 @@ class CompletionTests(SynchronousTestCase):
         self.assertEqual(complete("publish do", paths), ("publish docs/", []))
         self.assertEqual(complete("publish my", paths), ("publish 'my dir/", []))
         self.assertEqual(complete("publish no", paths), ("publish notes.txt ", []))
+
+
+class WindowSizeTests(SynchronousTestCase):
+    """
+    A pseudo-terminal whose window size is 0x0 (some test harnesses and
+    serial consoles) still gets progress bars: its width counts as 80.
+    """
+
+    def setUp(self) -> None:
+        master, self.slave = os.openpty()
+        self.addCleanup(os.close, master)
+        self.addCleanup(os.close, self.slave)
+        self.resize(0, 0)
+
+    def resize(self, rows: int, columns: int) -> None:
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+    def test_terminal_columns(self) -> None:
+        self.assertEqual(os.get_terminal_size(self.slave).columns, 0)
+        self.assertEqual(terminal_columns(self.slave), 80)
+        self.resize(30, 100)
+        self.assertEqual(terminal_columns(self.slave), 100)
+        self.assertEqual(terminal_columns(-1), 80)
+
+    def test_bar_drawn_on_a_0x0_terminal(self) -> None:
+        shell = FakeShell()
+        server = insults.ServerProtocol(LineEditor, shell, "p2p> ", columns=lambda: terminal_columns(self.slave))
+        transport = StringTransport()
+        server.makeConnection(transport)
+        progress = FetchProgress("notes.pdf", Clock())
+        progress(10, 100)
+        bar = progress.bar(_columns(shell.transport))
+        transport.clear()
+        shell.transport.show_status([bar])
+        self.assertIn(bar.encode() + b"\r\n", transport.value())
+        self.assertIn(b"[", transport.value())

@@ -609,11 +609,21 @@ class RawMode:
             pass
 
 
+#: The width assumed when the terminal does not say (not a terminal, or a
+#: window size of 0x0, as some test harnesses and serial consoles report).
+DEFAULT_COLUMNS = 80
+
+
 def terminal_columns(fd: int = 1) -> int:
+    """
+    The width of the terminal on C{fd}, or L{DEFAULT_COLUMNS} when it is
+    unknown or 0.
+    """
     try:
-        return os.get_terminal_size(fd).columns
-    except OSError:
-        return 80
+        columns = os.get_terminal_size(fd).columns
+    except (OSError, ValueError):
+        return DEFAULT_COLUMNS
+    return columns if columns > 0 else DEFAULT_COLUMNS
 
 
 def start_editing_shell(

@@ -44,6 +44,12 @@ class FetchProgressTests(SynchronousTestCase):
             self.assertLessEqual(width(p.bar(columns)), columns - 1)
         self.assertIn("[", p.bar(80))
 
+    def test_unknown_width_counts_as_80(self) -> None:
+        p = self.make()
+        p(10, 100)
+        self.assertEqual(p.bar(0), p.bar(80))
+        self.assertIn("[", p.bar(0))
+
     def test_unknown_total(self) -> None:
         p = self.make("seed file")
         self.clock.advance(1)

@@ -140,7 +140,11 @@ class FetchProgress:
         One line of at most C{columns - 1} screen columns::
 
             notes.pdf [##########..........]  50%  1.0 MiB of 2.0 MiB  512.0 KiB/s  eta 2s  2 sources
+
+        A width of 0 or less (unknown) counts as 80.
         """
+        if columns <= 0:
+            columns = 80
         name = quote_name(self.fname)
         percent = self.percent()
         details = self._details()

@@ -868,7 +868,11 @@ class LocalPaths:
 
 
 def _columns(transport: Any) -> int:
+    """
+    The width to draw the bars in: the terminal's (at least 20, as the line
+    editor draws), 80 when it is unknown or 0.
+    """
     columns = getattr(transport, "columns", None)
-    if isinstance(columns, int) and columns > 20:
-        return columns
+    if isinstance(columns, int) and columns > 0:
+        return max(20, columns)
     return 80
