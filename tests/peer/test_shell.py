@@ -568,6 +568,21 @@ class SwarmFormatTests(SynchronousTestCase):
         one = dataclasses.replace(fetch_result(), contributors=(("lab-3", 64),))
         self.assertEqual(format_fetch(one), "fetched f from lab-3: 12 bytes, sha256 verified -> /repo/f")
 
+    def test_fetch_several_sources_marks_the_unauthenticated(self) -> None:
+        """
+        A multi-source download names each contributor that had no key
+        fingerprint (issue 15 item 4), as a single source is named.
+        """
+        result = dataclasses.replace(
+            fetch_result(),
+            contributors=(("alice", 40), ("bob", 20), ("carol", 4)),
+            contributor_keys=("0123456789abcdef", None, "fedcba9876543210"),
+        )
+        self.assertEqual(
+            format_fetch(result),
+            "fetched f from 3 sources (alice, bob (unauthenticated), carol): 12 bytes, sha256 verified -> /repo/f",
+        )
+
     def test_status_limits_served_eta_sources(self) -> None:
         status = dict(
             STATUS,
@@ -596,6 +611,16 @@ class SwarmFormatTests(SynchronousTestCase):
             "fetched", "fetched f from a", fname="f", source="a", size=12, sha256=SHA, verified=True,
             path="/repo/f", published=True, contributors=[["a", 7]], pieces=10, resumed=5, background=True,
         )
+        node.events.emit(
+            "fetched", "fetched h from a", fname="h", source="a", size=12, sha256=SHA, verified=True,
+            path="/repo/h", published=True, contributors=[["a", 7], ["b", 3]], contributor_keys=[None, "0" * 16],
+            pieces=10, resumed=0, background=True, authenticated=False,
+        )
+        node.events.emit(
+            "fetched", "fetched i from a", fname="i", source="a", size=12, sha256=SHA, verified=True,
+            path="/repo/i", published=True, contributors=[["a", 10]], contributor_keys=[None],
+            pieces=10, resumed=0, background=True, authenticated=False,
+        )
         node.events.emit("fetched", "fetched g from a", fname="g", source="a", size=1, sha256=SHA,
                          verified=True, path="/repo/g", published=True, background=False)
         node.events.emit("resume_failed", "resuming f failed: no live source has f; the partial download is kept")
@@ -604,6 +629,8 @@ class SwarmFormatTests(SynchronousTestCase):
             [
                 "resuming f: 3 of 10 pieces on disk",
                 "fetched f from a: 12 bytes (5 resumed from disk), sha256 verified -> /repo/f",
+                "fetched h from 2 sources (a (unauthenticated), b): 12 bytes, sha256 verified -> /repo/h",
+                "fetched i from a (unauthenticated): 12 bytes, sha256 verified -> /repo/i",
                 "notice: resuming f failed: no live source has f; the partial download is kept",
             ],
         )

@@ -325,6 +325,21 @@ class SwarmTests(SynchronousTestCase):
         self.assertEqual(result.pieces, PIECES)
         self.successResultOf(self.download.closed)
 
+    def test_unauthenticated_contributors_named(self) -> None:
+        """
+        The result says which contributors were unauthenticated (listed
+        without a key fingerprint), and so does the transfer's label.
+        """
+        self.real_source(1), self.real_source(2)
+        srcs = [source("a", 1, fingerprint="0123456789abcdef"), source("b", 2)]
+        d = self.run_swarm(srcs)
+        [transfer] = self.parts.transfers.active()
+        self.assertEqual(transfer.peer, "2 sources, unauthenticated: b")
+        self.net.flush()
+        result = self.successResultOf(d)
+        keys = dict(zip((h for h, _ in result.contributors), result.contributor_keys))
+        self.assertEqual(keys, {"a": "0123456789abcdef", "b": None})
+
     def test_max_sources(self) -> None:
         for port in (1, 2, 3):
             self.real_source(port)

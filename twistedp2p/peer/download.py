@@ -879,6 +879,9 @@ class FetchResult:
     #: delivered pieces, most first; the piece count; the bytes that were
     #: already on disk (resumed); the verified piece list.
     contributors: tuple[tuple[str, int], ...] = ()
+    #: The key fingerprint of each contributor, in the same order (None:
+    #: an unauthenticated source, whose hostname proves nothing).
+    contributor_keys: tuple[str | None, ...] = ()
     piece_count: int = 0
     resumed: int = 0
     pieces: Any = None

@@ -843,6 +843,8 @@ class PeerNode:
             path=result.path,
             published=result.published,
             contributors=[list(c) for c in result.contributors],
+            contributor_keys=list(result.contributor_keys),
+            authenticated=result.source.authenticated,
             pieces=result.piece_count,
             resumed=result.resumed,
             background=background,

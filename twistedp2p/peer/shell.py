@@ -170,7 +170,13 @@ def format_fetch(result: Any) -> str:
     check = "sha256 verified" if result.verified else f"unverified (seed source), sha256 {result.sha256}"
     contributors = list(getattr(result, "contributors", ()) or ())
     if len(contributors) > 1:
-        hosts = ", ".join(host for host, _ in contributors)
+        # A contributor without a key fingerprint is marked as a single
+        # source is: its hostname is a claim.
+        keys = list(getattr(result, "contributor_keys", ()) or ())
+        hosts = ", ".join(
+            host + (" (unauthenticated)" if i < len(keys) and keys[i] is None else "")
+            for i, (host, _) in enumerate(contributors)
+        )
         origin = f"{len(contributors)} sources ({hosts})"
     else:
         origin = result.source.hostname
@@ -416,8 +422,9 @@ class PeerShell(ShellLineReceiver):
                         path=f["path"],
                         published=f["published"],
                         contributors=f.get("contributors", ()),
+                        contributor_keys=f.get("contributor_keys", ()),
                         resumed=f.get("resumed", 0),
-                        source=SimpleNamespace(hostname=f["source"]),
+                        source=SimpleNamespace(hostname=f["source"], authenticated=f.get("authenticated")),
                     )
                 )
             )

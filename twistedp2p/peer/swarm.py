@@ -1231,14 +1231,28 @@ class SwarmDownload(_Fetch):
                 n=len(claimed),
                 total=piece_count(self.plan.size, self.plan.piece_size),
             )
-        label = self.peers[0].label if len(self.peers) == 1 else f"{len(self.peers)} sources"
-        self._transfer = self._transfers.start(DOWN, self.fname, label, self.plan.size)
+        self._transfer = self._transfers.start(DOWN, self.fname, self._label(), self.plan.size)
         self._transfer.sources = 0
         if self.plan.size == 0:
             # Nothing to fetch: no piece, no source needed.
             self._set_pieces(PieceList(0, self.plan.sha256, self.plan.piece_size, ()))
             return
         self._fill()
+
+    def _label(self) -> str:
+        """
+        Who the transfer is from, as ``status`` and ``transfers`` show it:
+        the source, or how many, naming those that are unauthenticated
+        (no key fingerprint: their hostname proves nothing).
+        """
+        if len(self.peers) == 1:
+            peer = self.peers[0]
+            return peer.label + ("" if peer.source.authenticated else ", unauthenticated")
+        label = f"{len(self.peers)} sources"
+        bare = [p.source.hostname for p in self.peers if not p.source.authenticated]
+        if bare:
+            label += ", unauthenticated: " + ", ".join(dict.fromkeys(bare))
+        return label
 
     # -- sources and slots --------------------------------------------------------------
 
@@ -1770,6 +1784,7 @@ class SwarmDownload(_Fetch):
             self.resumed_bytes = 0
             self._transfer.resume_from(0)
             self._transfer.sources = 0
+            self._transfer.peer = self._label()
             self._fill()
 
         gone.addBoth(follow)
@@ -1834,9 +1849,8 @@ class SwarmDownload(_Fetch):
     def _installed(self, replaced: bool) -> None:
         self._transfer.set_done(self.plan.size)
         self._transfer.finish("done")
-        contributors = sorted(
-            ((p.source.hostname, p.pieces) for p in self.peers if p.pieces), key=lambda hp: -hp[1]
-        )
+        delivered = sorted((p for p in self.peers if p.pieces), key=lambda p: -p.pieces)
+        contributors = [(p.source.hostname, p.pieces) for p in delivered]
         main = max(self.peers, key=lambda p: (p.pieces, p.listed))
         assert self.pieces is not None
         result = FetchResult(
@@ -1850,6 +1864,7 @@ class SwarmDownload(_Fetch):
             elapsed=self._clock.seconds() - self._started_at,
             replaced=replaced,
             contributors=tuple(contributors),
+            contributor_keys=tuple(p.source.fingerprint for p in delivered),
             piece_count=self.pieces.count,
             resumed=self.resumed_bytes,
             pieces=self.pieces,
