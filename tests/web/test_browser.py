@@ -5,8 +5,9 @@ The dashboards in headless Chromium (Playwright, sync API), against real
 The tracker page must show a peer when its process starts and drop it
 when the process is killed, with the catalogue, ping, discover, evict and
 the event log working; the peer page must publish from the file picker,
-show an ``error:`` line for a bad publish, and fetch a file from another
-peer with the progress reaching 100%.  Both take a screenshot; with
+show an ``error:`` line for a bad publish, fetch a file from another
+peer with the progress reaching 100%, publish a folder from the picker and
+fetch a folder whole.  Both take a screenshot; with
 ``P2P_SCREENSHOTS=1`` they replace ``docs/screenshots/tracker.png`` and
 ``peer.png`` (otherwise they stay in the test's temp dir).
 
@@ -331,7 +332,11 @@ def test_peer_dashboard(stack: Stack, browser: Any, tmp_path: Path) -> None:
     page = browser
     stack.tracker()
     big = os.urandom(12_000_000)
-    _, alpha = stack.peer("lab-pc-03", {"report-2025.pdf": big, "results.csv": b"x,y\n" * 5000})
+    _, alpha = stack.peer(
+        "lab-pc-03",
+        {"report-2025.pdf": big, "results.csv": b"x,y\n" * 5000,
+         "slides/week1.pdf": b"1" * 40_000, "slides/extra/week2.pdf": b"2" * 60_000},
+    )
     for name in ("report-2025.pdf", "results.csv"):
         assert api(alpha, "api/publish", {"lname": name, "fname": name})[0] == 200
     _, beta = stack.peer(
@@ -404,4 +409,22 @@ def test_peer_dashboard(stack: Stack, browser: Any, tmp_path: Path) -> None:
     expect(page.locator("#log li.kind-transfer_finished")).to_have_count(2)
     page.fill("#search-pattern", "")
     screenshot(page, "peer.png", tmp_path)
+
+    # Folders: the picker lists one and publishes it as the shell's publish DIR ...
+    folder = page.locator('#picker-body tr[data-folder="1"][data-lname="photos"]')
+    expect(folder).to_contain_text("1 file")
+    folder.click()
+    expect(page.locator("#publish-fname")).to_have_value("photos")
+    page.click("#publish-button")
+    expect(page.locator("#publish-flash")).to_have_text("published photos: 1 file (350000 bytes)")
+    expect(page.locator('#library-body tr[data-fname="photos/field-trip.jpg"]')).to_have_count(1)
+    # ... and a folder listed by the tracker is fetched whole (fetch DIR/).
+    assert api(alpha, "api/publish", {"lname": "slides"})[0] == 200
+    page.fill("#search-pattern", "slides/")
+    page.click("#search-button")
+    expect(page.locator("#results-body tr[data-fname]")).to_have_count(2)
+    page.locator("#fetch-folder-button", has_text="Fetch folder slides/").click()
+    expect(page.locator("#search-flash")).to_have_text("fetched slides/: 2 files (100000 bytes)")
+    expect(page.locator('#library-body tr[data-fname="slides/extra/week2.pdf"]')).to_have_count(1)
+    assert (stack.base / "lab-pc-11" / "slides" / "extra" / "week2.pdf").read_bytes() == b"2" * 60_000
     assert page.problems == []

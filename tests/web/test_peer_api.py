@@ -71,6 +71,52 @@ class PeerApiTests(unittest.TestCase):
         self.assertFalse(body["truncated"])
         [a] = [f for f in body["files"] if f["lname"] == "docs/a.txt"]
         self.assertEqual((a["size"], a["relpath"], a["published_as"]), (1, "docs/a.txt", []))
+        # The folders that hold them (a share root too; no hidden one), with
+        # the name publish gives each.
+        folders = sorted((f["lname"], f["relpath"], f["name"], f["files"]) for f in body["folders"])
+        self.assertEqual(
+            folders,
+            sorted([("docs", "docs", "docs", 1), (str(share), ".", "share", 1), (str(share / "sub"), "sub", "sub", 1)]),
+        )
+
+    @coroutine
+    async def test_publish_and_fetch_a_folder(self) -> None:
+        alpha, _, alpha_client = await self.peer("alpha")
+        beta, _, beta_client = await self.peer("beta")
+        album = alpha.library.repo / "album"
+        (album / "sub").mkdir(parents=True)
+        (album / "a.bin").write_bytes(DATA)
+        (album / "sub" / "b.bin").write_bytes(b"b" * 1000)
+        (album / ".hidden").write_bytes(b"h")
+        # The folder the picker lists, as publish DIR in the shell.
+        code, body = await alpha_client.post("api/publish", {"lname": "album"})
+        self.assertEqual(code, 200, body)
+        self.assertEqual((body["folder"], body["size"], body["failed"]), ("album", len(DATA) + 1000, []))
+        self.assertEqual([(f["fname"], f["status"]) for f in body["files"]],
+                         [("album/a.bin", "created"), ("album/sub/b.bin", "created")])
+        self.assertEqual(body["text"], f"published album: 2 files ({len(DATA) + 1000} bytes)")
+        # Under another prefix.
+        code, body = await alpha_client.post("api/publish", {"lname": "album", "fname": "music"})
+        self.assertEqual((code, body["folder"], len(body["files"])), (200, "music", 2))
+
+        # fetch DIR/, as in the shell: every file below it, verified.
+        code, body = await beta_client.post("api/fetch", {"fname": "album/"})
+        self.assertEqual(code, 200, body)
+        self.assertEqual((body["folder"], body["size"], body["verified"], body["present"], body["failed"]),
+                         ("album/", len(DATA) + 1000, True, [], []))
+        self.assertEqual([(f["fname"], f["source"], f["verified"]) for f in body["fetched"]],
+                         [("album/a.bin", "alpha", True), ("album/sub/b.bin", "alpha", True)])
+        self.assertEqual((beta.library.repo / "album" / "a.bin").read_bytes(), DATA)
+        self.assertEqual((beta.library.repo / "album" / "sub" / "b.bin").read_bytes(), b"b" * 1000)
+        # Again: already here.
+        code, body = await beta_client.post("api/fetch", {"fname": "album/"})
+        self.assertEqual((code, body["fetched"], body["present"]), (200, [], ["album/a.bin", "album/sub/b.bin"]))
+        self.assertEqual(body["text"], "fetched album/: 0 files (0 bytes), 2 already here")
+        # Nothing listed there; a bad folder name.
+        code, body = await beta_client.post("api/fetch", {"fname": "nothing/"})
+        self.assertEqual(code, 404, body)
+        code, body = await beta_client.post("api/fetch", {"fname": "../"})
+        self.assertEqual(code, 400, body)
 
     @coroutine
     async def test_publish_conflict_force_unpublish(self) -> None:
@@ -109,7 +155,7 @@ class PeerApiTests(unittest.TestCase):
             ({"lname": str(outside), "fname": "o"}, f"error: {outside}: resolves to"),
             ({"lname": "ok.txt", "fname": "../x"}, "error: '../x': a shared name must not contain"),
             ({"lname": "ok.txt", "fname": ".hidden"}, "error: '.hidden': a shared name must not start with '.'"),
-            ({"lname": "ok.txt", "fname": ""}, "error: 'fname' is required"),
+            ({"lname": "ok.txt", "fname": ""}, "error: 'fname' must not be empty"),
             ({"fname": "x"}, "error: 'lname' is required"),
             ({"lname": "ok.txt", "fname": "x", "force": "yes"}, "error: 'force' must be true or false"),
             ({"lname": 3, "fname": "x"}, "error: 'lname' must be a string"),

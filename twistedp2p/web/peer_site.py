@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistedp2p import errors, wire
+from twistedp2p.peer.node import FolderPublishResult, PublishFailed
 from twistedp2p.web.api import ApiError, Params, Routes, bool_field, error_reply, text_field
 from twistedp2p.web.dashboard import add_log_routes, dashboard_service
 from twistedp2p.web.metrics import PeerMetrics
@@ -35,6 +36,8 @@ RECENT_TRANSFERS = 20
 MAX_PICKER_FILES = 2000
 #: ... and looks at most at this many directory entries.
 MAX_PICKER_SCAN = 50000
+#: The file picker lists at most this many folders.
+MAX_PICKER_FOLDERS = 500
 
 _LEVELS = {
     "published": "ok",
@@ -44,21 +47,33 @@ _LEVELS = {
 }
 
 
-def list_shareable(library: Any, max_files: int = MAX_PICKER_FILES, max_scan: int = MAX_PICKER_SCAN) -> dict[str, Any]:
+def list_shareable(
+    library: Any,
+    max_files: int = MAX_PICKER_FILES,
+    max_scan: int = MAX_PICKER_SCAN,
+    max_folders: int = MAX_PICKER_FOLDERS,
+) -> dict[str, Any]:
     """
     The regular files a user may publish: everything under the repository
     and the share roots that L{Library.resolve} accepts (hidden
-    directories are not entered).  Blocking: run it in a thread.
+    directories are not entered), and the folders that hold them (each
+    share root, and every folder below a root; publish shares a folder as
+    C{publish DIR} does).  Blocking: run it in a thread.
 
-    @return: C{{"files": [...], "truncated": bool, "roots": [...]}}; each
-        file has C{lname} (what to pass to publish: relative to the
-        repository, or absolute in a share root), C{root}, C{relpath},
-        C{size}, C{mtime} and C{published_as} (shared names of it).
+    @return: C{{"files": [...], "folders": [...], "truncated": bool,
+        "roots": [...]}}; each file has C{lname} (what to pass to publish:
+        relative to the repository, or absolute in a share root), C{root},
+        C{relpath}, C{size}, C{mtime} and C{published_as} (shared names of
+        it); each folder has C{lname}, C{root}, C{relpath} (C{.} for a
+        share root), C{name} (the shared name it gets without C{fname};
+        None if its path is not a valid name) and C{files} (how many of
+        the listed files are below it).
     """
     published: dict[str, list[str]] = {}
     for entry in library.entries():
         published.setdefault(entry.path, []).append(entry.fname)
     files: list[dict[str, Any]] = []
+    folders: dict[Path, dict[str, Any]] = {}
     scanned = 0
     truncated = False
     seen: set[str] = set()
@@ -67,6 +82,23 @@ def list_shareable(library: Any, max_files: int = MAX_PICKER_FILES, max_scan: in
         root = Path(root)
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            here = Path(dirpath)
+            if here != repo and here not in folders:
+                if len(folders) >= max_folders:
+                    truncated = True
+                else:
+                    lname = str(here.relative_to(repo)) if root == repo else str(here)
+                    try:
+                        name = library.name_for(lname)
+                    except (errors.UnsafePath, errors.BadName):
+                        name = None
+                    folders[here] = {
+                        "lname": lname,
+                        "root": str(root),
+                        "relpath": str(here.relative_to(root)),
+                        "name": name,
+                        "files": 0,
+                    }
             for name in sorted(filenames):
                 scanned += 1
                 if scanned > max_scan or len(files) >= max_files:
@@ -82,6 +114,11 @@ def list_shareable(library: Any, max_files: int = MAX_PICKER_FILES, max_scan: in
                 if str(real) in seen:
                     continue
                 seen.add(str(real))
+                for folder in (Path(dirpath), *Path(dirpath).parents):
+                    if folder in folders:
+                        folders[folder]["files"] += 1
+                    if folder == root:
+                        break
                 files.append(
                     {
                         "lname": lname,
@@ -96,7 +133,43 @@ def list_shareable(library: Any, max_files: int = MAX_PICKER_FILES, max_scan: in
                 break
         if truncated:
             break
-    return {"roots": [str(r) for r in library.roots()], "files": files, "truncated": truncated}
+    return {
+        "roots": [str(r) for r in library.roots()],
+        "files": files,
+        # (Folders with nothing to share are left out.)
+        "folders": [f for f in folders.values() if f["files"]],
+        "truncated": truncated,
+    }
+
+
+def _publish_answer(r: Any) -> dict[str, Any]:
+    """
+    The API's answer for one item of L{PeerNode.publish_any}: a file, a
+    folder or (one match of a glob) a failure.
+    """
+    if isinstance(r, PublishFailed):
+        return {"lname": r.lname, "error": f"error: {r.message}"}
+    if isinstance(r, FolderPublishResult):
+        n = len(r.published)
+        text = f"published {r.folder}: {n} file{'' if n == 1 else 's'} ({r.size} bytes)"
+        if r.failed:
+            text += f", {len(r.failed)} left out"
+        return {
+            "folder": r.folder,
+            "path": r.path,
+            "size": r.size,
+            "files": [_publish_answer(f) for f in r.published],
+            "failed": [list(f) for f in r.failed],
+            "text": text,
+        }
+    return {
+        "fname": r.fname,
+        "status": r.status,
+        "size": r.size,
+        "sha256": r.sha256,
+        "path": r.path,
+        "text": f"published {r.fname}: {r.status}",
+    }
 
 
 class _Rate:
@@ -273,19 +346,22 @@ class PeerDashboard:
 
     def publish(self, params: Params, body: dict[str, Any]) -> Any:
         lname = text_field(body, "lname")
-        fname = text_field(body, "fname")
+        fname = text_field(body, "fname", required=False)
+        if fname == "":
+            raise ApiError(400, "'fname' must not be empty (leave it out to share under the path's name)")
         force = bool_field(body, "force")
-        d = self.node.publish(lname, fname, force)
-        d.addCallback(
-            lambda r: {
-                "fname": r.fname,
-                "status": r.status,
-                "size": r.size,
-                "sha256": r.sha256,
-                "path": r.path,
-                "text": f"published {r.fname}: {r.status}",
-            }
-        )
+        # What the shell's publish does: a file, a folder (every file below
+        # it), or a glob (each match).
+        d = self.node.publish_any(lname, fname, force)
+
+        def answer(results: list[Any]) -> dict[str, Any]:
+            if len(results) == 1 and not isinstance(results[0], PublishFailed):
+                return _publish_answer(results[0])
+            items = [_publish_answer(r) for r in results]
+            ok = sum(1 for item in items if "error" not in item)
+            return {"items": items, "text": f"published {ok} of {len(items)} matches of {lname}"}
+
+        d.addCallback(answer)
         d.addErrback(self._refused, "publish", lname)
         return d
 
@@ -309,10 +385,44 @@ class PeerDashboard:
         force = bool_field(body, "force")
         if source is not None:
             wire.hostname("source", source)
-        d = self.node.fetch(fname, source=source, force=force)
-        d.addCallback(self._fetched)
+        if fname.endswith("/"):
+            # A folder, as the shell's fetch DIR/: every file listed below it.
+            d = self.node.fetch_folder(fname, source=source, force=force)
+            d.addCallback(self._fetched_folder)
+        else:
+            d = self.node.fetch(fname, source=source, force=force)
+            d.addCallback(self._fetched)
         d.addErrback(self._refused, "fetch", fname)
         return d
+
+    def _fetched_folder(self, r: Any) -> dict[str, Any]:
+        n = len(r.fetched)
+        text = f"fetched {r.folder}: {n} file{'' if n == 1 else 's'} ({r.size} bytes)"
+        if r.present:
+            text += f", {len(r.present)} already here"
+        if r.failed:
+            text += f", {len(r.failed)} failed"
+        if not r.verified:
+            text += " (not all verified: seed sources)"
+        return {
+            "folder": r.folder,
+            "size": r.size,
+            "verified": r.verified,
+            "fetched": [
+                {
+                    "fname": f.fname,
+                    "path": f.path,
+                    "size": f.size,
+                    "sha256": f.sha256,
+                    "verified": f.verified,
+                    "source": f.source.hostname,
+                }
+                for f in r.fetched
+            ],
+            "present": list(r.present),
+            "failed": [list(f) for f in r.failed],
+            "text": text,
+        }
 
     def _fetched(self, r: Any) -> dict[str, Any]:
         return {

@@ -109,31 +109,46 @@
 
   // -- the file picker and publishing ----------------------------------------------
   let pickerFiles = [];
+  let pickerFolders = [];
   const pickerFilter = document.getElementById("picker-filter");
   const lnameInput = document.getElementById("publish-lname");
   const fnameInput = document.getElementById("publish-fname");
 
+  function pick(lname, fname) {
+    lnameInput.value = lname;
+    fnameInput.value = fname;
+    P2P.flash("publish-flash", "", "info");
+    fnameInput.focus();
+  }
+
+  // A folder is published as the shell's publish DIR: every file below it.
+  function folderRow(f) {
+    return el(
+      "tr",
+      { class: "pick folder", dataset: { lname: f.lname, folder: "1" }, title: "use the folder " + f.lname, onclick: () => pick(f.lname, f.name || "") },
+      el("td", { class: "mono" }, "📁 " + f.lname + "/"),
+      el("td", { class: "num" }, f.files + (f.files === 1 ? " file" : " files")),
+      el("td", {}, el("span", { class: "muted" }, "folder"))
+    );
+  }
+
   function renderPicker() {
     const text = pickerFilter.value.trim().toLowerCase();
-    const shown = pickerFiles.filter((f) => !text || f.lname.toLowerCase().includes(text));
+    const match = (f) => !text || f.lname.toLowerCase().includes(text);
+    const shown = pickerFolders.filter(match).map((f) => ({ folder: f })).concat(pickerFiles.filter(match));
     P2P.fillTable(
       "picker-body",
       shown.slice(0, 300),
       3,
-      pickerFiles.length ? "no file matches" : "no shareable file in the repository or share roots",
+      pickerFiles.length ? "no file or folder matches" : "no shareable file in the repository or share roots",
       (f) =>
-        el(
+        f.folder ? folderRow(f.folder) : el(
           "tr",
           {
             class: "pick",
             dataset: { lname: f.lname },
             title: "use " + f.lname,
-            onclick: () => {
-              lnameInput.value = f.lname;
-              fnameInput.value = f.relpath.split("/").pop();
-              P2P.flash("publish-flash", "", "info");
-              fnameInput.focus();
-            },
+            onclick: () => pick(f.lname, f.relpath.split("/").pop()),
           },
           el("td", { class: "mono" }, f.lname),
           el("td", { class: "num" }, P2P.bytes(f.size)),
@@ -149,6 +164,7 @@
       return;
     }
     pickerFiles = r.data.files;
+    pickerFolders = r.data.folders || [];
     renderPicker();
   }
   pickerFilter.addEventListener("input", debounce(renderPicker, 100));
@@ -167,12 +183,15 @@
 
   async function publish(force) {
     const lname = lnameInput.value.trim();
-    const fname = fnameInput.value.trim() || lname.split("/").pop();
+    // Empty: shared under its path's name (a file or a folder), as the shell's publish PATH.
+    const fname = fnameInput.value.trim() || null;
     document.getElementById("publish-confirm").hidden = true;
     P2P.flash("publish-flash", "publishing " + (fname || lname) + "… (hashing)", "info");
     const r = await api("publish", { body: { lname: lname, fname: fname, force: !!force } });
     if (r.ok) {
-      P2P.flash("publish-flash", r.data.text, "ok");
+      const failed = (r.data.failed || []).map((f) => f[0] + ": " + f[1]);
+      (r.data.items || []).forEach((item) => { if (item.error) failed.push(item.error); });
+      P2P.flash("publish-flash", r.data.text + (failed.length ? " — " + failed.join("; ") : ""), failed.length ? "warn" : "ok");
       loadLibrary();
       loadPicker();
       return;
@@ -187,6 +206,8 @@
 
   // -- search and fetch --------------------------------------------------------------
   const patternInput = document.getElementById("search-pattern");
+  const folderButton = document.getElementById("fetch-folder-button");
+  folderButton.addEventListener("click", () => fetchFile(folderButton.dataset.folder, "", false, folderButton));
 
   async function search() {
     const pattern = patternInput.value;
@@ -196,7 +217,11 @@
       return;
     }
     const files = r.data.files;
-    P2P.flash("search-flash", files.length + " file(s) " + (pattern ? "match " + pattern : "in the catalogue"), "info");
+    P2P.flash("search-flash", files.length + " file(s) " + (pattern ? (pattern.endsWith("/") ? "in the folder " : "match ") + pattern : "in the catalogue"), "info");
+    // A pattern ending with / lists a folder: it can be fetched whole (fetch DIR/).
+    folderButton.hidden = !(pattern.endsWith("/") && files.length);
+    folderButton.textContent = "Fetch folder " + pattern;
+    folderButton.dataset.folder = pattern;
     P2P.fillTable(
       "results-body",
       files,
@@ -237,7 +262,8 @@
     const r = await api("fetch", { body: { fname: fname, source: source || null, force: !!force } });
     if (button) button.disabled = false;
     if (r.ok) {
-      P2P.flash("search-flash", r.data.text, "ok");
+      const failed = (r.data.failed || []).map((f) => f[0] + ": " + f[1]);
+      P2P.flash("search-flash", r.data.text + (failed.length ? " — " + failed.join("; ") : ""), failed.length ? "warn" : "ok");
       loadLibrary();
       return;
     }
