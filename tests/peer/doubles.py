@@ -50,6 +50,9 @@ class FakeSource(Int32StringReceiver):
             self.transport.loseConnection()
             return
         offset, length = message["offset"], message["length"]
+        if length is None:
+            # (A whole-file get: the rest of the file.)
+            length = len(f.data) - offset
         body = f.data[offset : offset + length]
         index = offset // f.pieces.piece_size
         if index in f.corrupt:

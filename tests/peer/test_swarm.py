@@ -469,6 +469,82 @@ class SwarmTests(SynchronousTestCase):
         self.assertIn("old", dict(result.contributors))
         self.assertNotIn("old", {s.hostname for s in self.download.liars})
 
+    def test_rootless_sources_serve_the_whole_file_once_every_root_is_false(self) -> None:
+        """
+        Every published root proves false: the sources that published no
+        root (older peers), set aside under the false root, are then asked
+        for the whole file, checked against the published SHA-256; they
+        are never blamed for the false list.
+        """
+        _, fake_root = self.liar(1)
+        self.liar(2)
+        old = self.real_source(3)
+        srcs = [source("liar1", 1, root=fake_root), source("liar2", 2, root=fake_root), source("old", 3, root=None)]
+        d = self.run_swarm(srcs)
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertEqual((self.parts.repo / "f").read_bytes(), DATA)
+        self.assertEqual((result.verified, result.sha256, result.source.hostname), (True, SHA, "old"))
+        self.assertEqual(self.download.false_roots, [fake_root])
+        self.assertEqual({s.hostname for s in self.download.liars}, {"liar1", "liar2"})
+        self.assertFalse(any("dropping source old" in m for m in self.messages()))
+        self.assertTrue(any("fetching the whole file from the sources that published no root (old" in m
+                            for m in self.messages()))
+        # The false root's failures are kept in the result.
+        self.assertIn("liar1 (127.0.0.1:1)", dict(result.failures))
+        self.assertGreaterEqual(old.served_ranges, 1)
+        self.assertEqual(self.leftovers(), [])
+        self.assertEqual(self.parts.slots.in_use, 0)
+        self.assertEqual(self.parts.transfers.active(), [])
+        self.successResultOf(self.download.closed)
+
+    def test_rootless_sources_after_the_roots_sources_are_gone(self) -> None:
+        """
+        The only root's sources never show their list (here: refuse every
+        connection): once they are given up, the source that published no
+        root serves the whole file.
+        """
+        self.real_source(2)
+        srcs = [source("gone", 1), source("old", 2, root=None)]
+        d = self.run_swarm(srcs, source_retries=1)
+        for _ in range(5):
+            self.net.flush()
+            self.clock.advance(5)
+        result = self.successResultOf(d)
+        self.assertEqual((self.parts.repo / "f").read_bytes(), DATA)
+        self.assertEqual(result.source.hostname, "old")
+        self.assertEqual(self.leftovers(), [])
+
+    def test_rootless_fallback_fails_cleanly(self) -> None:
+        """
+        The rootless source serves other bytes too: one error naming why it
+        was the last resort, nothing left behind.
+        """
+        _, fake_root = self.liar(1)
+        self.liar(2)
+        d = self.run_swarm([source("liar", 1, root=fake_root), source("old", 2, root=None)])
+        for _ in range(5):
+            self.net.flush()
+            self.clock.advance(5)
+        f = self.failureResultOf(d, errors.TransferFailed)
+        self.assertIn("old (127.0.0.1:2)", str(f.value))
+        self.assertIn(f"(after: root {fake_root[:12]} is false, and no other root is left)", str(f.value))
+        self.assertEqual(self.leftovers(), [])
+        self.successResultOf(self.download.closed)
+
+    def test_stop_during_the_rootless_fallback(self) -> None:
+        _, fake_root = self.liar(1)
+        self.net.servers[2] = Factory.forProtocol(Silent)
+        d = self.run_swarm([source("liar", 1, root=fake_root), source("old", 2, root=None)], ttfb_timeout=100.0)
+        self.net.flush()
+        self.assertIsNotNone(self.download.fallback)
+        d.cancel()
+        self.net.flush()
+        self.failureResultOf(d)
+        self.successResultOf(self.download.closed)
+        self.assertEqual(self.leftovers(), [])
+        self.assertEqual(self.parts.slots.in_use, 0)
+
     def test_bogus_roots_only(self) -> None:
         """
         Only sources of a fake root: a clear error, nothing left behind.

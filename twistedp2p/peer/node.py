@@ -858,6 +858,10 @@ class PeerNode:
         try:
             return await swarm.run()
         except CancelledError:
+            if swarm.fallback is not None:
+                # (Every root was exhausted: a whole-file download keeps
+                # nothing.)
+                raise self._interrupted(fname, whole_file=True)
             # Before the part is open, a previous run's pieces stay as
             # they were recorded.
             kept = len(swarm.have) or len(swarm._claimed)

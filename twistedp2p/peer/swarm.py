@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from twistedp2p import errors, wire
 from twistedp2p.peer.download import (
     Connect,
+    Download,
     DownloadSettings,
     FetchResult,
     Progress,
@@ -1074,6 +1075,9 @@ class _Peer:
     connection: PieceConnection | None = None
     #: Never used again for this file (bad data, or too many failures).
     dropped: bool = False
+    #: Not used under this root only: a source that published no root
+    #: sent a piece that fails this root's list (no proof against it).
+    set_aside: bool = False
     #: Do not connect before this time (busy, or a failed connection).
     retry_at: float = 0.0
     busy: int = 0
@@ -1092,6 +1096,7 @@ class SwarmDownload(_Fetch):
 
     def __init__(self, fname: str, plan: SwarmPlan, repo: Path, **kwargs: Any) -> None:
         _Fetch.__init__(self, fname, repo, **kwargs)
+        self._options = kwargs
         self.plan = plan
         self.state_path = self.repo / state_name(fname)
         #: Sources proven wrong for this file (never used again in this
@@ -1112,6 +1117,10 @@ class SwarmDownload(_Fetch):
         self._stopping = False
         #: Between two roots (the part of the first is being removed).
         self._switching = False
+        #: Once every root is exhausted: the whole-file download from the
+        #: sources that published no root (L{_whole_file}), and its result.
+        self.fallback: Download | None = None
+        self._fallback_run: Deferred | None = None
         #: Fires once the part and the state are closed (after success,
         #: failure or stop): a stopping peer waits for it.
         self.closed: Deferred = Deferred()
@@ -1690,6 +1699,8 @@ class SwarmDownload(_Fetch):
         peer.dropped = True
         if proof:
             self.liars.add(peer.source)
+        else:
+            peer.set_aside = True
 
     def connection_failed(self, connection: PieceConnection, reason: Exception) -> None:
         """
@@ -1742,6 +1753,8 @@ class SwarmDownload(_Fetch):
         if self._next_plan() is not None:
             self._give_up_root(f"no source of root {self.plan.root[:12]} is left")
             return
+        if self._whole_file(f"no source of root {self.plan.root[:12]} is left"):
+            return
         self._fail_now(errors.TransferFailed(self._summary()))
 
     def _next_plan(self) -> SwarmPlan | None:
@@ -1788,6 +1801,84 @@ class SwarmDownload(_Fetch):
             self._fill()
 
         gone.addBoth(follow)
+
+    def _rootless_left(self) -> list[SourceInfo]:
+        """
+        The sources that published no root and may still serve the whole
+        file: not proven wrong, and not given up for failing to connect or
+        answer (set aside by a false-looking list is no proof).
+        """
+        return [
+            p.source
+            for p in self.peers
+            if not p.listed and p.source not in self.liars and (not p.dropped or p.set_aside)
+        ]
+
+    def _whole_file(self, why: str) -> bool:
+        """
+        Every root is exhausted (proven false, or no source of it is left):
+        fetch the whole file from the sources that published no root, one
+        at a time, checked against the published SHA-256 (a L{Download}),
+        after removing what was fetched under the last root.  They are
+        never blamed for a root's list.  @return: False when there is no
+        such source (or the fetch is stopping).
+        """
+        rootless = self._rootless_left()
+        if not rootless or self._stopping:
+            return False
+        self._stop_timers()
+        self._close_connections()
+        self.log.warn(
+            "{fname}: {why}; fetching the whole file from the sources that published no root ({sources}),"
+            " checked against its SHA-256",
+            fname=self.fname,
+            why=why,
+            sources=", ".join(s.label for s in rootless),
+        )
+        writer = self.writer
+        if writer is not None:
+            gone = writer.discard()
+        else:
+            gone = self._run(lambda: (unlink_quietly(self.part), unlink_quietly(self.state_path)))
+        self._finished = self._switching = True
+        if self._transfer is not None:
+            self._transfer.finish(f"failed: {why}; whole file from the sources without a root")
+
+        def start(_: Any) -> None:
+            self._switching = False
+            if self._stopping:
+                self.closed.callback(None)
+                return
+            self.fallback = Download(self.fname, rootless, self.repo, **self._options)
+            self._fallback_run = self.fallback.run()
+            self._fallback_run.addBoth(self._fallback_ended, why)
+
+        gone.addBoth(start)
+        return True
+
+    def _fallback_ended(self, result: Any, why: str) -> None:
+        """
+        The whole-file download ended: its result (with every failure of
+        this fetch) or its failure is this fetch's.
+        """
+        if isinstance(result, Failure):
+            if type(result.value) in (errors.TransferFailed, errors.VerificationFailed):
+                # (Say why the sources without a root were the last resort.)
+                result = Failure(type(result.value)(f"{result.getErrorMessage()} (after: {why})"))
+        else:
+            assert self.fallback is not None
+            result = replace(
+                result,
+                failures=tuple(self.failures) + tuple(self.fallback.failures),
+                elapsed=self._clock.seconds() - self._started_at,
+            )
+        self.closed.callback(None)
+        assert self._done is not None
+        if not self._done.called:
+            if isinstance(result, Failure):
+                self._done.errback(result)
+            else:
+                self._done.callback(result)
 
     def _summary(self) -> str:
         text = summarize_failures(self.fname, self.failures)
@@ -1896,6 +1987,8 @@ class SwarmDownload(_Fetch):
             if self._next_plan() is not None and not self._stopping:
                 self._give_up_root(f"root {self.plan.root[:12]} is false ({failure.getErrorMessage()})")
                 return
+            if self._whole_file(f"root {self.plan.root[:12]} is false, and no other root is left"):
+                return
             if len(self.false_roots) > 1 or len(self.plan.groups) > 1:
                 failure = Failure(
                     errors.VerificationFailed(
@@ -1962,6 +2055,11 @@ class SwarmDownload(_Fetch):
         Stop now (the peer is stopping, or the fetch was cancelled): close
         every connection and record what is on disk.  @return: L{closed}.
         """
+        if self._fallback_run is not None:
+            # (The whole-file download: it removes its part.)
+            self._stopping = True
+            self._fallback_run.cancel()
+            return self.closed
         if self._switching:
             # (Between two roots: nothing is kept; L{closed} fires once the
             # previous root's part is removed.)
