@@ -196,6 +196,41 @@ class FullDiskAtTheFinalFlushTests(FullDiskDownloadTests):
         self.patch(os, "fsync", fsync)
 
 
+class FullDiskAtAPeriodicFlushTests(SynchronousTestCase):
+    """
+    A multi-source download flushes its part file along the way
+    (C{fdatasync} every C{SYNC_BYTES}); a file system that reports a full
+    disk only there gives the same one line as any other full disk, with
+    no traceback logged, the part removed and every descriptor closed.
+    """
+
+    setUp = FullDiskDownloadTests.setUp
+    entry = FullDiskDownloadTests.entry
+    check_failed = FullDiskDownloadTests.check_failed
+
+    def test_multi_source_download(self) -> None:
+        from twistedp2p.peer import swarm
+
+        flushed: list[int] = []
+
+        def fdatasync(fd: int) -> None:
+            flushed.append(fd)
+            raise enospc()
+
+        self.patch(swarm, "SYNC_BYTES", 2 * PIECE)
+        # (Only writes through the page cache are flushed along the way.)
+        real = swarm.PartFile
+        self.patch(swarm, "PartFile", lambda path, flags: real(path, flags, direct=False))
+        self.patch(swarm.os, "fdatasync", fdatasync)
+        options = self.parts.download_options(self.net.connect, [])
+        download = SwarmDownload("f", plan_swarm([SourceInfo.from_wire(self.entry(root=True))]), self.parts.repo, **options)
+        d = download.run()
+        self.net.flush()
+        self.assertEqual(len(flushed), 1)
+        self.check_failed(d)
+        self.successResultOf(download.closed)
+
+
 def mount_tmpfs(case: SynchronousTestCase, size: str) -> Path:
     """
     A fresh tmpfs of C{size} (``1m``), unmounted after the test; skips the

@@ -383,6 +383,10 @@ class PieceWriter:
         self._states = SerialWorker(run_in_thread)
         self._unsynced = 0
         self._syncing = False
+        #: The first failure of a flush along the way (then L{finish}
+        #: fails with it), and who is told of it at once.
+        self.sync_error: Failure | None = None
+        self.on_error: Callable[[Failure], None] | None = None
         self._direct = False
         self._file: PartFile | None = None
         # Reactor side: the next piece the whole-file hash needs, and the
@@ -539,7 +543,7 @@ class PieceWriter:
                     self._unsynced = 0
                     self._syncing = True
                     syncing = self._syncs.submit(self._sync)
-                    syncing.addErrback(lambda f: self.log.failure("flushing {part}", f, part=str(self.part)))
+                    syncing.addErrback(self._sync_failed)
                     syncing.addBoth(self._synced)
                 if not fed and index >= self._hash_next:
                     self._ready.add(index)
@@ -630,10 +634,30 @@ class PieceWriter:
         """
         f = self._file
         if f is not None:
-            os.fdatasync(f.fd)
+            try:
+                os.fdatasync(f.fd)
+            except OSError as e:
+                # (Some file systems report a full disk only here.)
+                raise write_error(self.part, e)
 
     def _synced(self, _: Any) -> None:
         self._syncing = False
+
+    def _sync_failed(self, failure: Failure) -> None:
+        """
+        A flush along the way failed: the bytes written may not be on disk,
+        so the download fails as for a failed write (L{on_error}: for a
+        full disk, the one-line L{NoSpaceLeft}), and so would L{finish}.
+        """
+        if not failure.check(LocalWriteError):
+            self.log.failure("flushing {part}", failure, part=str(self.part))
+            failure = Failure(LocalWriteError(f"cannot write {self.part}: {failure.getErrorMessage()}"))
+        if self.sync_error is None:
+            self.sync_error = failure
+        if self.on_error is not None:
+            self.on_error(failure)
+        else:
+            self.log.warn("flushing {part} failed: {error}", part=str(self.part), error=failure.getErrorMessage())
 
     # (The hash queue's jobs.)
 
@@ -678,6 +702,8 @@ class PieceWriter:
         return self._last(self._finish)
 
     def _finish(self) -> str:
+        if self.sync_error is not None:
+            self.sync_error.raiseException()
         if self._prefix != self.pieces.count and not self._tainted:
             raise LocalWriteError(f"{self.part} is missing pieces")
         f, self._file = self._file, None
@@ -1396,6 +1422,7 @@ class SwarmDownload(_Fetch):
     def _set_pieces(self, pieces: PieceList) -> None:
         self.pieces = pieces
         self.writer = PieceWriter(self.part, self.state_path, pieces, self._run, self.check_pieces)
+        self.writer.on_error = self._write_failed
         self._opening = True
         self.writer.open(self._claimed).addCallbacks(self._opened, self._write_failed)
 
