@@ -339,6 +339,14 @@ class FolderNodeTests(SynchronousTestCase):
         again = self.successResultOf(self.node.fetch_folder("docs/"))
         self.assertEqual((again.fetched, len(again.present)), ((), 3))
         self.assertEqual(format_fetch_folder(again), ["fetched docs/: 0 files, 0 B, verified (3 already here)"])
+        # A file deleted before the change watch noticed is fetched again,
+        # not counted as here from the library's record.
+        (self.repo / "docs" / "a.txt").unlink()
+        d = self.node.fetch_folder("docs/")
+        self.net.flush()
+        third = self.successResultOf(d)
+        self.assertEqual(([r.fname for r in third.fetched], len(third.present)), (["docs/a.txt"], 2))
+        self.assertEqual((self.repo / "docs" / "a.txt").read_bytes(), files["docs/a.txt"])
 
     def test_fetch_folder_reports_each_failure(self) -> None:
         self.serve({"docs/a.txt": b"a" * 100, "docs/b.txt": b"b" * 100})

@@ -244,6 +244,23 @@ class FetchTests(NodeTestsMixin, SynchronousTestCase):
         self.assertEqual(f.value.path, str(self.repo / "g"))
         self.assertFalse((self.repo / "f").exists())
 
+    def test_published_file_gone_is_fetched_again(self) -> None:
+        """
+        The published file was deleted before the change watch noticed:
+        the fetch does not answer "already here" from the library's record;
+        the stale entry is unpublished and the file is downloaded.
+        """
+        path = self.write("f", DATA)
+        self.successResultOf(self.node.publish("f", "f"))
+        path.unlink()
+        self.peer_list(7000)
+        d = self.node.fetch("f")
+        self.net.flush()
+        result = self.successResultOf(d)
+        self.assertTrue(result.verified)
+        self.assertEqual((self.repo / "f").read_bytes(), DATA)
+        self.assertIn(("unpublish", {"fname": "f"}), self.link.requests)
+
     def test_no_sources(self) -> None:
         self.failureResultOf(self.node.fetch("f"), errors.NoSources)
 

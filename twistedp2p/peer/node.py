@@ -615,7 +615,12 @@ class PeerNode:
         todo = []
         for fname in sorted(sizes):
             entry = self.library.get(fname)
-            if not force and entry is not None and shas[fname] == {entry.sha256}:
+            if (
+                not force
+                and entry is not None
+                and shas[fname] == {entry.sha256}
+                and await self.library.check_serving(fname) is not None
+            ):
                 present.append(fname)
             else:
                 todo.append(fname)
@@ -795,6 +800,10 @@ class PeerNode:
                 f"{fname} is {size} bytes, more than this peer accepts (--max-file-size {limit})"
             )
         existing = self.library.get(fname)
+        if existing is not None and not force and await self.library.check_serving(fname) is None:
+            # The file changed or went away before the change watch saw it:
+            # the stale entry is dropped (and unpublished), not trusted.
+            existing = None
         if (
             existing is not None
             and not force
