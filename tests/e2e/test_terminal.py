@@ -204,3 +204,43 @@ def test_tracker_admin_shell_on_a_terminal(cluster: Cluster) -> None:
         assert tracker.proc.wait(20) == -signal.SIGINT
     finally:
         tracker.close()
+
+
+def test_peer_shell_on_a_0x0_terminal(cluster: Cluster) -> None:
+    """
+    A pseudo-terminal that reports a window size of 0x0 still gets the
+    progress bar (80 columns); Tab completes publish's local path.
+    """
+    cluster.start_tracker(db="memory")
+    alice = cluster.start_peer("alice", "--upload-rate", "1M")
+    (cluster.root / "alice" / "big.bin").write_bytes(os.urandom(3 * MiB))
+    alice.command("publish big.bin", r"published big\.bin: created")
+
+    repo = cluster.root / "dave"
+    (repo / "lecture notes").mkdir(parents=True)
+    (repo / "lecture notes" / "week1.txt").write_bytes(b"w" * 100)
+    argv = [
+        twistd(), "-n", "--pidfile=", f"--logfile={cluster.root / 'dave.log'}",
+        "p2ppeer", "--tracker", cluster.endpoint, "--hostname", "dave", "--repo", str(repo),
+        "--listen", "tcp:0:interface=127.0.0.1",
+    ]
+    dave = PtyPeer(argv, cluster.root, rows=0, columns=0)
+    try:
+        dave.expect(r"p2ppeer dave serving on port \d+")
+        dave.expect(r"tracker link: connected")
+        # A folder is completed with its / (quoted: a space), then the file in it.
+        dave.type("publish le\t")
+        dave.expect(r"p2p> publish 'lecture notes/$")
+        dave.type("w\t")
+        dave.expect(r"p2p> publish 'lecture notes/week1\.txt' $")
+        dave.type("\r")
+        dave.expect(r"^(p2p> )?published lecture notes/week1\.txt: created")
+
+        dave.type("fetch big.bin\r")
+        bar = dave.expect(r"big\.bin \[[#.]+\]\s+\d+%.*of 3\.0 MiB.*")
+        assert len(bar.group(0).rstrip()) <= 79
+        dave.expect(r"^(p2p> )?fetched big\.bin from alice")
+        dave.type("\x04")
+        assert dave.proc.wait(20) == 0
+    finally:
+        dave.close()
