@@ -326,8 +326,9 @@ def run_catalogue(args: argparse.Namespace) -> dict:
     Issue 15 item 3 at scale.  A memory tracker gets a catalogue whose
     whole answer is far over 16 MiB: C{--hosts} seed sessions with long
     host names (246 characters) all publish the same C{--shared} long
-    names (so each entry has C{--hosts} sources, 100 host names listed),
-    and C{--solo} more sessions publish 10,000 long names each.  Then a
+    names (so each entry has C{--hosts} sources, 100 host names listed;
+    these sort first, so the first 1,000 entries are far over 16 MiB), and
+    C{--solo} more sessions publish 10,000 long names each.  Then a
     real peer runs C{search} (which follows the cursors), C{--pagers}
     native clients walk the catalogue with C{limit} 10,000 again and again
     for C{--seconds}, and a seed client asks C{list_shared_files}; every
@@ -345,7 +346,7 @@ def run_catalogue(args: argparse.Namespace) -> dict:
         t0 = time.monotonic()
         sessions: list[Client] = []
         shared = [
-            _frame({"action": "publish", "fname": f"{i:05d}-shared-{pad}.bin", "file_size": 1000 + i, "lname": f"s{i}"})
+            _frame({"action": "publish", "fname": f"a{i:05d}-shared-{pad}.bin", "file_size": 1000 + i, "lname": f"s{i}"})
             for i in range(args.shared)
         ]
         for h in range(args.hosts):
@@ -360,7 +361,7 @@ def run_catalogue(args: argparse.Namespace) -> dict:
             sessions.append(c)
             c.ask({"action": "hello", "hostname": f"solo{u}-" + "z" * 240, "p2p_port": 20000 + u})
             _publish_many(c, [
-                _frame({"action": "publish", "fname": f"{i:05d}-solo{u}-{pad}.pdf", "file_size": i, "lname": f"u{i}"})
+                _frame({"action": "publish", "fname": f"b{i:05d}-solo{u}-{pad}.pdf", "file_size": i, "lname": f"u{i}"})
                 for i in range(10000)
             ])
         build_seconds = time.monotonic() - t0
@@ -368,11 +369,11 @@ def run_catalogue(args: argparse.Namespace) -> dict:
         expected = args.shared + args.solo * 10000
         # The whole catalogue as one answer would be (one entry each).
         one_shared = len(json.dumps({
-            "fname": f"{0:05d}-shared-{pad}.bin", "file_size": 1000, "sha256": None, "sources": args.hosts,
+            "fname": f"a{0:05d}-shared-{pad}.bin", "file_size": 1000, "sha256": None, "sources": args.hosts,
             "hostnames": [f"h{h:04d}-" + "z" * 240 for h in range(min(args.hosts, 100))],
             "more_hostnames": max(args.hosts - 100, 0)}, separators=(",", ":"))) + 1
         one_solo = len(json.dumps({
-            "fname": f"{0:05d}-solo0-{pad}.pdf", "file_size": 5000, "sha256": None, "sources": 1,
+            "fname": f"b{0:05d}-solo0-{pad}.pdf", "file_size": 5000, "sha256": None, "sources": 1,
             "hostnames": ["solo0-" + "z" * 240]}, separators=(",", ":"))) + 1
         whole_bytes = args.shared * one_shared + args.solo * 10000 * one_solo
 
