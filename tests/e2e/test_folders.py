@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 import pytest
 
@@ -24,14 +23,6 @@ FILES = {
     "empty.txt": b"",
 }
 
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def test_publish_folder_fetch_folder(cluster: Cluster) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 import pytest
 
@@ -19,14 +18,6 @@ from tests.tracker.test_integration import SeedClient
 
 pytestmark = pytest.mark.timeout(180)
 
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def test_impostor_refused_across_restart_and_from_forms(cluster: Cluster) -> None:

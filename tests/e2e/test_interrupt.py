@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
 import pytest
 
@@ -19,14 +18,6 @@ pytestmark = pytest.mark.timeout(120)
 
 MiB = 1024 * 1024
 
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def test_sigint_during_fetch_prints_one_line_and_exits_cleanly(cluster: Cluster) -> None:

@@ -20,14 +20,6 @@ pytestmark = pytest.mark.timeout(90)
 TOKEN = "e2e-token-0123456789"
 
 
-@pytest.fixture
-def cluster(tmp_path: Path):
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop()
-
 
 def test_version_of_both_plugins(tmp_path: Path) -> None:
     for plugin in ("p2ptracker", "p2ppeer"):

@@ -98,14 +98,6 @@ class PtyPeer:
             pass
 
 
-@pytest.fixture
-def cluster(tmp_path: Path):
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.stop()
-
 
 def test_peer_shell_on_a_terminal(cluster: Cluster) -> None:
     cluster.start_tracker(db="memory")
