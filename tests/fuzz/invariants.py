@@ -213,3 +213,27 @@ def check_catalogue_answer(files: list[dict[str, Any]], expected: list[dict[str,
         if n > want[e]:
             return f"entry {e} is not live, or listed too often"
     return None
+
+
+def check_output_held(own_before: int, write: int, bound: int) -> str | None:
+    """
+    The bytes a source holds for one connection (written to its transport,
+    not yet taken by the reader) never exceed the transport's bound plus
+    one answer: the source starts writing an answer of its own only while
+    what it wrote itself since the buffer last drained is within C{bound}
+    (once over it, the transport pauses the source until it drains).
+    Chunks that the transport pulls from a registered file producer are not
+    the source's own writes: a pull producer is only asked for one when the
+    buffer has drained (and once when it registers).
+
+    @param own_before: the source's own bytes written since the last drain,
+        before this write.
+    @param write: the size of this write.
+    @return: what is wrong, or None.
+    """
+    if own_before > bound:
+        return (
+            f"wrote {write} more bytes while holding {own_before} bytes of its own answers"
+            f" (bound {bound}): held {own_before + write} > bound + one answer"
+        )
+    return None

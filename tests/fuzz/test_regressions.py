@@ -148,3 +148,52 @@ class PeerShellLongLineTests(LongLineTestsMixin, SynchronousTestCase):
         shell, transport = self.make_shell()
         shell.dataReceived(b"quit\n" + b"x" * (shell.MAX_LENGTH + 1) + b"\n")
         self.assertEqual(self.output(transport), ["bye"])
+
+
+class UploadWorldBufferBoundTests(SynchronousTestCase):
+    """
+    The upload world's transport double holds what a reader does not take
+    and pauses the protocol over its bound (issue 15 item 2): pipelined
+    answers made from memory stop at the bound plus one answer, nothing more
+    is read meanwhile, and draining answers the rest.
+    """
+
+    def setUp(self) -> None:
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from tests.fuzz.upload_world import UploadFixture, UploadWorld
+
+        base = Path(tempfile.mkdtemp(prefix="twistedp2p-fuzz-bound-"))
+        self.addCleanup(shutil.rmtree, base, True)
+        self.world = UploadWorld(UploadFixture(base))
+        self.addCleanup(self.world.close)
+
+    def test_pipelined_piece_lists_pause_at_the_bound(self) -> None:
+        from tests.fuzz import strategies as S
+        from tests.fuzz.upload_world import BUFFER_BOUND
+
+        conn = self.world.connect()
+        request = S.frame(S.body_of({"action": "pieces", "fname": "a.bin"}))
+        for _ in range(20):
+            conn.queue(request)
+        conn.deliver(None)
+        self.world.after_op()
+        t = conn.transport
+        self.assertEqual(t.producerState, "paused")
+        self.assertTrue(t.producer_paused)
+        answered = self.world.units["answers"]
+        self.assertLess(answered, 20)
+        one = len(conn.out) // answered
+        self.assertLessEqual(t.held, BUFFER_BOUND + one)
+        # Nothing is read while paused.
+        conn.queue(S.frame(S.body_of({"action": "ping"})))
+        conn.deliver(None)
+        self.assertEqual(self.world.units["answers"], answered)
+        for _ in range(40):
+            conn.pump(1)
+            conn.deliver(None)
+            self.world.after_op()
+        self.assertEqual(self.world.units["answers"], 21)
+        self.world.finish()

@@ -23,6 +23,15 @@ it); its answer is then read off the connection's output:
 After every op: the log has no failure and no error, slots in use match
 the transfers running, and an idle connection is closed once the idle
 timeout has passed since its last request or chunk.
+
+The transport double (L{PullTransport}) has a write buffer with a bound
+(L{BUFFER_BOUND}), as a TCP transport's C{bufferSize}: a write that takes
+it over the bound pauses a registered streaming producer (the protocol,
+while it writes answers from memory), the reader draining it (the C{pump}
+op) resumes it or pulls the next chunk from a file producer, and while the
+protocol has paused the transport, nothing is read from the client.  Each
+write is checked against L{invariants.check_output_held}: the bytes the
+source holds never exceed the bound plus one answer.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
+from tests.fuzz.invariants import check_output_held
 from twistedp2p import wire
 from twistedp2p.peer.library import Library, LIBRARY_FILE, STATE_DIR, run_synchronously
 from twistedp2p.peer.slots import UP, Slots
@@ -53,6 +63,9 @@ from twistedp2p.peer.upload import MAX_PIPELINED, UploadFactory, UploadProtocol
 SECRET = b"<<NOT-PUBLISHED-MUST-NEVER-BE-SENT>>"
 IDLE_TIMEOUT = 60.0
 MAX_SESSIONS = 2
+#: The transport's write-buffer bound (TCP's C{bufferSize} is 64 KiB; a
+#: small one here, so that a few pipelined answers reach it).
+BUFFER_BOUND = 4096
 
 
 class FuzzFailure(AssertionError):
@@ -155,28 +168,70 @@ class PullTransport(StringTransport):
     """
     A StringTransport that behaves like a TCP transport where it matters
     here: it asks a pull producer for its first chunk when registered (later
-    chunks come when the world says the buffer drained, L{UploadConn.pump}),
-    and it tells the connection's model about every write and close as they
-    happen.
+    chunks come when the world says the buffer drained, L{UploadConn.pump});
+    it holds what was written until the reader drains it, and a write that
+    takes that over L{BUFFER_BOUND} pauses a registered streaming producer
+    (resumed once drained), as C{FileDescriptor} does; while the protocol
+    has paused it, it reads nothing (L{UploadConn.deliver}); and it tells
+    the connection's model about every write and close as they happen.
     """
+
+    bufferSize = BUFFER_BOUND
 
     def __init__(self, conn: "UploadConn", peer: IPv4Address) -> None:
         StringTransport.__init__(self, peerAddress=peer, lenient=True)
         self._conn = conn
+        #: Bytes written and not yet taken by the reader, and those of them
+        #: the protocol wrote itself (not pulled from a file producer).
+        self.held = 0
+        self.own = 0
+        #: The streaming producer was paused for a full buffer.
+        self.producer_paused = False
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         StringTransport.registerProducer(self, producer, streaming)
+        self.producer_paused = False
         if not streaming:
             producer.resumeProducing()
 
     def unregisterProducer(self) -> None:
         StringTransport.unregisterProducer(self)
+        self.producer_paused = False
         # The transfer ended: the protocol counts that as activity.
         self._conn.last_activity = self._conn.world.clock.seconds()
 
     def write(self, data: bytes) -> None:
+        world = self._conn.world
+        pulled = self.producer is not None and not self.streaming
+        if not pulled:
+            problem = check_output_held(self.own, len(data), self.bufferSize)
+            if problem is not None:
+                world.failures.append(FuzzFailure(f"conn {self._conn.index}: {problem}"))
+            self.own += len(data)
+        self.held += len(data)
+        world.units["peak_held"] = max(world.units["peak_held"], self.held)
         StringTransport.write(self, data)
         self._conn.written(data)
+        if self.producer is not None and self.streaming and self.held > self.bufferSize:
+            self.producer_paused = True
+            world.units["paused"] += 1
+            self.producer.pauseProducing()
+
+    def drained(self) -> None:
+        """
+        The reader took every byte held: resume a paused streaming producer,
+        or pull the next chunk from a file producer.
+        """
+        self.held = self.own = 0
+        if self.producer is None:
+            return
+        if not self.streaming:
+            self.producer.resumeProducing()
+        elif self.producer_paused:
+            self.producer_paused = False
+            # (The reader took every byte: progress, for the idle timeout.)
+            self._conn.last_activity = self._conn.world.clock.seconds()
+            self.producer.resumeProducing()
 
     def writeSequence(self, data: Any) -> None:
         # (StringTransport's own would bypass write, and so the model.)
@@ -270,6 +325,10 @@ class UploadConn:
     def deliver(self, n: int | None) -> None:
         if self.closed or self.transport.disconnecting:
             return
+        if self.transport.producerState == "paused":
+            # The protocol stopped reading (its output is over the bound):
+            # the bytes wait in the socket.
+            return
         end = len(self.stream) if n is None else min(len(self.stream), self.delivered + n)
         if end > self.delivered:
             data = bytes(self.stream[self.delivered : end])
@@ -278,12 +337,14 @@ class UploadConn:
 
     def pump(self, n: int) -> None:
         """
-        The transport's buffer drained C{n} times: ask for more each time.
+        The reader takes everything the transport holds, C{n} times: each
+        time a paused producer is resumed, or a file producer asked for
+        its next chunk.
         """
         for _ in range(n):
-            if self.closed or self.transport.producer is None:
+            if self.closed:
                 return
-            self.transport.producer.resumeProducing()
+            self.transport.drained()
 
     def lose(self) -> None:
         if not self.closed:
@@ -306,13 +367,24 @@ class UploadConn:
             # check cannot change what the protocol does next.
             self.world.failures.append(e)
 
+    @property
+    def final(self) -> bool:
+        """
+        The transport is closing and nothing will write to it any more: a
+        closing TCP transport still resumes a registered producer (a range's
+        sender, or the protocol paused over the bound, which then answers
+        what it has queued) and closes once it unregisters.
+        """
+        return self.transport.disconnecting and self.transport.producer is None
+
     def closing(self) -> None:
         """
         The server starts closing: a seed request at the head of the line
-        gets no bytes, which must be allowed.
+        gets no bytes, which must be allowed (once no producer can still
+        answer it).
         """
         try:
-            self.read_answers(closing=True)
+            self.read_answers(closing=self.transport.producer is None)
         except AssertionError as e:
             self.world.failures.append(e)
 
@@ -491,7 +563,7 @@ class UploadConn:
         After an op: what was received is answered, unless a transfer or
         lookup is still in progress.
         """
-        self.read_answers(closing=self.transport.disconnecting)
+        self.read_answers(closing=self.final)
         pending = [r for r in self.receipts[self.answered :] if not r.closing]
         if pending and self.transport.producer is None and not self.transport.disconnecting:
             raise FuzzFailure(f"conn {self.index}: {len(pending)} requests never answered (first {pending[0].body[:80]!r})")
@@ -520,7 +592,9 @@ class UploadWorld:
         #: Stale names the library has dropped (after a request found them).
         self.dropped: set[str] = set()
         #: (C{served_bytes}: file bytes written and checked.)
-        self.units = {"frames": 0, "answers": 0, "served_bytes": 0, "served": 0, "ops": 0}
+        self.units = {
+            "frames": 0, "answers": 0, "served_bytes": 0, "served": 0, "ops": 0, "paused": 0, "peak_held": 0,
+        }
         #: Answers by "status:code", to judge what the generators reach.
         self.outcomes: dict[str, int] = {}
         self._log: list[dict] = []
@@ -577,8 +651,12 @@ class UploadWorld:
                 c.lose()
         self.check_log()
         # A connection holds a slot while it has work: a transfer running,
-        # or requests waiting behind one.
-        sending = sum(1 for c in self.conns if c.open and c.transport.producer is not None)
+        # or requests waiting behind one.  (A protocol registered as the
+        # streaming producer of its own answers, paused until the reader
+        # drains them, holds none for a ping or a piece list.)
+        sending = sum(
+            1 for c in self.conns if c.open and c.transport.producer is not None and not c.transport.streaming
+        )
         _expect(sending <= self.slots.in_use <= self.slots.limits[UP], f"{self.slots.in_use} slots in use, {sending} sending")
         _expect(len(self.transfers.active()) == self.slots.in_use, f"{len(self.transfers.active())} uploads listed, {self.slots.in_use} slots held")
         for name in self.dropped:

@@ -681,6 +681,18 @@ class BufferedTransport(StringTransport):
                 self.producer.resumeProducing()
 
 
+class PullingTransport(BufferedTransport):
+    """
+    A L{BufferedTransport} that asks a pull producer for its first chunk
+    when it registers, as C{FileDescriptor.registerProducer} does.
+    """
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        BufferedTransport.registerProducer(self, producer, streaming)
+        if not streaming:
+            producer.resumeProducing()
+
+
 class OutputFlowControlTests(SynchronousTestCase):
     """
     Answers made from memory (C{pieces}, C{ping}) are written under the
@@ -774,6 +786,58 @@ class OutputFlowControlTests(SynchronousTestCase):
             data = data[size:]
         self.assertEqual(data, b"")
         self.assertLessEqual(t.peak, t.bufferSize + one)
+
+    def test_pipelined_ranges_ending_in_the_first_pull_bounded(self) -> None:
+        """
+        A transport asks a pull producer for a chunk as soon as it is
+        registered (as Twisted's TCP transport does): a range of one and a
+        bit chunks used to end right there, and the next pipelined one was
+        answered at once, and so on: 20 unread ranges of 300,000 bytes
+        were all buffered (found by the upload fuzzer's buffer bound).
+        Now the rest of a range whose first write filled the buffer waits
+        for it to drain, and nothing is read meanwhile.
+        """
+        from twistedp2p.peer.upload import ChunkSender
+
+        proto, t = self.connect_pulling()
+        n, size = 20, 300_000
+        proto.dataReceived(
+            b"".join(
+                frame({"action": "get", "fname": "a.bin", "offset": i, "length": size, "id": i}) for i in range(n)
+            )
+        )
+        # One answer (its header and first chunk) beyond the bound; once
+        # draining, at most the last chunk the transport pulled of the
+        # range before, plus one answer.
+        one = 200 + ChunkSender.CHUNK_SIZE
+        self.assertLessEqual(t.peak, t.bufferSize + one)
+        self.assertFalse(t.reading)
+        self.drain_all(t)
+        data = t.delivered
+        for i in range(n):
+            header, data = split_frame(data)
+            self.assertEqual((header["id"], header["length"]), (i, size))
+            self.assertEqual(data[:size], self.data[i : i + size])
+            data = data[size:]
+        self.assertEqual(data, b"")
+        self.assertLessEqual(t.peak, ChunkSender.CHUNK_SIZE + one)
+        self.assertEqual(self.parts.slots.in_use, 1)
+        proto.connectionLost(None)
+        self.assertEqual(self.parts.slots.in_use, 0)
+
+    def test_lost_while_a_range_waits_for_the_buffer(self) -> None:
+        proto, t = self.connect_pulling()
+        proto.dataReceived(frame({"action": "get", "fname": "a.bin", "offset": 0, "length": 300_000, "id": 1}))
+        self.assertEqual(len(self.parts.transfers.active()), 1)
+        proto.connectionLost(None)
+        self.assertEqual(self.parts.slots.in_use, 0)
+        self.assertEqual(self.parts.transfers.active(), [])
+
+    def connect_pulling(self) -> tuple[Any, "PullingTransport"]:
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+        transport = PullingTransport()
+        proto.makeConnection(transport)
+        return proto, transport
 
     def test_pings_queued_behind_a_range(self) -> None:
         """

@@ -173,6 +173,9 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         self._output_full = False
         #: Inside L{dataReceived} (its loop parses what is buffered).
         self._parsing = False
+        #: A range whose first write filled the buffer: (start its sender,
+        #: its cleanup, its failure), run once the buffer drains.
+        self._rest: tuple[Any, Any, Any] | None = None
         #: The minimum-rate rule of the current upload session, and its timer.
         self._floor: RateFloor | None = None
         self._floor_call: Any = None
@@ -215,6 +218,11 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         self._queue.clear()
         self.factory.connections.discard(self)
         self.setTimeout(None)
+        rest, self._rest = self._rest, None
+        if rest is not None:
+            # A range waiting for the buffer to drain: it stops here.
+            rest[1](None)
+            rest[2](reason)
         if self._sender is not None:
             # Real transports already stopped the producer; fake ones may not.
             self._sender.stopProducing()
@@ -454,6 +462,10 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
         self.resetTimeout()
         self.paused = False
         self.transport.resumeProducing()
+        rest, self._rest = self._rest, None
+        if rest is not None:
+            # (The range in progress goes on; requests wait behind it.)
+            rest[0]()
         self._drain()
         # The frames read before the pause (the buffer may fill again on the
         # way: the loop stops when paused).
@@ -719,27 +731,32 @@ class UploadProtocol(Int32StringReceiver, TimeoutMixin):
             self.factory.transfers.announce(transfer)
             finished(None)
             return
-        # The rest is pulled by the transport when its buffer is empty; the
-        # requests that come meanwhile are read and wait in the queue.
-        read_on = self._output_full
-        self._unwatch_output()
-        if read_on:
-            self.paused = False
-            self.transport.resumeProducing()
-        consumer: Any = self.transport
-        sender = ChunkSender()
-        if throttled:
-            consumer = ThrottledConsumer(self.transport, bucket)
-            sender.CHUNK_SIZE = ChunkSender.THROTTLED_CHUNK_SIZE
-        elif self._eager:
-            consumer = EagerConsumer(self.transport)
-        self._sender = sender
-        d = sender.beginFileTransfer(reader, consumer, transform=count)
-        d.addBoth(cleanup)
-        d.addCallbacks(finished, lost)
+        def pull_rest() -> None:
+            # The rest is pulled by the transport when its buffer is empty;
+            # the requests that come meanwhile are read and wait in the queue.
+            consumer: Any = self.transport
+            sender = ChunkSender()
+            if throttled:
+                consumer = ThrottledConsumer(self.transport, bucket)
+                sender.CHUNK_SIZE = ChunkSender.THROTTLED_CHUNK_SIZE
+            elif self._eager:
+                consumer = EagerConsumer(self.transport)
+            self._sender = sender
+            d = sender.beginFileTransfer(reader, consumer, transform=count)
+            d.addBoth(cleanup)
+            d.addCallbacks(finished, lost)
+
         self.factory.transfers.announce(transfer)
-        if read_on:
-            self._read_on()
+        if self._output_full:
+            # The first write took the buffer over its bound: the rest
+            # waits until it drains (L{resumeProducing}), as does reading.
+            # (A transport asks a pull producer for a chunk as soon as it
+            # registers: a range that ended there would let the next
+            # pipelined one be answered at once, and so on, unbounded.)
+            self._rest = (pull_rest, cleanup, lost)
+            return
+        self._unwatch_output()
+        pull_rest()
 
 
 class UploadFactory(Factory):
