@@ -16,7 +16,8 @@ from tests.e2e.harness import Cluster
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     """
     A L{Cluster} in the test's directory, every process it started stopped
-    afterwards.  A module that needs other tracker options defines its own.
+    afterwards.  A module with other tracker options, or its own cluster class
+    (test_multi_tracker), defines its own.
     """
     c = Cluster(tmp_path)
     try:

@@ -215,6 +215,14 @@ class Cluster:
             proc.kill()
 
 
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()
+
 
 def until(ask: Callable[[], bool], timeout: float, what: str) -> float:
     """
