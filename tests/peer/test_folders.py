@@ -15,9 +15,8 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedp2p import errors, wire
-from twistedp2p.peer.download import DownloadSettings
 from twistedp2p.peer.library import Library
-from twistedp2p.peer.node import FolderFetchResult, FolderPublishResult, PeerNode, PublishFailed, PublishResult
+from twistedp2p.peer.node import FolderFetchResult, FolderPublishResult, PublishFailed, PublishResult
 from twistedp2p.peer.partfile import part_name
 from twistedp2p.peer.slots import DOWN
 from twistedp2p.peer.shell import format_fetch_folder, format_publish_any
@@ -26,7 +25,7 @@ from twistedp2p.peer.upload import UploadFactory
 from twistedp2p.tracker.model import pattern_matcher
 
 from .helpers import FakeNetwork, PeerParts, sync_run, temp_dir
-from .test_node import FakeLink
+from .test_node import FakeLink, node_for
 
 
 def write(path: Path, data: bytes = b"content") -> Path:
@@ -175,18 +174,7 @@ class FolderNodeTests(SynchronousTestCase):
         self.repo = self.parts.repo
         self.link = FakeLink()
         self.net = FakeNetwork(self.parts.clock)
-        self.node = PeerNode(
-            hostname="me",
-            library=self.parts.library,
-            slots=self.parts.slots,
-            transfers=self.parts.transfers,
-            events=self.parts.events,
-            clock=self.parts.clock,
-            run_in_thread=sync_run,
-            connect=self.net.connect,
-            settings=DownloadSettings(jitter=lambda: 0.5),
-            link=self.link,
-        )
+        self.node = node_for(self.parts, self.link, self.net)
         self.base = base
 
     # -- publish -------------------------------------------------------------

@@ -53,6 +53,25 @@ class FakeLink:
         return {"state": "connected", "tracker": "A"}
 
 
+def node_for(parts: PeerParts, link: FakeLink, net: FakeNetwork) -> PeerNode:
+    """
+    A node called "me" over C{parts}, talking to the tracker through
+    C{link} and to other peers through C{net}; threads run synchronously.
+    """
+    return PeerNode(
+        hostname="me",
+        library=parts.library,
+        slots=parts.slots,
+        transfers=parts.transfers,
+        events=parts.events,
+        clock=parts.clock,
+        run_in_thread=sync_run,
+        connect=net.connect,
+        settings=DownloadSettings(jitter=lambda: 0.5),
+        link=link,
+    )
+
+
 class NodeTestsMixin:
     def setUp(self) -> None:
         base = temp_dir(self)
@@ -60,18 +79,7 @@ class NodeTestsMixin:
         self.repo = self.parts.repo
         self.link = FakeLink()
         self.net = FakeNetwork(self.parts.clock)
-        self.node = PeerNode(
-            hostname="me",
-            library=self.parts.library,
-            slots=self.parts.slots,
-            transfers=self.parts.transfers,
-            events=self.parts.events,
-            clock=self.parts.clock,
-            run_in_thread=sync_run,
-            connect=self.net.connect,
-            settings=DownloadSettings(jitter=lambda: 0.5),
-            link=self.link,
-        )
+        self.node = node_for(self.parts, self.link, self.net)
         self.source = PeerParts(base / "source")
         self.source.publish("f", DATA)
         self.net.servers[7000] = UploadFactory(
