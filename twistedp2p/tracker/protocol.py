@@ -83,43 +83,41 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
 
     log = Logger(observer=tracker_gate)
 
-    session = None
-    _session_id: str | None = None
-    _native = False
-    _lost = False
-    _pending = False
-    _in_step = False
-    _resume_call = None
-    #: Reading stops while either holds: the transport's write buffer is
-    #: over its bound (L{pauseProducing}), or C{MAX_QUEUED} requests wait.
-    _write_blocked = False
-    _queue_full = False
-    #: A third reason: the connection used its turn's budget (TURN_BYTES).
-    _yielding = False
-    _turn_bytes = 0
-    _yield_call = None
-    #: Registered with the transport as its producer.
-    _producing = False
-    #: The request being answered (the latest one handled: later ones wait
-    #: while its answer is pending).
-    _answering: dict | None = None
-    #: Bytes received that no complete frame has taken yet.
-    _unparsed = 0
-    _frame_call = None
-    _ip = "0.0.0.0"
-    #: The transport is a plain TCP connection: write to its socket at once
-    #: while its buffer is empty (see L{sendString}).
-    _eager = False
-    # Created when first needed: most connections never queue a request
-    # and only admin or contested-hello pings use the Deferred table.
-    _queue: "deque[tuple[dict | None, wire.WireError | None]] | None" = None
-    _pings: dict[int, Deferred] | None = None
-    #: What an answered heartbeat ping is reported to (L{send_heartbeat}).
-    _heartbeat_answered: Callable[[Any, int], bool] | None = None
-    _heartbeat_token: Any = None
-    #: The nonce of this connection's latest C{challenge}, until a hello
-    #: uses it (L{twistedp2p.identity}).
-    _nonce: str | None = None
+    # Every attribute a connection sets has a slot (its value is set in
+    # __init__).  An instance dict would cost well over 1 KiB per held
+    # session: CPython shares one table of attribute names among a class's
+    # instances only up to 30 names, and a connection has more.
+    __slots__ = (
+        # set by the base classes (Protocol, IntNStringReceiver,
+        # _PauseableMixin, TimeoutMixin) and by __init__
+        "factory", "connected", "transport", "paused", "timeOut", "_TimeoutMixin__timeoutCall",
+        "_unprocessed", "_compatibilityOffset",
+        "registry", "clock", "_wire_cache", "_ping_ids",
+        # the L{Session} after a successful hello, else None
+        "session", "_session_id", "_native", "_lost", "_pending", "_in_step", "_resume_call",
+        # Reading stops while either holds: the transport's write buffer is
+        # over its bound (L{pauseProducing}), or C{MAX_QUEUED} requests wait;
+        # a third reason: the connection used its turn's budget (TURN_BYTES).
+        "_write_blocked", "_queue_full", "_yielding", "_turn_bytes", "_yield_call",
+        # registered with the transport as its producer
+        "_producing",
+        # the request being answered (the latest one handled: later ones
+        # wait while its answer is pending)
+        "_answering",
+        # bytes received that no complete frame has taken yet
+        "_unparsed", "_frame_call", "_ip",
+        # the transport is a plain TCP connection: write to its socket at
+        # once while its buffer is empty (see L{sendString})
+        "_eager",
+        # created when first needed: most connections never queue a request
+        # and only admin or contested-hello pings use the Deferred table
+        "_queue", "_pings",
+        # what an answered heartbeat ping is reported to (L{send_heartbeat})
+        "_heartbeat_answered", "_heartbeat_token",
+        # the nonce of this connection's latest C{challenge}, until a hello
+        # uses it (L{twistedp2p.identity})
+        "_nonce",
+    )
 
     def __init__(
         self,
@@ -132,12 +130,8 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         self.clock = clock
         self._wire_cache = wire_cache if wire_cache is not None else SourceWireCache()
         self._ping_ids = ping_ids or itertools.count(1).__next__
-        # Every attribute a connection ever sets is set here first, always
-        # in this order, to its class default.  CPython (3.11+) shares one
-        # table of attribute names among the instances of a class only for
-        # names set while the class has few instances: a name first set
-        # later (on a busy tracker, after thousands of connections) gives
-        # every instance a dict of its own, several hundred bytes each.
+        # Every slot is set here (see __slots__), to what a new connection
+        # starts with.
         self.factory = None
         self.connected = 0
         self.transport = None
