@@ -617,6 +617,8 @@ class MemoryLayoutTests(ProtocolTestBase):
         self.store.release()
         self.assertEqual([m["id"] for m in p.received()], [2, 3])
         self.assertIsNone(p.proto._queue)
+        # A held session keeps the id of its last request, not the request.
+        self.assertEqual(p.proto._answering, 3)
         self.registry.heartbeat()
         ping = p.received()[0]
         p.send({"status": "success", "message": "pong", "id": ping["id"]})

@@ -101,8 +101,9 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         "_write_blocked", "_queue_full", "_yielding", "_turn_bytes", "_yield_call",
         # registered with the transport as its producer
         "_producing",
-        # the request being answered (the latest one handled: later ones
-        # wait while its answer is pending)
+        # the id of the request being answered (the latest one handled:
+        # later ones wait while its answer is pending); only its id is kept,
+        # not the request, which a held session would keep alive
         "_answering",
         # bytes received that no complete frame has taken yet
         "_unparsed", "_frame_call", "_ip",
@@ -369,7 +370,7 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
                 "too_large",
                 f"the answer would be {len(string)} bytes, over the {wire.MAX_REPLY_FRAME}-byte frame limit; "
                 f"ask for fewer entries (limit)",
-                wire.safe_id(self._answering or {}),
+                self._answering,
             ))
         data = _pack_length(len(string)) + string
         if self._eager:
@@ -465,7 +466,7 @@ class TrackerProtocol(Int32StringReceiver, TimeoutMixin):
         """
         Handle one request; its answer is sent now or when it is ready.
         """
-        self._answering = message
+        self._answering = None if message is None else wire.safe_id(message)
         if error is not None:
             self._send_error(error.code, error.message, None)
             return
