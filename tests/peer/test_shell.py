@@ -49,6 +49,7 @@ class FakeNode:
         self.clock = Clock()
         self.events = Events(self.clock)
         self.calls: list[tuple[str, tuple, dict, Deferred]] = []
+        self.paused: dict = {}
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Deferred:
         d: Deferred = Deferred()
@@ -83,23 +84,14 @@ class FakeNode:
     def fetching(self):
         return sorted(c[1][0] for c in self.calls if c[0] in ("fetch", "resume") and not c[3].called)
 
-    paused: dict = {}
-
     def status(self):
         return STATUS
 
 
-class ShellTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.node = FakeNode()
-        self.exits = 0
-        self.shell = PeerShell(self.node, on_exit=self.on_exit, is_tty=False)
-        self.transport = StringTransport()
-        self.shell.makeConnection(self.transport)
-        self.assertEqual(
-            self.output(),
-            ["p2ppeer me serving on port 4321, repository /repo; type 'help' for commands"],
-        )
+class ShellDriver:
+    """
+    Types into C{self.shell} and reads what it printed on C{self.transport}.
+    """
 
     def on_exit(self) -> None:
         self.exits += 1
@@ -111,6 +103,19 @@ class ShellTests(SynchronousTestCase):
         lines = self.transport.value().decode("utf-8").splitlines()
         self.transport.clear()
         return lines
+
+
+class ShellTests(ShellDriver, SynchronousTestCase):
+    def setUp(self) -> None:
+        self.node = FakeNode()
+        self.exits = 0
+        self.shell = PeerShell(self.node, on_exit=self.on_exit, is_tty=False)
+        self.transport = StringTransport()
+        self.shell.makeConnection(self.transport)
+        self.assertEqual(
+            self.output(),
+            ["p2ppeer me serving on port 4321, repository /repo; type 'help' for commands"],
+        )
 
     def test_commands_run_in_order(self) -> None:
         self.type("publish a.txt A\nunpublish B\n")
@@ -261,7 +266,7 @@ class ShellTests(SynchronousTestCase):
         self.assertEqual(self.exits, 1)
 
 
-class InteractiveTests(SynchronousTestCase):
+class InteractiveTests(ShellDriver, SynchronousTestCase):
     """
     stdin is a terminal: fetches run in the background.
     """
@@ -273,17 +278,6 @@ class InteractiveTests(SynchronousTestCase):
         self.transport = StringTransport()
         self.shell.makeConnection(self.transport)
         self.transport.clear()
-
-    def on_exit(self) -> None:
-        self.exits += 1
-
-    def type(self, text: str) -> None:
-        self.shell.dataReceived(text.encode("utf-8"))
-
-    def output(self) -> list[str]:
-        lines = self.transport.value().decode("utf-8").splitlines()
-        self.transport.clear()
-        return lines
 
     def test_commands_answered_during_fetches(self) -> None:
         self.type("fetch f\nfetch g\nsearch x\n")
